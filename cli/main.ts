@@ -1,0 +1,40 @@
+import yargs from 'yargs';
+import { toolVersion } from '../src/index.js';
+import { commands } from './commands/index.js';
+import { reportError, UsageError } from './errors.js';
+
+/** Runs the kvmbak command line; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const parser = yargs(argv)
+    .scriptName('kvmbak')
+    .usage('$0 <command> [options]\n\nLive backup and restore of KVM/libvirt VMs on LVM.')
+    .version(toolVersion())
+    .option('uri', {
+      alias: ['c', 'connect'],
+      type: 'string',
+      describe: 'libvirt connection URI (default: LIBVIRT_DEFAULT_URI, then libvirt\'s default)',
+      global: true,
+    })
+    .option('json', { type: 'boolean', describe: 'print one machine-readable JSON document', global: true })
+    .option('quiet', { alias: 'q', type: 'boolean', describe: 'no progress output', global: true })
+    .option('debug', { type: 'boolean', describe: 'show stack traces on errors', global: true })
+    .strict()
+    .demandCommand(1, 'Name a command; see kvmbak --help.')
+    .recommendCommands()
+    .help()
+    .alias('help', 'h')
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new UsageError(msg);
+    });
+  for (const c of commands) parser.command(c);
+  try {
+    await parser.parseAsync();
+    exitCode = typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    exitCode = reportError(err, argv.includes('--debug'), argv.includes('--json'));
+  }
+  return exitCode;
+}

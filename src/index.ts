@@ -1,0 +1,3 @@
+/** kvmbak: the public library API. */
+export * from './errors.js';
+export { toolVersion } from './version.js';
