@@ -1,0 +1,22 @@
+// Per-environment addon state (STYLE 2.2.8): the wrapper constructors live
+// here, stored with Env::SetInstanceData, never in static FunctionReferences,
+// so the addon works in several environments (worker_threads) at once.
+#ifndef KVMBAK_NATIVE_ADDON_DATA_H_
+#define KVMBAK_NATIVE_ADDON_DATA_H_
+
+#include "common.h"
+
+namespace kvmbak {
+
+struct AddonData {
+  Napi::FunctionReference connection;
+  Napi::FunctionReference domain;
+  Napi::FunctionReference storage_pool;
+  Napi::FunctionReference storage_vol;
+};
+
+inline AddonData& GetAddonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+}  // namespace kvmbak
+
+#endif  // KVMBAK_NATIVE_ADDON_DATA_H_

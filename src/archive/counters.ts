@@ -1,0 +1,34 @@
+/** Process-wide counters of the archive engine, for debugging and tests (sharp's `counters()`). */
+export const counters = {
+  /** Archive operations (pack/unpack/hash) running now. */
+  operations: 0,
+  /** Chunks between "read started" and "written" across all operations. */
+  chunksInFlight: 0,
+  /** Highest chunksInFlight since the last reset. */
+  peakChunksInFlight: 0,
+  /** Compression worker threads alive. */
+  workersAlive: 0,
+};
+
+export interface ArchiveCounters {
+  operations: number;
+  chunksInFlight: number;
+  peakChunksInFlight: number;
+  workersAlive: number;
+}
+
+/** A snapshot of the archive engine's counters; `resetPeak` starts a new peak measurement. */
+export function archiveCounters(options: { resetPeak?: boolean } = {}): ArchiveCounters {
+  const snap = { ...counters };
+  if (options.resetPeak) counters.peakChunksInFlight = counters.chunksInFlight;
+  return snap;
+}
+
+export function chunkStarted(): void {
+  counters.chunksInFlight++;
+  if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
+}
+
+export function chunkFinished(): void {
+  counters.chunksInFlight--;
+}

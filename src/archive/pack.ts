@@ -1,0 +1,246 @@
+import { createHash } from 'node:crypto';
+import { AbortError, isKvmbakError, throwIfAborted } from '../errors.js';
+import { counters } from './counters.js';
+import { ArchiveError, destError, sourceError } from './errors.js';
+import { AsyncQueue, Semaphore, settleQuietly } from './flow.js';
+import { createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, MEM_LEVEL, checkChunkSize, checkLevel, checkThreads } from './options.js';
+import { WorkerPool, WorkerTaskError } from './pool.js';
+import { ProgressMeter } from './progress.js';
+import type { PackOptions, PackResult } from './types.js';
+import { isAllZero, zeroMember } from './zero.js';
+
+interface ReadChunk {
+  index: number;
+  ab: ArrayBuffer;
+  len: number;
+}
+
+interface Member {
+  data: Uint8Array;
+  raw: number;
+}
+
+/** Chunks alive at once (read → hashed → compressed → written) for a pool of `threads`. */
+export function packWindow(threads: number): number {
+  return threads * 2 + 2;
+}
+
+/**
+ * Packs a block device or file into a multi-member gzip image.
+ *
+ * The source is read sequentially in chunkSize pieces (several reads in
+ * flight); each chunk is hashed in order on this thread, then compressed by a
+ * worker thread as an independent gzip member, unless it is all zeros: those
+ * are written as a member computed once per size. Members are written in
+ * order to `<dest>.partial` (0600), which is fsynced and renamed to `dest`.
+ * `zcat dest` prints the source byte for byte. At most packWindow(threads)
+ * chunks are in memory, whatever the source size. On error or abort the
+ * partial file is removed and the workers are terminated.
+ */
+export async function packImage(source: string, dest: string, options: PackOptions = {}): Promise<PackResult> {
+  const level = checkLevel(options.level ?? DEFAULT_LEVEL);
+  const chunkSize = checkChunkSize(options.chunkSize ?? DEFAULT_CHUNK_SIZE);
+  const threads = checkThreads(options.threads);
+  const { signal, onProgress } = options;
+  throwIfAborted(signal);
+  counters.operations++;
+  try {
+    const src = await openSource(source);
+    try {
+      const out = await createPartial(dest, options.overwrite ?? false);
+      try {
+        const meter = new ProgressMeter('pack', src.size, onProgress);
+        const r = await runPack(src, out, { level, chunkSize, threads, signal, meter });
+        throwIfAborted(signal);
+        meter.flush('sync');
+        await out.commit();
+        return { ...r, level, chunkSize, seconds: meter.seconds };
+      } catch (e) {
+        await out.discard();
+        throw e;
+      }
+    } finally {
+      await src.fh.close().catch(() => undefined);
+    }
+  } finally {
+    counters.operations--;
+  }
+}
+
+interface PackConfig {
+  level: number;
+  chunkSize: number;
+  threads: number;
+  signal: AbortSignal | undefined;
+  meter: ProgressMeter;
+}
+
+async function runPack(
+  src: Source,
+  out: PartialFile,
+  cfg: PackConfig,
+): Promise<Omit<PackResult, 'level' | 'chunkSize' | 'seconds'>> {
+  const { level, chunkSize, threads, signal, meter } = cfg;
+  const pool = new WorkerPool(threads);
+  const slots = new Semaphore(packWindow(threads));
+  const readQ = new AsyncQueue<Promise<ReadChunk>>();
+  const outQ = new AsyncQueue<Promise<Member>>();
+  const io = new Set<Promise<unknown>>();
+  const freeBuffers: ArrayBuffer[] = [];
+  const rawHash = createHash('sha256');
+  const fileHash = createHash('sha256');
+  const members: number[] = [];
+  let bytes = 0;
+  let stored = 0;
+  let zeroChunks = 0;
+  let eof = false;
+  let inFlight = 0;
+  let failure: unknown;
+
+  const fail = (e: unknown): void => {
+    if (failure !== undefined) return;
+    failure = e;
+    slots.abort(e);
+    readQ.abort(e);
+    outQ.abort(e);
+    pool.fail(e);
+  };
+  const onAbort = (): void => fail(new AbortError('The operation was aborted', { cause: signal?.reason }));
+  signal?.addEventListener('abort', onAbort, { once: true });
+
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    io.add(p);
+    void p.then(
+      () => io.delete(p),
+      () => io.delete(p),
+    );
+    return settleQuietly(p);
+  };
+  const started = (): void => {
+    inFlight++;
+    counters.chunksInFlight++;
+    if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
+  };
+  const finished = (): void => {
+    inFlight--;
+    counters.chunksInFlight--;
+    slots.release();
+  };
+
+  // Issues reads ahead, one slot per chunk; positional reads may run concurrently.
+  const reader = async (): Promise<void> => {
+    let index = 0;
+    let previous: Promise<unknown> = Promise.resolve();
+    for (;;) {
+      if (eof || failure !== undefined) break;
+      if (src.size !== undefined && index * chunkSize > src.size) break;
+      await slots.acquire();
+      if (eof || failure !== undefined) {
+        slots.release();
+        break;
+      }
+      started();
+      const i = index++;
+      const ab = freeBuffers.pop() ?? new ArrayBuffer(chunkSize);
+      const view = new Uint8Array(ab);
+      const doRead = (): Promise<number> =>
+        readFully(src.fh, view, chunkSize, src.seekable ? i * chunkSize : null).catch((e: unknown) => {
+          throw sourceError(src.path, e);
+        });
+      // Pipes and character devices have no positions: one read at a time, in order.
+      const p = track((src.seekable ? doRead() : previous.then(doRead)).then((len) => {
+        if (len < chunkSize) eof = true;
+        return { index: i, ab, len };
+      }));
+      previous = p;
+      readQ.push(p);
+    }
+    readQ.close();
+  };
+
+  // In order: hash the raw data, spot zero chunks, hand the rest to the workers.
+  const hasher = async (): Promise<void> => {
+    let ended = false;
+    for (;;) {
+      const p = await readQ.shift();
+      if (p === undefined) break;
+      const c = await p;
+      if (failure !== undefined) return;
+      if (ended || (c.len === 0 && c.index > 0)) {
+        // a read past the end of the source
+        ended = true;
+        freeBuffers.push(c.ab);
+        finished();
+        continue;
+      }
+      if (c.len < chunkSize) ended = true;
+      const view = new Uint8Array(c.ab, 0, c.len);
+      rawHash.update(view);
+      bytes += c.len;
+      let member: Promise<Member>;
+      if (isAllZero(view)) {
+        if (c.len > 0) zeroChunks++;
+        freeBuffers.push(c.ab);
+        member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len }));
+      } else {
+        member = pool.gzip(c.ab, c.len, level, MEM_LEVEL).then(
+          (r) => {
+            freeBuffers.push(r.ab);
+            return { data: new Uint8Array(r.out, r.outOff, r.outLen), raw: c.len };
+          },
+          (e: unknown) => {
+            throw e instanceof WorkerTaskError
+              ? new ArchiveError(`compressing ${src.path} failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', { path: src.path, rawOffset: c.index * chunkSize })
+              : e;
+          },
+        );
+      }
+      outQ.push(settleQuietly(member));
+    }
+    outQ.close();
+  };
+
+  // In order: append members to the partial file, hashing what is written.
+  const writer = async (): Promise<void> => {
+    for (;;) {
+      const p = await outQ.shift();
+      if (p === undefined) break;
+      const m = await p;
+      if (failure !== undefined) return;
+      members.push(stored);
+      await track(
+        writeFully(out.fh, m.data, stored).catch((e: unknown) => {
+          throw destError(out.partial, e);
+        }),
+      );
+      fileHash.update(m.data);
+      stored += m.data.byteLength;
+      finished();
+      meter.add(m.raw, m.data.byteLength);
+    }
+  };
+
+  try {
+    await Promise.all([reader(), hasher(), writer()].map((p) => p.catch(fail)));
+    // never close the files under a read or write still running
+    while (io.size > 0) await Promise.allSettled([...io]);
+    if (failure !== undefined) throw failure;
+    if (members.length === 0) throw new ArchiveError(`internal error: no gzip member written for ${src.path}`, 'KVMBAK_ARCHIVE_WORKER');
+    meter.flush();
+    return {
+      bytes,
+      sha256: rawHash.digest('hex'),
+      storedBytes: stored,
+      fileSha256: fileHash.digest('hex'),
+      members,
+      zeroChunks,
+    };
+  } catch (e) {
+    throw isKvmbakError(e) ? e : new ArchiveError(`packing ${src.path} failed: ${(e as Error)?.message ?? e}`, 'KVMBAK_ARCHIVE_WORKER', { path: src.path }, { cause: e });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    counters.chunksInFlight -= inFlight;
+    await pool.destroy();
+  }
+}

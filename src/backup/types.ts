@@ -1,0 +1,148 @@
+/** Public types of the backup orchestration. */
+
+import { BACKUP_MODES, type BackupMode } from '../manifest/index.js';
+
+export { BACKUP_MODES, type BackupMode };
+
+export interface BackupOptions {
+  /** Name or UUID of the domain (VM). */
+  domain: string;
+  /** Destination folder; the set goes to DEST/DOMAIN/<timestamp>/ (optional for inspectBackup only). */
+  dest: string;
+  /** libvirt URI (default: LIBVIRT_DEFAULT_URI, then libvirt's default). */
+  uri?: string;
+  /**
+   * How the disks are frozen. Default: `save` for a running or paused
+   * domain, `offline` for a shut-off one.
+   */
+  mode?: BackupMode;
+  /** With mode `quiesce`: fall back to `pause` when the guest agent does not answer. */
+  quiesceFallback?: 'pause' | 'none';
+  /** Seconds to wait for the guest agent (mode `quiesce`). Default 10. */
+  agentTimeoutSeconds?: number;
+  /** COW size of each classic snapshot: bytes, `2G`, or `10%` of each LV. */
+  snapshotSize?: string | number;
+  /** gzip level 1–9 (default 3). */
+  level?: number;
+  /** Compression threads (default: available parallelism). */
+  threads?: number;
+  /** Chunk size of the image members (default 4 MiB). */
+  chunkSize?: number;
+  /** Disk targets (vda, vdb…) left out of the backup. */
+  exclude?: readonly string[];
+  /** Plan and check everything, touch nothing. */
+  dryRun?: boolean;
+  /** Extend a classic snapshot when its COW usage passes this percent (default 80). */
+  extendThreshold?: number;
+  /** How often snapshot usage is polled while archiving, ms (default 1500). */
+  watchIntervalMs?: number;
+  signal?: AbortSignal;
+  onProgress?: (event: BackupProgress) => void;
+}
+
+export type BackupPhase =
+  | 'plan'
+  | 'recover'
+  | 'prepare'
+  | 'save'
+  | 'suspend'
+  | 'freeze'
+  | 'snapshot'
+  | 'resume'
+  | 'archive'
+  | 'cleanup'
+  | 'commit'
+  | 'done';
+
+export type BackupProgress =
+  | { type: 'phase'; domain: string; phase: BackupPhase; message: string }
+  | {
+      type: 'archive';
+      domain: string;
+      target: string;
+      bytesDone: number;
+      bytesTotal: number | undefined;
+      rate: number;
+      snapshotPercent: number | undefined;
+    }
+  | { type: 'snapshot-extended'; domain: string; target: string; fromBytes: number; toBytes: number; percent: number }
+  | { type: 'warning'; domain: string; message: string };
+
+export interface PlannedDisk {
+  target: string;
+  /** Block device path as in the domain XML (/dev/VG/LV or /dev/mapper/VG-LV). */
+  source: string;
+  vg: string;
+  lv: string;
+  lvPath: string;
+  lvSize: number;
+  lvUuid: string;
+  thin: boolean;
+  thinPool: string | null;
+  /** libvirt storage pool holding the volume, when one covers the VG. */
+  pool: string | null;
+  capacity: number;
+  allocation: number;
+  physical: number;
+  /** Snapshot LV to create. */
+  snapshotName: string;
+  /** COW bytes for a classic snapshot; null for a thin snapshot. */
+  snapshotSize: number | null;
+}
+
+export interface SkippedDisk {
+  target: string;
+  device: string;
+  reason: string;
+}
+
+export interface BackupPlan {
+  domain: string;
+  uuid: string;
+  uri: string;
+  host: string;
+  libvirtVersion: string;
+  stateBefore: string;
+  mode: BackupMode;
+  memoryBytes: number;
+  /** The destination, or null when planned without one (inspect). */
+  dest: string | null;
+  disks: PlannedDisk[];
+  skipped: SkippedDisk[];
+  /** Per VG: free bytes and what the classic snapshots will take. */
+  volumeGroups: { vg: string; free: number; needed: number; extentSize: number }[];
+  destFree: number | null;
+}
+
+export interface BackupDiskResult {
+  target: string;
+  lvPath: string;
+  file: string;
+  rawBytes: number;
+  rawSha256: string;
+  storedBytes: number;
+  fileSha256: string;
+  zeroChunks: number;
+  snapshotSize: number | null;
+  snapshotPeakPercent: number | null;
+  snapshotExtendedTo: number | null;
+  seconds: number;
+}
+
+export interface BackupResult {
+  domain: string;
+  uuid: string;
+  setPath: string;
+  mode: BackupMode;
+  stateBefore: string;
+  stateAfter: string;
+  downtimeMs: number | null;
+  memoryBytes: number | null;
+  disks: BackupDiskResult[];
+  skipped: SkippedDisk[];
+  storedBytes: number;
+  timings: { planMs: number; windowMs: number; archiveMs: number; totalMs: number };
+  /** Set by a dry run: nothing was touched, `plan` says what would happen. */
+  dryRun?: boolean;
+  plan?: BackupPlan;
+}

@@ -1,0 +1,43 @@
+/** The lvm2 driver: snapshots, usage, extend, remove, tags, restore volumes; lvs/vgs JSON parsing. */
+export {
+  KVMBAK_TAG,
+  Lvm,
+  LvmErrorCode,
+  type LvmCallOptions,
+  type LvmCreateSnapshotOptions,
+  type LvmCreateVolumeOptions,
+  type LvmListOptions,
+  type LvmOptions,
+  type LvmRemoveOptions,
+  type SnapshotUsage,
+} from './lvm.js';
+export {
+  LV_FIELDS,
+  LvmReportError,
+  LVM_REPORT_OPTIONS,
+  VG_FIELDS,
+  lvsArgs,
+  parseLvsReport,
+  parseVgsReport,
+  vgsArgs,
+  type LogicalVolume,
+  type SnapshotKind,
+  type VolumeGroup,
+} from './report.js';
+export {
+  LVM_MAX_NAME_LENGTH,
+  LVM_MAX_TAG_LENGTH,
+  RESERVED_LV_SUBSTRINGS,
+  dmName,
+  lvNameProblem,
+  parseLvRef,
+  splitDmName,
+  lvmTagProblem,
+  validateLvName,
+  validateLvmTag,
+  validateVgName,
+  vgNameProblem,
+  type DmNameParts,
+  type LvName,
+  type LvRef,
+} from './names.js';

@@ -1,0 +1,77 @@
+/**
+ * What a backup set folder holds, derived from its manifest, and a walk of
+ * what it actually holds. Shared by commit (refuse an unfinished set) and
+ * verify (report missing, extra and damaged files).
+ */
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MANIFEST_FILE, type Manifest } from '../manifest/index.js';
+import { isTempName } from '../manifest/fsutil.js';
+
+/** The checksum list's file name inside a set. */
+export const CHECKSUMS_FILE = 'SHA256SUMS' as const;
+/** Suffix of a file being streamed into a set (renamed away on success). */
+export const PARTIAL_SUFFIX = '.partial';
+
+/** A data file the manifest promises, with what it must measure. */
+export interface ExpectedFile {
+  /** Path relative to the set folder. */
+  file: string;
+  kind: 'domain-xml' | 'memory' | 'image';
+  /** The disk target, for images. */
+  target?: string;
+  /** Exact size when the manifest records it (domain.xml has none). */
+  bytes: number | null;
+  sha256: string;
+}
+
+/** The data files of a set (every file but manifest.json and SHA256SUMS), in manifest order. */
+export function expectedFiles(m: Manifest): ExpectedFile[] {
+  const out: ExpectedFile[] = [{ file: m.domainXml.file, kind: 'domain-xml', bytes: null, sha256: m.domainXml.sha256 }];
+  if (m.memory) out.push({ file: m.memory.file, kind: 'memory', bytes: m.memory.bytes, sha256: m.memory.sha256 });
+  for (const d of m.disks) {
+    out.push({
+      file: d.image.file,
+      kind: 'image',
+      target: d.target,
+      bytes: d.image.storedBytes,
+      sha256: d.image.fileSha256,
+    });
+  }
+  return out;
+}
+
+export interface SetEntry {
+  /** Path relative to the set folder, '/'-separated. */
+  rel: string;
+  type: 'file' | 'dir' | 'other';
+  size: number;
+  /** Permission bits (mode & 0o7777). */
+  mode: number;
+}
+
+/** Every entry under a set folder (not following symbolic links), folders before their content. */
+export async function walkSet(setPath: string): Promise<SetEntry[]> {
+  const out: SetEntry[] = [];
+  const visit = async (relDir: string): Promise<void> => {
+    const names = (await readdir(relDir ? join(setPath, relDir) : setPath)).sort();
+    for (const name of names) {
+      const rel = relDir ? `${relDir}/${name}` : name;
+      const st = await lstat(join(setPath, rel));
+      const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
+      out.push({ rel, type, size: st.size, mode: st.mode & 0o7777 });
+      if (type === 'dir') await visit(rel);
+    }
+  };
+  await visit('');
+  return out;
+}
+
+/** True for leftovers of an unfinished write: `x.partial` or a hidden temporary file. */
+export function isUnfinishedName(rel: string): boolean {
+  const base = rel.slice(rel.lastIndexOf('/') + 1);
+  return base.endsWith(PARTIAL_SUFFIX) || isTempName(base);
+}
+
+/** Names only kvmbak's commit writes. */
+export const RESERVED_FILES: readonly string[] = [MANIFEST_FILE, CHECKSUMS_FILE];

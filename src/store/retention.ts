@@ -1,0 +1,245 @@
+/**
+ * Retention: which sets `kvmbak prune` keeps, restic/borg style, per domain.
+ *
+ * Only complete sets count for the rules:
+ *   keepLast N     the N newest sets;
+ *   keepDaily N    the newest set of each of the N most recent days that have sets;
+ *   keepWeekly N   the same per ISO 8601 week (Monday to Sunday);
+ *   keepMonthly N  the same per calendar month.
+ * Days, weeks and months are UTC (the same calendar as the set names, so the
+ * result does not depend on the machine's time zone). A set kept by any rule
+ * survives. Whatever the rules, the newest complete set of a domain is kept,
+ * sets with a journal of an interrupted run are kept (recover needs them),
+ * unreadable sets (damaged, foreign or newer manifest) are left alone, and
+ * incomplete sets are kept while less than a day old (they may be in
+ * progress) and removed after.
+ */
+import { ConfigError, throwIfAborted } from '../errors.js';
+import { isLockError } from './errors.js';
+import { type SetInfo, type SetStatus, listSets } from './list.js';
+import { acquireLock } from './lock.js';
+import { compareSetIds } from './naming.js';
+import { deleteSet } from './set.js';
+
+export interface RetentionRules {
+  keepLast?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+}
+
+/** What retention needs to know about a set (a SetInfo has it all). */
+export interface RetentionCandidate {
+  domain: string;
+  path: string;
+  time: Date;
+  seq: number;
+  status: SetStatus;
+  journal?: string;
+}
+
+export interface RetentionSelection<T extends RetentionCandidate> {
+  /** Sorted by domain, then time. */
+  keep: T[];
+  remove: T[];
+  /** Why each set (by path) is kept or removed. */
+  reasons: Record<string, string[]>;
+}
+
+/** An incomplete set younger than this may still be written. */
+export const INCOMPLETE_GRACE_MS = 24 * 3600 * 1000;
+
+const RULE_NAMES = ['keepLast', 'keepDaily', 'keepWeekly', 'keepMonthly'] as const;
+
+/** Throws ConfigError unless every rule is an integer >= 0 and at least one is >= 1. */
+export function assertRetentionRules(rules: RetentionRules): void {
+  for (const name of RULE_NAMES) {
+    const v = rules[name];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) {
+      throw new ConfigError(`${name} must be a whole number >= 0, got ${String(v)}`, name);
+    }
+  }
+  if (!RULE_NAMES.some((n) => (rules[n] ?? 0) >= 1)) {
+    throw new ConfigError(
+      'no retention rule: give at least one of keepLast, keepDaily, keepWeekly, keepMonthly (>= 1)',
+      'keepLast',
+    );
+  }
+}
+
+const pad = (n: number, width = 2): string => String(n).padStart(width, '0');
+
+/** '2026-11-26' (UTC). */
+export function utcDayKey(t: Date): string {
+  return `${t.getUTCFullYear()}-${pad(t.getUTCMonth() + 1)}-${pad(t.getUTCDate())}`;
+}
+
+/** '2026-11' (UTC). */
+export function utcMonthKey(t: Date): string {
+  return `${t.getUTCFullYear()}-${pad(t.getUTCMonth() + 1)}`;
+}
+
+/** ISO 8601 week of the UTC date: '2026-W48'. The week's year is the year of its Thursday. */
+export function isoWeekKey(t: Date): string {
+  const day = Date.UTC(t.getUTCFullYear(), t.getUTCMonth(), t.getUTCDate());
+  const weekday = (new Date(day).getUTCDay() + 6) % 7; // Monday = 0
+  const thursday = new Date(day + (3 - weekday) * 86_400_000);
+  const year = thursday.getUTCFullYear();
+  const week = Math.floor((thursday.getTime() - Date.UTC(year, 0, 1)) / (7 * 86_400_000)) + 1;
+  return `${year}-W${pad(week)}`;
+}
+
+const BUCKETS = [
+  { rule: 'keepDaily', label: 'daily', key: utcDayKey },
+  { rule: 'keepWeekly', label: 'weekly', key: isoWeekKey },
+  { rule: 'keepMonthly', label: 'monthly', key: utcMonthKey },
+] as const;
+
+/** Decides which sets to keep (pure: the clock is `now`). See the module comment for the rules. */
+export function selectRetention<T extends RetentionCandidate>(
+  sets: readonly T[],
+  options: RetentionRules & { now?: Date },
+): RetentionSelection<T> {
+  assertRetentionRules(options);
+  const now = (options.now ?? new Date()).getTime();
+  const reasons: Record<string, string[]> = {};
+  const keepSet = new Set<T>();
+  const why = (s: T, reason: string, keep: boolean): void => {
+    (reasons[s.path] ??= []).push(reason);
+    if (keep) keepSet.add(s);
+  };
+
+  const byDomain = new Map<string, T[]>();
+  for (const s of sets) {
+    const list = byDomain.get(s.domain) ?? [];
+    list.push(s);
+    byDomain.set(s.domain, list);
+  }
+
+  for (const domainSets of byDomain.values()) {
+    const complete = domainSets.filter((s) => s.status === 'complete').sort((a, b) => compareSetIds(b, a));
+
+    const keepLast = options.keepLast ?? 0;
+    complete.slice(0, keepLast).forEach((s, i) => why(s, `last ${i + 1} of ${keepLast}`, true));
+
+    for (const b of BUCKETS) {
+      const n = options[b.rule] ?? 0;
+      let count = 0;
+      let lastKey: string | null = null;
+      for (const s of complete) {
+        if (count >= n) break;
+        const key = b.key(s.time);
+        if (key === lastKey) continue;
+        lastKey = key;
+        count++;
+        why(s, `${b.label} ${key}`, true);
+      }
+    }
+
+    if (complete.length > 0) why(complete[0], 'newest complete set', true);
+
+    for (const s of domainSets) {
+      if (s.journal !== undefined) {
+        why(s, 'has the journal of an interrupted run: run kvmbak recover first', true);
+      } else if (s.status === 'unreadable') {
+        why(s, 'manifest unreadable (damaged, foreign or newer): prune leaves it alone', true);
+      } else if (s.status === 'incomplete') {
+        if (now - s.time.getTime() < INCOMPLETE_GRACE_MS) {
+          why(s, 'incomplete, less than a day old: may still be in progress', true);
+        } else {
+          why(s, 'incomplete, more than a day old', false);
+        }
+      } else if (!keepSet.has(s)) {
+        why(s, 'matched no keep rule', false);
+      }
+    }
+  }
+
+  const order = (a: T, b: T): number =>
+    a.domain !== b.domain ? (a.domain < b.domain ? -1 : 1) : compareSetIds(a, b);
+  const all = [...sets].sort(order);
+  return { keep: all.filter((s) => keepSet.has(s)), remove: all.filter((s) => !keepSet.has(s)), reasons };
+}
+
+export interface PruneOptions {
+  /** Decide and report, delete nothing (takes no lock). */
+  dryRun?: boolean;
+  /** The clock for the rules (default: now). */
+  now?: Date;
+  signal?: AbortSignal;
+}
+
+export interface PruneDomainResult {
+  domain: string;
+  keep: SetInfo[];
+  remove: SetInfo[];
+  reasons: Record<string, string[]>;
+  /** Paths actually deleted (none in a dry run). */
+  deleted: string[];
+  /** bytesOnDisk of the deleted sets (of the sets to remove, in a dry run). */
+  freedBytes: number;
+  /** Set when the domain was skipped: another kvmbak holds its lock. */
+  error?: string;
+}
+
+export interface PruneResult {
+  dryRun: boolean;
+  domains: PruneDomainResult[];
+}
+
+/**
+ * Applies the retention rules to DEST's sets (one domain, or all of them),
+ * deleting what selectRetention removes while holding each domain's lock.
+ * For a named domain a held lock throws LockError; over all domains a locked
+ * domain is skipped and reported in its result's `error`.
+ */
+export async function pruneSets(
+  dest: string,
+  domain: string | undefined,
+  rules: RetentionRules,
+  options: PruneOptions = {},
+): Promise<PruneResult> {
+  assertRetentionRules(rules);
+  const dryRun = options.dryRun ?? false;
+  const now = options.now ?? new Date();
+  const found = await listSets(dest, domain);
+  const domains = domain !== undefined ? [domain] : [...new Set(found.map((s) => s.domain))];
+  const result: PruneResult = { dryRun, domains: [] };
+
+  for (const d of domains) {
+    throwIfAborted(options.signal);
+    const entry: PruneDomainResult = { domain: d, keep: [], remove: [], reasons: {}, deleted: [], freedBytes: 0 };
+    result.domains.push(entry);
+    if (!found.some((s) => s.domain === d)) continue;
+    let lock;
+    if (!dryRun) {
+      try {
+        lock = await acquireLock(dest, d, 'prune');
+      } catch (e) {
+        if (!isLockError(e) || domain !== undefined) throw e;
+        entry.error = e.message;
+        continue;
+      }
+    }
+    try {
+      const sel = selectRetention(await listSets(dest, d), { ...rules, now });
+      entry.keep = sel.keep;
+      entry.remove = sel.remove;
+      entry.reasons = sel.reasons;
+      for (const s of sel.remove) {
+        if (dryRun) {
+          entry.freedBytes += s.bytesOnDisk;
+          continue;
+        }
+        throwIfAborted(options.signal);
+        if (await deleteSet(s.path, { dest })) {
+          entry.deleted.push(s.path);
+          entry.freedBytes += s.bytesOnDisk;
+        }
+      }
+    } finally {
+      await lock?.release();
+    }
+  }
+  return result;
+}

@@ -1,0 +1,235 @@
+/**
+ * File-level verification of a backup set: every data file the manifest
+ * names is there with its size and sha256, SHA256SUMS agrees with the
+ * manifest, nothing unexpected lies around. Hashing streams each file once.
+ *
+ * Decompressing the images and checking their raw sha256 is the archive
+ * module's job: the result lists every image with what it must decompress
+ * to (rawBytes, rawSha256, chunkSize, member offsets) for that next step.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { throwIfAborted } from '../errors.js';
+import { MANIFEST_FILE, type Manifest, readManifest } from '../manifest/index.js';
+import { DIR_MODE, FILE_MODE, errnoCode } from '../manifest/fsutil.js';
+import { parseChecksums } from './checksums.js';
+import { CHECKSUMS_FILE, type ExpectedFile, expectedFiles, isUnfinishedName, walkSet } from './layout.js';
+
+export type FileCheckStatus =
+  | 'ok'
+  | 'missing'
+  | 'not-a-file'
+  | 'size-mismatch'
+  | 'checksum-mismatch'
+  | 'extra'
+  | 'unfinished';
+
+export interface FileCheck {
+  /** Path relative to the set folder. */
+  file: string;
+  kind: ExpectedFile['kind'] | 'extra';
+  status: FileCheckStatus;
+  expectedBytes: number | null;
+  actualBytes: number | null;
+  expectedSha256: string | null;
+  /** Computed only when the size matched (a wrong size already condemns the file). */
+  actualSha256: string | null;
+}
+
+/** An image for the next verification step (decompress, check raw sha256 and members). */
+export interface ImageToVerify {
+  target: string;
+  file: string;
+  /** Absolute path. */
+  path: string;
+  /** The compressed file passed the file-level checks. */
+  fileOk: boolean;
+  storedBytes: number;
+  rawBytes: number;
+  rawSha256: string;
+  chunkSize: number;
+  members: number[];
+  zeroChunks: number;
+}
+
+export interface SetVerification {
+  path: string;
+  manifest: Manifest;
+  /** No problem found (warnings do not count). */
+  ok: boolean;
+  files: FileCheck[];
+  /** One line per problem: what is wrong with which file. */
+  problems: string[];
+  /** Things that do not make the set unusable (permissions wider than 0600/0700). */
+  warnings: string[];
+  images: ImageToVerify[];
+  /** Bytes read and hashed. */
+  bytesHashed: number;
+}
+
+export interface VerifyProgress {
+  phase: 'verify';
+  /** The file being hashed. */
+  file: string;
+  /** Bytes hashed so far, over all files. */
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface VerifyOptions {
+  signal?: AbortSignal;
+  /** Called at most every `progressIntervalMs` and at the end of each file. */
+  onProgress?: (p: VerifyProgress) => void;
+  progressIntervalMs?: number;
+}
+
+/** Streams a file through sha256; `onBytes` gets each chunk's length. */
+export async function sha256File(
+  path: string,
+  options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  throwIfAborted(options.signal);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    throwIfAborted(options.signal);
+    const buf = chunk as Buffer;
+    hash.update(buf);
+    bytes += buf.length;
+    options.onBytes?.(buf.length);
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+/**
+ * Verifies a set at file level. Throws ManifestError when the set has no
+ * usable manifest (incomplete, damaged, foreign, newer); everything else is
+ * reported in the result.
+ */
+export async function verifySetFiles(setPath: string, options: VerifyOptions = {}): Promise<SetVerification> {
+  const manifest = await readManifest(setPath);
+  const expected = expectedFiles(manifest);
+  const entries = new Map((await walkSet(setPath)).map((e) => [e.rel, e]));
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const files: FileCheck[] = [];
+
+  // SHA256SUMS must list exactly the manifest's data files, with the same hashes.
+  let sumsText: string | null = null;
+  try {
+    sumsText = await readFile(join(setPath, CHECKSUMS_FILE), 'utf8');
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+    problems.push(`${CHECKSUMS_FILE} is missing`);
+  }
+  if (sumsText !== null) {
+    const sums = parseChecksums(sumsText);
+    for (const p of sums.problems) problems.push(`${CHECKSUMS_FILE}: ${p}`);
+    const listed = new Map(sums.entries.map((e) => [e.file, e.sha256]));
+    for (const f of expected) {
+      const sha = listed.get(f.file);
+      if (sha === undefined) problems.push(`${CHECKSUMS_FILE} does not list ${f.file}`);
+      else if (sha !== f.sha256) problems.push(`${CHECKSUMS_FILE} and the manifest disagree on the sha256 of ${f.file}`);
+    }
+    for (const e of sums.entries) {
+      if (!expected.some((f) => f.file === e.file)) {
+        problems.push(`${CHECKSUMS_FILE} lists ${e.file}, which the manifest does not`);
+      }
+    }
+  }
+
+  // Sizes first (cheap), then hashes of the files whose size is right.
+  const toHash: { f: ExpectedFile; check: FileCheck }[] = [];
+  for (const f of expected) {
+    const e = entries.get(f.file);
+    const check: FileCheck = {
+      file: f.file,
+      kind: f.kind,
+      status: 'ok',
+      expectedBytes: f.bytes,
+      actualBytes: e?.type === 'file' ? e.size : null,
+      expectedSha256: f.sha256,
+      actualSha256: null,
+    };
+    files.push(check);
+    if (e === undefined) {
+      check.status = 'missing';
+      problems.push(`${f.file} is missing`);
+    } else if (e.type !== 'file') {
+      check.status = 'not-a-file';
+      problems.push(`${f.file} is not a regular file`);
+    } else if (f.bytes !== null && e.size !== f.bytes) {
+      check.status = 'size-mismatch';
+      problems.push(`${f.file} has ${e.size} bytes, the manifest says ${f.bytes} (truncated or damaged)`);
+    } else {
+      toHash.push({ f, check });
+    }
+  }
+
+  const bytesTotal = toHash.reduce((sum, { check }) => sum + (check.actualBytes ?? 0), 0);
+  let bytesDone = 0;
+  const interval = options.progressIntervalMs ?? 200;
+  for (const { f, check } of toHash) {
+    let last = 0;
+    const report = (): void => options.onProgress?.({ phase: 'verify', file: f.file, bytesDone, bytesTotal });
+    const { sha256 } = await sha256File(join(setPath, f.file), {
+      signal: options.signal,
+      onBytes: (n) => {
+        bytesDone += n;
+        const now = Date.now();
+        if (options.onProgress && now - last >= interval) {
+          last = now;
+          report();
+        }
+      },
+    });
+    report();
+    check.actualSha256 = sha256;
+    if (sha256 !== f.sha256) {
+      check.status = 'checksum-mismatch';
+      problems.push(`${f.file}: sha256 differs from the manifest (the file is damaged)`);
+    }
+  }
+
+  const rootMode = (await stat(setPath)).mode & 0o7777;
+  if (rootMode !== DIR_MODE) warnings.push(`the set folder has mode ${rootMode.toString(8)}, expected 700`);
+  const known = new Set([MANIFEST_FILE, CHECKSUMS_FILE, ...expected.map((f) => f.file)]);
+  for (const e of entries.values()) {
+    if (e.type === 'dir') {
+      if (e.mode !== DIR_MODE) warnings.push(`${e.rel}/ has mode ${e.mode.toString(8)}, expected 700`);
+      continue;
+    }
+    if (e.mode !== FILE_MODE) warnings.push(`${e.rel} has mode ${e.mode.toString(8)}, expected 600`);
+    if (known.has(e.rel)) continue;
+    const status = isUnfinishedName(e.rel) ? 'unfinished' : 'extra';
+    files.push({
+      file: e.rel,
+      kind: 'extra',
+      status,
+      expectedBytes: null,
+      actualBytes: e.type === 'file' ? e.size : null,
+      expectedSha256: null,
+      actualSha256: null,
+    });
+    problems.push(
+      status === 'unfinished' ? `${e.rel} is left over from an unfinished write` : `${e.rel} is not part of the set`,
+    );
+  }
+
+  const images: ImageToVerify[] = manifest.disks.map((d) => ({
+    target: d.target,
+    file: d.image.file,
+    path: join(setPath, d.image.file),
+    fileOk: files.find((c) => c.file === d.image.file)?.status === 'ok',
+    storedBytes: d.image.storedBytes,
+    rawBytes: d.image.rawBytes,
+    rawSha256: d.image.rawSha256,
+    chunkSize: d.image.chunkSize,
+    members: d.image.members,
+    zeroChunks: d.image.zeroChunks,
+  }));
+
+  return { path: setPath, manifest, ok: problems.length === 0, files, problems, warnings, images, bytesHashed: bytesDone };
+}

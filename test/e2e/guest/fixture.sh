@@ -1,0 +1,142 @@
+#!/bin/bash
+# Lab guest fixture (run at job start, as root, in a fresh boot): the volume group on the data disk,
+# a `logical` libvirt pool on it, LVs filled with known distinct data, and the inner domains.
+# Writes OUT_DIR/fixture.json (read by the e2e suite through KVMBAK_LAB_FIXTURE).
+# Usage: fixture.sh OUT_DIR
+set -euo pipefail
+out=${1:?usage: fixture.sh OUT_DIR}
+here=$(dirname "$(readlink -f "$0")")
+vg=vgkvmbak
+pv_link=/dev/disk/by-id/virtio-labdata
+images=/var/lib/libvirt/images
+uri=qemu:///system
+export LIBVIRT_DEFAULT_URI=$uri LC_ALL=C
+mkdir -p "$out" "$images"
+
+t0=$(date +%s%3N)
+step() { echo "fixture: $* (+$(( $(date +%s%3N) - t0 )) ms)"; }
+
+udevadm settle --timeout=60
+if [ ! -b "$pv_link" ]; then
+  echo "fixture: the data disk ($pv_link) is missing: is the VM started by lab/run.mjs?" >&2
+  exit 1
+fi
+pv=$(readlink -f "$pv_link")
+
+# Inner domains use KVM when the guest's /dev/kvm works (nested SVM under TCG), else TCG.
+modprobe kvm_amd 2>/dev/null || true
+udevadm settle --timeout=30
+if [ -c /dev/kvm ] && virsh -q domcapabilities --virttype kvm >/dev/null 2>&1; then
+  dtype=kvm
+else
+  dtype=qemu
+fi
+step "inner domain type: $dtype"
+
+pvcreate -q "$pv"
+vgcreate -q "$vg" "$pv"
+step "VG $vg on $pv"
+
+# name:MiB — every LV gets a distinct deterministic pattern.
+lvs_spec=(
+  lab-one-disk0:64
+  lab-two-disk0:64
+  lab-two-disk1:32
+  lab-agent-disk0:32
+  lab-qcow-disk0:32
+  lab-cdrom-disk0:32
+  lab-pack:64
+)
+fill_args=()
+for spec in "${lvs_spec[@]}"; do
+  name=${spec%%:*} mib=${spec##*:}
+  lvcreate -q -y -W y -Z y -n "$name" -L "${mib}M" "$vg" >/dev/null
+  fill_args+=("$name=/dev/$vg/$name:$(( mib * 1024 * 1024 ))")
+done
+udevadm settle --timeout=30
+step "LVs created"
+node "$here/fill-pattern.mjs" "${fill_args[@]}" >"$out/lvs.json"
+step "LVs filled"
+
+virsh -q pool-define-as "$vg" logical --source-name "$vg" --target "/dev/$vg" >/dev/null
+virsh -q pool-start "$vg" >/dev/null
+step "pool $vg"
+
+block_disk() { # LV target
+  printf "<disk type='block' device='disk'><driver name='qemu' type='raw' cache='none' io='native'/><source dev='/dev/%s/%s'/><target dev='%s' bus='virtio'/></disk>\n" "$vg" "$1" "$2"
+}
+define() { # NAME DEVICES_XML
+  local xml="$out/$1.xml"
+  cat >"$xml" <<EOF
+<domain type='$dtype'>
+  <name>$1</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+$2
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+  virsh -q define "$xml" >/dev/null
+}
+
+qcow=$images/lab-qcow-disk1.qcow2
+cdrom=$images/lab-cdrom.iso
+qemu-img create -q -f qcow2 "$qcow" 32M
+head -c $(( 2 * 1024 * 1024 )) /dev/zero >"$cdrom"
+
+define lab-one "$(block_disk lab-one-disk0 vda)"
+define lab-two "$(block_disk lab-two-disk0 vda)$(block_disk lab-two-disk1 vdb)"
+define lab-qcow "$(block_disk lab-qcow-disk0 vda)<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$qcow'/><target dev='vdb' bus='virtio'/></disk>"
+define lab-cdrom "$(block_disk lab-cdrom-disk0 vda)<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='$cdrom'/><target dev='hdc' bus='ide'/><readonly/></disk>"
+define lab-agent "$(block_disk lab-agent-disk0 vda)<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+step "domains defined"
+
+# Start only what the suite needs running, in parallel (each takes 10-25 s).
+running=(lab-one lab-two lab-agent)
+pids=()
+for d in "${running[@]}"; do
+  virsh -q start "$d" >/dev/null &
+  pids+=($!)
+done
+failed=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "fixture: virsh start ${running[$i]} failed" >&2
+    failed=1
+  fi
+done
+[ "$failed" -eq 0 ] || exit 1
+for d in "${running[@]}"; do
+  state=$(virsh -q domstate "$d")
+  if [ "$state" != running ]; then
+    echo "fixture: domain $d is '$state', expected running" >&2
+    exit 1
+  fi
+done
+step "domains running: ${running[*]}"
+
+jq -n \
+  --arg vg "$vg" --arg pv "$pv" --arg uri "$uri" --arg dtype "$dtype" \
+  --arg qcow "$qcow" --arg cdrom "$cdrom" --arg xmlDir "$out" \
+  --slurpfile lvs "$out/lvs.json" \
+  '{
+    uri: $uri, vg: $vg, pv: $pv, pool: $vg, domainType: $dtype, xmlDir: $xmlDir,
+    lvs: $lvs[0],
+    files: { qcow2: $qcow, cdrom: $cdrom },
+    domains: {
+      "lab-one":   { running: true,  disks: { vda: "lab-one-disk0" } },
+      "lab-two":   { running: true,  disks: { vda: "lab-two-disk0", vdb: "lab-two-disk1" } },
+      "lab-agent": { running: true,  disks: { vda: "lab-agent-disk0" }, agentChannel: true },
+      "lab-qcow":  { running: false, disks: { vda: "lab-qcow-disk0" }, fileDisks: { vdb: $qcow } },
+      "lab-cdrom": { running: false, disks: { vda: "lab-cdrom-disk0" }, cdrom: { hdc: $cdrom } }
+    }
+  }' >"$out/fixture.json"
+step "done: $out/fixture.json"

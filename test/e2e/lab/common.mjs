@@ -1,0 +1,122 @@
+// Shared pieces of the kvmbak lab (host side): locations, logging, child processes, a cache lock.
+// Child processes are always spawned with argument arrays, never through a shell.
+import { spawn } from 'node:child_process';
+import { accessSync, constants, openSync, closeSync, readFileSync, rmSync, writeSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const labDir = dirname(fileURLToPath(import.meta.url));
+export const e2eDir = resolve(labDir, '..');
+export const checkoutDir = resolve(e2eDir, '..', '..');
+
+/** Where images, the .deb cache and run folders live: outside the checkout so CI clones reuse it. */
+export function cacheDir() {
+  return resolve(process.env.KVMBAK_LAB_CACHE || '/var/cache/kvmbak-lab');
+}
+
+export function log(message) {
+  process.stderr.write(`[lab] ${message}\n`);
+}
+
+export class LabError extends Error {
+  constructor(message, options) {
+    super(message, options);
+    this.name = 'LabError';
+  }
+}
+
+export function seconds(ms) {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/**
+ * Run a program and wait for it. stdio 'inherit' streams to the console; 'capture' collects
+ * stdout/stderr (returned) and, with `logFile`, appends both to that file instead.
+ * Rejects with LabError on a non-zero exit unless `allowFail`.
+ */
+export function run(file, args, { stdio = 'inherit', cwd, env, logFile, allowFail = false } = {}) {
+  return new Promise((resolvePromise, reject) => {
+    let out = 'inherit';
+    let fd;
+    if (logFile) {
+      fd = openSync(logFile, 'a');
+      writeSync(fd, `\n$ ${[file, ...args].join(' ')}\n`);
+      out = fd;
+    } else if (stdio === 'capture') {
+      out = 'pipe';
+    }
+    const child = spawn(file, args, { cwd, env, stdio: ['ignore', out, out] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.on('error', (err) => {
+      if (fd !== undefined) closeSync(fd);
+      reject(new LabError(`cannot run ${file}: ${err.message}`, { cause: err }));
+    });
+    child.on('close', (code, signal) => {
+      if (fd !== undefined) closeSync(fd);
+      if ((code === 0 || allowFail) && !signal) {
+        resolvePromise({ code, stdout, stderr });
+        return;
+      }
+      const status = signal ? `killed by ${signal}` : `exit code ${code}`;
+      const detail = logFile ? ` (log: ${logFile})` : stderr.trim() ? `: ${stderr.trim().split('\n').slice(-5).join(' | ')}` : '';
+      reject(new LabError(`${file} ${args.join(' ')} failed (${status})${detail}`));
+    });
+  });
+}
+
+export function commandExists(name) {
+  for (const dir of (process.env.PATH || '/usr/sbin:/usr/bin:/sbin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return true;
+    } catch {
+      // not in this folder
+    }
+  }
+  return false;
+}
+
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
+/**
+ * A lock file holding the owner's pid; a lock whose owner is gone is taken over.
+ * Waits (polling) while another live process holds it. Returns a release function.
+ */
+export async function acquireLock(path, what) {
+  mkdirSync(dirname(path), { recursive: true });
+  let announced = false;
+  for (;;) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+    }
+    let owner = NaN;
+    try {
+      owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    } catch {
+      // vanished between open and read: retry
+    }
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner)) {
+      if (!announced) log(`waiting for ${what} (held by pid ${owner}, lock ${path})`);
+      announced = true;
+      await sleep(2000);
+    } else {
+      rmSync(path, { force: true });
+    }
+  }
+}
