@@ -119,7 +119,7 @@ async function makeImages() {
 
   if (only.includes('realistic')) {
     await done('realistic', 'ext4 of /usr files, fully allocated (like a classic LV)', async (img) => {
-      const st = await stage(join(DATA, 'staging-usr'), ['/usr/lib/x86_64-linux-gnu', '/usr/bin', '/usr/share', '/usr/lib'], 640 * MiB);
+      const st = await stage(join(DATA, 'staging-usr'), ['/usr/lib/x86_64-linux-gnu', '/usr/bin', '/usr/share', '/usr/lib'], 500 * MiB);
       const tmp = `${img}.sparse`;
       mkfs(tmp, GiB, join(DATA, 'staging-usr'));
       const used = ext4Usage(tmp);

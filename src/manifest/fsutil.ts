@@ -1,6 +1,6 @@
 /**
- * Small file-system helpers shared by manifest/ and store/ (internal: not
- * exported from the package). Backup data is private: files 0600, folders
+ * Small file-system (and JSON) helpers shared by manifest/ and store/
+ * (internal: not exported from the package). Backup data is private: files 0600, folders
  * 0700, set with an explicit chmod so the process umask never matters.
  */
 import { randomBytes } from 'node:crypto';
@@ -9,6 +9,11 @@ import { basename, dirname, join } from 'node:path';
 
 export const FILE_MODE = 0o600;
 export const DIR_MODE = 0o700;
+
+/** A JSON object (not null, not an array). */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
 
 /** The errno code of a Node fs error, if any. */
 export function errnoCode(e: unknown): string | undefined {
@@ -39,6 +44,25 @@ export function isTempName(name: string): boolean {
 }
 
 /**
+ * Creates `path` exclusively (O_EXCL: EEXIST when it exists) with `mode`
+ * (chmod'ed, whatever the umask), writes `data` and fsyncs it. On a failure
+ * after the create, the file is removed again.
+ */
+export async function writeNewFile(path: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
+  const h = await open(path, 'wx', mode);
+  try {
+    await h.chmod(mode);
+    await h.writeFile(data);
+    await h.sync();
+  } catch (e) {
+    await h.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw e;
+  }
+  await h.close();
+}
+
+/**
  * Writes `data` to `path` atomically: a temporary file (mode 0600) in the
  * same folder, fsync, rename over `path`, fsync of the folder. Readers see the
  * old file or the new one, never a part; after a crash only a hidden
@@ -46,17 +70,7 @@ export function isTempName(name: string): boolean {
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
   const tmp = tempPathFor(path);
-  const h = await open(tmp, 'wx', mode);
-  try {
-    await h.chmod(mode);
-    await h.writeFile(data);
-    await h.sync();
-  } catch (e) {
-    await h.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await h.close();
+  await writeNewFile(tmp, data, mode);
   try {
     await rename(tmp, path);
   } catch (e) {

@@ -61,7 +61,10 @@ export async function readManifest(setDir: string): Promise<Manifest> {
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
     const dirCode = await stat(setDir).then(
       (s) => (s.isDirectory() ? undefined : 'ENOTDIR'),
-      (err: unknown) => errnoCode(err) ?? 'ENOENT',
+      (err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT' && errnoCode(err) !== 'ENOTDIR') throw err;
+        return 'ENOENT';
+      },
     );
     const message =
       dirCode === undefined

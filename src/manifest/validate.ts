@@ -6,7 +6,7 @@
  * allowed, so a later kvmbak/1 writer may add information.
  */
 import { ManifestError, type ManifestIssue } from './errors.js';
-import { relativePathProblem } from './fsutil.js';
+import { isRecord as isObj, relativePathProblem } from './fsutil.js';
 import {
   BACKUP_MODES,
   DOMAIN_XML_FILE,
@@ -23,10 +23,6 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 const FORMAT_RE = /^kvmbak\/(\d+)$/;
 const TIMINGS_REQUIRED = ['planMs', 'windowMs', 'archiveMs', 'totalMs'] as const;
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** A short rendering of a bad value for messages. */
 function shown(v: unknown): string {

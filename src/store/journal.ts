@@ -28,11 +28,11 @@
 import { readFile, readdir, unlink, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { BackupMode, ManifestDomainState } from '../manifest/index.js';
-import { errnoCode, fsyncDir, writeFileAtomic } from '../manifest/fsutil.js';
+import { errnoCode, fsyncDir, isRecord, writeFileAtomic } from '../manifest/fsutil.js';
 import { StoreError } from './errors.js';
-import { assertDomainName, isValidDomainName, journalFileName, parseJournalFileName } from './naming.js';
-import { type OwnerStatus, type ProcessOwner, ownerStatus, processOwner } from './owner.js';
-import { type BackupSet, assertDest } from './set.js';
+import { journalFileName, parseJournalFileName } from './naming.js';
+import { type OwnerStatus, type ProcessOwner, isProcessOwner, ownerStatus, processOwner } from './owner.js';
+import { type BackupSet, assertDest, domainNames } from './set.js';
 
 export const JOURNAL_FORMAT = 'kvmbak-journal/1' as const;
 
@@ -172,21 +172,6 @@ export async function openJournal(set: BackupSet, operation = 'backup'): Promise
   return journalHandle(path, doc);
 }
 
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isOwner(v: unknown): v is ProcessOwner {
-  return (
-    isObj(v) &&
-    typeof v.pid === 'number' &&
-    typeof v.host === 'string' &&
-    (typeof v.bootId === 'string' || v.bootId === null) &&
-    (typeof v.pidStart === 'number' || v.pidStart === null) &&
-    typeof v.startedAt === 'string'
-  );
-}
-
 /** Parses a journal file's text; throws StoreError KVMBAK_JOURNAL naming what is wrong. */
 export function parseJournal(text: string, path: string): JournalDocument {
   let v: unknown;
@@ -198,17 +183,17 @@ export function parseJournal(text: string, path: string): JournalDocument {
     });
   }
   const bad = (what: string): StoreError => new StoreError(`journal ${path} is damaged: ${what}`, 'KVMBAK_JOURNAL', path);
-  if (!isObj(v)) throw bad('not an object');
+  if (!isRecord(v)) throw bad('not an object');
   if (v.format !== JOURNAL_FORMAT) throw bad(`format is ${JSON.stringify(v.format)}, not ${JOURNAL_FORMAT}`);
   for (const key of ['operation', 'domain', 'setId', 'setPath'] as const) {
     if (typeof v[key] !== 'string') throw bad(`${key} is missing`);
   }
-  if (!isOwner(v.owner)) throw bad('owner is missing or incomplete');
+  if (!isProcessOwner(v.owner)) throw bad('owner is missing or incomplete');
   if (!Array.isArray(v.entries)) throw bad('entries is missing');
   const isStr = (x: unknown): boolean => typeof x === 'string';
-  const isSnap = (x: unknown): boolean => isObj(x) && isStr(x.vg) && isStr(x.lv) && isStr(x.name);
+  const isSnap = (x: unknown): boolean => isRecord(x) && isStr(x.vg) && isStr(x.lv) && isStr(x.name);
   v.entries.forEach((e, i) => {
-    if (!isObj(e) || typeof e.step !== 'string' || typeof e.at !== 'string') {
+    if (!isRecord(e) || typeof e.step !== 'string' || typeof e.at !== 'string') {
       throw bad(`entries[${i}] has no step or time`);
     }
     if (!(STEPS as readonly string[]).includes(e.step)) throw bad(`entries[${i}] has an unknown step ${JSON.stringify(e.step)}`);
@@ -328,15 +313,8 @@ export interface JournalRecord {
 /** Every journal under DEST (or DEST/DOMAIN), sorted by domain then set id: the input of `kvmbak recover`. */
 export async function readJournals(dest: string, domain?: string): Promise<JournalRecord[]> {
   const root = await assertDest(dest);
-  let domains: string[];
-  if (domain !== undefined) {
-    assertDomainName(domain);
-    domains = [domain];
-  } else {
-    domains = (await readdir(root)).filter((n) => n !== 'lost+found' && isValidDomainName(n)).sort();
-  }
   const out: JournalRecord[] = [];
-  for (const d of domains) {
+  for (const d of await domainNames(root, domain)) {
     let names: string[];
     try {
       names = (await readdir(join(root, d))).sort();

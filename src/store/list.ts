@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { isManifestError, readManifest, type BackupMode } from '../manifest/index.js';
 import { errnoCode } from '../manifest/fsutil.js';
 import { walkSet } from './layout.js';
-import { assertDomainName, compareSetIds, isValidDomainName, journalFileName, parseSetId } from './naming.js';
-import { assertDest } from './set.js';
+import { compareSetIds, journalFileName, parseSetId } from './naming.js';
+import { assertDest, domainNames } from './set.js';
 
 /**
  * complete: manifest.json present and valid. incomplete: no manifest (the run
@@ -94,15 +94,8 @@ async function describeSet(domain: string, domainDir: string, name: string, name
  */
 export async function listSets(dest: string, domain?: string): Promise<SetInfo[]> {
   const root = await assertDest(dest);
-  let domains: string[];
-  if (domain !== undefined) {
-    assertDomainName(domain);
-    domains = [domain];
-  } else {
-    domains = (await readdir(root)).filter((n) => n !== 'lost+found' && isValidDomainName(n));
-  }
   const out: SetInfo[] = [];
-  for (const d of domains) {
+  for (const d of await domainNames(root, domain)) {
     const domainDir = join(root, d);
     if (!(await isRealDir(domainDir))) continue;
     const names = new Set(await readdir(domainDir));

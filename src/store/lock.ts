@@ -16,14 +16,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, unlinkSync } from 'node:fs';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FILE_MODE, errnoCode, tempPathFor } from '../manifest/fsutil.js';
+import { errnoCode, tempPathFor, writeNewFile } from '../manifest/fsutil.js';
 import { LockError } from './errors.js';
 import { LOCK_FILE, assertDomainName } from './naming.js';
-import { type LockOwner, type OwnerStatus, ownerStatus, processOwner } from './owner.js';
+import { type LockOwner, type OwnerStatus, type ProcessOwner, isProcessOwner, ownerStatus, processOwner } from './owner.js';
 import { assertDest, ensureDomainDir } from './set.js';
 
 /** A held domain lock. */
@@ -44,10 +44,6 @@ const MAX_ATTEMPTS = 20;
 /** How long a contender waits for another process's takeover to finish. */
 const TAKEOVER_WAIT_MS = 2000;
 
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /** Parses a lock file's text; null when it is not a complete LockOwner. */
 export function parseLockOwner(text: string): LockOwner | null {
   let v: unknown;
@@ -56,20 +52,10 @@ export function parseLockOwner(text: string): LockOwner | null {
   } catch {
     return null;
   }
-  if (
-    !isObj(v) ||
-    typeof v.pid !== 'number' ||
-    typeof v.host !== 'string' ||
-    !(typeof v.bootId === 'string' || v.bootId === null) ||
-    !(typeof v.pidStart === 'number' || v.pidStart === null) ||
-    typeof v.startedAt !== 'string' ||
-    typeof v.domain !== 'string' ||
-    typeof v.operation !== 'string' ||
-    typeof v.nonce !== 'string'
-  ) {
-    return null;
-  }
-  return v as unknown as LockOwner;
+  if (!isProcessOwner(v)) return null;
+  const o = v as ProcessOwner & Record<string, unknown>;
+  if (typeof o.domain !== 'string' || typeof o.operation !== 'string' || typeof o.nonce !== 'string') return null;
+  return o as unknown as LockOwner;
 }
 
 interface FoundLock {
@@ -144,21 +130,13 @@ async function tryCreate(tmp: string, lockPath: string, content: string): Promis
     if (code === 'EEXIST') return false;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
   }
-  let h;
   try {
-    h = await open(lockPath, 'wx', FILE_MODE);
+    await writeNewFile(lockPath, content);
+    return true;
   } catch (e) {
     if (errnoCode(e) === 'EEXIST') return false;
     throw e;
   }
-  try {
-    await h.chmod(FILE_MODE);
-    await h.writeFile(content);
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  return true;
 }
 
 /**
@@ -173,9 +151,8 @@ async function takeOver(
   owner: LockOwner,
 ): Promise<boolean> {
   const marker = `${lockPath}.takeover-${found.key}`;
-  let h;
   try {
-    h = await open(marker, 'wx', FILE_MODE);
+    await writeNewFile(marker, `${JSON.stringify(owner)}\n`);
   } catch (e) {
     if (errnoCode(e) !== 'EEXIST') throw e;
     // Another process is taking this stale lock over: wait until `.lock` changes.
@@ -190,11 +167,6 @@ async function takeOver(
         `if no kvmbak is running for ${domain}, delete ${marker} and ${lockPath}`,
       { domain, lockPath, holder: found.owner },
     );
-  }
-  try {
-    await h.writeFile(`${JSON.stringify(owner)}\n`);
-  } finally {
-    await h.close();
   }
   try {
     const again = await readLockFile(lockPath);
@@ -217,14 +189,7 @@ export async function acquireLock(dest: string, domain: string, operation: strin
   const owner: LockOwner = { ...processOwner(), domain, operation, nonce: randomBytes(16).toString('hex') };
   const content = `${JSON.stringify(owner, null, 2)}\n`;
   const tmp = tempPathFor(lockPath);
-  const h = await open(tmp, 'wx', FILE_MODE);
-  try {
-    await h.chmod(FILE_MODE);
-    await h.writeFile(content);
-    await h.sync();
-  } finally {
-    await h.close();
-  }
+  await writeNewFile(tmp, content);
   try {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (await tryCreate(tmp, lockPath, content)) return heldLock(domain, lockPath, owner);

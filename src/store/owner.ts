@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { isRecord } from '../manifest/fsutil.js';
 
 /** The identity of a kvmbak process, as written into lock and journal files. */
 export interface ProcessOwner {
@@ -30,6 +31,18 @@ export interface LockOwner extends ProcessOwner {
 
 /** 'alive': the process may still run; 'dead': it certainly does not; 'unknown': another host. */
 export type OwnerStatus = 'alive' | 'dead' | 'unknown';
+
+/** True when `v` (parsed JSON) has every ProcessOwner field with the right type. */
+export function isProcessOwner(v: unknown): v is ProcessOwner {
+  return (
+    isRecord(v) &&
+    typeof v.pid === 'number' &&
+    typeof v.host === 'string' &&
+    (typeof v.bootId === 'string' || v.bootId === null) &&
+    (typeof v.pidStart === 'number' || v.pidStart === null) &&
+    typeof v.startedAt === 'string'
+  );
+}
 
 let cachedBootId: string | null | undefined;
 

@@ -8,7 +8,7 @@
  * "incomplete" for listSets, and prune removes it once it is a day old.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, chmod, lstat, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, chmod, lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { ConfigError } from '../errors.js';
@@ -62,6 +62,19 @@ export async function assertDest(dest: string): Promise<string> {
     throw new StoreError(`backup destination ${root} is not a folder; give a folder`, 'KVMBAK_DEST_NOT_FOUND', root);
   }
   return root;
+}
+
+/**
+ * The domain folder names to look at under the destination `root`: `[domain]`
+ * (validated) when given, else every entry that can be a domain name, except
+ * lost+found. Entries that are not folders are the caller's to skip.
+ */
+export async function domainNames(root: string, domain?: string): Promise<string[]> {
+  if (domain !== undefined) {
+    assertDomainName(domain);
+    return [domain];
+  }
+  return (await readdir(root)).filter((n) => n !== 'lost+found' && isValidDomainName(n)).sort();
 }
 
 /** Creates DEST/DOMAIN (0700) if needed; DEST must exist. Returns its absolute path. */

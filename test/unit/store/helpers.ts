@@ -1,6 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,7 +109,6 @@ export async function buildSet(
 /** Every path under `dir` (relative) with its permission bits. */
 export async function modes(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  const { lstat } = await import('node:fs/promises');
   const visit = async (d: string): Promise<void> => {
     for (const name of await readdir(d)) {
       const p = join(d, name);
