@@ -6,11 +6,13 @@
 //   npm run bench                       all images, 3 repetitions
 //   npm run bench -- --reps 5 --only realistic,zero
 //   npm run bench -- --quick            one repetition, no 4 GiB RSS run
+//   npm run bench -- --cache warm       inputs in the page cache (a busy shared disk skews cold runs)
 //
 // Data lives in bench/.data (git-ignored), results in bench/.out/results.json.
 // Fairness: the page cache is dropped (sync; echo 3 > /proc/sys/vm/drop_caches)
-// before every timed run when we can (root), so both sides read cold; when we
-// cannot, every run is preceded by a warm-up read of its input instead.
+// before every timed run when we can (root), so both sides read cold; with
+// --cache warm (or without root) every run is preceded by a read of its input
+// instead, so both sides read from memory.
 // Ref and kvmbak runs alternate, so background load hits both alike.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +34,8 @@ const opt = (name, def) => {
   return i >= 0 ? args[i + 1] : def;
 };
 const quick = args.includes('--quick');
+// cold: drop the page cache before every run (needs root); warm: read every input once before its run
+const cacheMode = opt('cache', process.getuid?.() === 0 ? 'cold' : 'warm');
 const reps = Number(opt('reps', quick ? 1 : 3));
 const only = opt('only', 'realistic,full,zero').split(',');
 const log = (...a) => console.error('[bench]', ...a);
@@ -119,7 +123,7 @@ async function makeImages() {
 
   if (only.includes('realistic')) {
     await done('realistic', 'ext4 of /usr files, fully allocated (like a classic LV)', async (img) => {
-      const st = await stage(join(DATA, 'staging-usr'), ['/usr/lib/x86_64-linux-gnu', '/usr/bin', '/usr/share', '/usr/lib'], 500 * MiB);
+      const st = await stage(join(DATA, 'staging-usr'), ['/usr/lib/x86_64-linux-gnu', '/usr/bin', '/usr/share', '/usr/lib'], 560 * MiB);
       const tmp = `${img}.sparse`;
       mkfs(tmp, GiB, join(DATA, 'staging-usr'));
       const used = ext4Usage(tmp);
@@ -154,7 +158,7 @@ async function makeImages() {
   }
   if (only.includes('zero') || !quick) {
     const small = await stage(join(DATA, 'staging-small'), ['/usr/share/doc', '/usr/share/man'], 24 * MiB);
-    await done('zero', 'fresh ext4 with 24 MiB of files, sparse (like a thin LV): ~97% zeros', async (img) => {
+    await done('zero', 'fresh ext4 with 24 MiB of files, sparse (like a thin LV)', async (img) => {
       mkfs(img, GiB, join(DATA, 'staging-small'));
       return { size: GiB, used: ext4Usage(img), files: small.files, sparse: true };
     });
@@ -169,8 +173,9 @@ async function makeImages() {
 }
 
 // ---------------------------------------------------------------- running
-let canDrop = process.getuid?.() === 0;
-async function dropCaches(warm) {
+let canDrop = cacheMode === 'cold';
+/** Before every timed run: cold (drop the page cache) or warm (read the inputs once), the same for both sides. */
+async function prepareCache(inputs) {
   execFileSync('sync');
   if (canDrop) {
     try {
@@ -181,8 +186,7 @@ async function dropCaches(warm) {
       log('cannot drop the page cache: warming inputs instead');
     }
   }
-  // fallback: both sides start with their input in the page cache
-  for (const f of warm) execFileSync('cat', [f], { stdio: ['ignore', 'ignore', 'ignore'], maxBuffer: 0 });
+  for (const f of inputs) execFileSync('cat', [f], { stdio: ['ignore', 'ignore', 'ignore'] });
 }
 
 function timed(cmd, argv) {
@@ -226,21 +230,22 @@ async function benchImage(name, img) {
 
   for (let r = 0; r < reps; r++) {
     await rm(refGz, { force: true });
-    await dropCaches([img.path]);
+    await prepareCache([img.path]);
     const ref = await sh('dd if="$1" bs=4M status=none | gzip -3 > "$2"', img.path, refGz);
     res.pack.ref.push({ s: ref.wall, cpu: ref.cpu });
     await rm(kvGz, { force: true });
-    await dropCaches([img.path]);
+    await prepareCache([img.path]);
     const k = await kv('pack', img.path, kvGz, idx);
     const line = JSON.parse(k.stdout);
     res.pack.kvmbak.push({ s: k.wall, inner: line.seconds, rssMiB: line.maxRssKiB / 1024, cpu: { user: line.cpuUserS, system: line.cpuSystemS } });
     res.refSize = (await stat(refGz)).size;
     res.kvSize = line.storedBytes;
+    res.zeroShare = (line.zeroChunks * 4 * MiB) / line.bytes;
     log(`${name} pack #${r + 1}: ref ${ref.wall.toFixed(2)} s, kvmbak ${k.wall.toFixed(2)} s (${(line.maxRssKiB / 1024).toFixed(0)} MiB RSS)`);
   }
   for (let r = 0; r < reps; r++) {
     await rm(restored, { force: true });
-    await dropCaches([refGz]);
+    await prepareCache([refGz]);
     const ref = await sh('gunzip -c "$1" | dd of="$2" bs=4M status=none', refGz, restored);
     const t0 = performance.now();
     execFileSync('sync', [restored]);
@@ -248,7 +253,7 @@ async function benchImage(name, img) {
     res.unpack.ref.push({ s: ref.wall, cpu: ref.cpu });
     res.unpack.refSync.push({ s: ref.wall + syncS });
     await rm(restored, { force: true });
-    await dropCaches([kvGz]);
+    await prepareCache([kvGz]);
     const k = await kv('unpack', kvGz, restored, idx);
     const line = JSON.parse(k.stdout);
     if (!line.verified) throw new Error('unpack did not verify');
@@ -261,7 +266,7 @@ async function benchImage(name, img) {
 
 async function rssRun(name, img) {
   const out = join(OUT, `${name}.kvmbak.gz`);
-  await dropCaches([img.path]);
+  await prepareCache([img.path]);
   const k = await kv('pack', img.path, out);
   const line = JSON.parse(k.stdout);
   await rm(out, { force: true });
@@ -274,9 +279,18 @@ ensureBuilt();
 await mkdir(OUT, { recursive: true });
 const images = await makeImages();
 const cpus = os.cpus();
+const startLoad = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 log(`machine: ${cpus.length} × ${cpus[0]?.model}, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 const results = [];
 for (const name of only) if (images[name]) results.push(await benchImage(name, images[name]));
+const profiles = [];
+for (const r of results) {
+  if (r.name === 'zero') continue;
+  await prepareCache([images[r.name].path]);
+  const p = await timed(process.execPath, [join(root, 'bench', 'profile.mjs'), images[r.name].path, join(OUT, `${r.name}.kvmbak.gz`), join(OUT, `${r.name}.index.json`)]);
+  profiles.push({ name: r.name, ...JSON.parse(p.stdout) });
+  log(`${r.name} profiled`);
+}
 const rss = [];
 if (!quick && images.zero && images.zero4g) {
   rss.push(await rssRun('zero', images.zero), await rssRun('zero4g', images.zero4g));
@@ -288,7 +302,7 @@ const lpad = (s, n) => String(s).padStart(n);
 const lines = [];
 lines.push(`kvmbak archive benchmark — ${new Date().toISOString()}`);
 lines.push(`machine: ${cpus.length} CPUs (${cpus[0]?.model}), node ${process.version}, ${reps} repetition(s), median [best]`);
-lines.push(`page cache: ${canDrop ? 'dropped before every run (cold reads)' : 'not droppable: inputs warmed before every run'}; load average at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+lines.push(`page cache: ${canDrop ? 'dropped before every run (cold reads)' : 'inputs read once before every run (warm)'}; load average at start ${startLoad}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 lines.push('MB = 10^6 bytes. kvmbak times include worker start-up and the final fsync; the reference pipelines do not fsync (the "+sync" column adds `sync FILE`).');
 lines.push('');
 lines.push(`${pad('image', 10)} ${pad('op', 7)} ${lpad('ref MB/s', 14)} ${lpad('kvmbak MB/s', 16)} ${lpad('speed-up', 14)} ${lpad('vs ref+sync', 12)} ${lpad('size ratio', 11)} ${lpad('kvmbak RSS', 11)}`);
@@ -304,12 +318,32 @@ for (const r of results) {
 }
 lines.push('');
 for (const r of results) {
-  const used = r.used !== undefined ? `, ${(r.used * 100).toFixed(0)}% of blocks used` : '';
+  const used = `${r.used !== undefined ? `, ext4 ${(r.used * 100).toFixed(0)}% full` : ''}, ${(r.zeroShare * 100).toFixed(0)}% all-zero 4 MiB chunks`;
   lines.push(`${r.name}: ${r.describe}${used}; output ${(r.kvSize / 1e6).toFixed(1)} MB (kvmbak) vs ${(r.refSize / 1e6).toFixed(1)} MB (gzip -3)`);
   const cpuOf = (x) => (x.cpu ? x.cpu.user + x.cpu.system : NaN);
   lines.push(
     `  CPU seconds (user+sys, median): pack ref ${median(r.pack.ref.map(cpuOf)).toFixed(1)}, kvmbak ${median(r.pack.kvmbak.map(cpuOf)).toFixed(1)}; unpack ref ${median(r.unpack.ref.map(cpuOf)).toFixed(1)}, kvmbak ${median(r.unpack.kvmbak.map(cpuOf)).toFixed(1)}`,
   );
+}
+if (profiles.length) {
+  lines.push('');
+  lines.push('where the time goes — each stage alone on one thread, seconds per GiB of raw data (bench/profile.mjs):');
+  const cols = [
+    ['readCold', 'read (cold)'],
+    ['sha256', 'sha256'],
+    ['zeroCheck', 'zero check'],
+    ['compressPlain', 'gzipSync L3'],
+    ['compress', 'as kvmbak'],
+    ['writeCompressed', 'write .gz'],
+    ['fsyncCompressed', 'fsync .gz'],
+    ['inflate', 'inflate'],
+    ['writeRaw', 'write raw'],
+  ];
+  lines.push('  ("as kvmbak" = zero chunks skipped, incompressible chunks stored; "gzipSync L3" compresses every non-zero chunk)');
+  lines.push(`  ${pad('image', 10)} ${cols.map(([, h]) => lpad(h, 12)).join(' ')} ${lpad('transfer/chunk', 15)}`);
+  for (const p of profiles) {
+    lines.push(`  ${pad(p.name, 10)} ${cols.map(([k]) => lpad(p[k].toFixed(2), 12)).join(' ')} ${lpad(`${p.transferRoundTripMs.toFixed(3)} ms`, 15)}`);
+  }
 }
 if (rss.length) {
   lines.push('');
@@ -317,5 +351,5 @@ if (rss.length) {
   for (const x of rss) lines.push(`  ${pad(x.name, 8)} ${lpad((x.bytes / GiB).toFixed(0), 2)} GiB  ${lpad(x.rssMiB.toFixed(0), 4)} MiB  (${mbps(x.bytes, x.s).toFixed(0)} MB/s)`);
 }
 console.log(lines.join('\n'));
-await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, canDrop, results, rss }, null, 2));
+await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, canDrop, results, profiles, rss }, null, 2));
 for (const r of results) await rm(join(OUT, `${r.name}.restored`), { force: true });

@@ -8,3 +8,4 @@ export * from './archive/index.js';
 export * from './backup/index.js';
 export * from './manifest/index.js';
 export * from './store/index.js';
+export * from './restore/index.js';

@@ -124,7 +124,7 @@ const pack: CommandModule<GlobalArgs, PackArgs> = {
       [
         `packed ${argv.source} (${formatBytes(r.bytes)}) into ${argv.dest} (${formatBytes(r.storedBytes)}, ${pct(r.storedBytes, r.bytes)}) ` +
           `in ${formatSeconds(r.seconds)}, ${formatRate(r.bytes / Math.max(r.seconds, 1e-6))}`,
-        `  members      ${r.members.length} of ${formatBytes(r.chunkSize)}, level ${r.level}, ${r.zeroChunks} all-zero`,
+        `  members      ${r.members.length} of ${formatBytes(r.chunkSize)}, level ${r.level}; ${r.zeroChunks} all-zero, ${r.storedChunks} stored (incompressible)`,
         `  sha256       ${r.sha256}  (raw data)`,
         `  file sha256  ${r.fileSha256}  (${argv.dest})`,
         '',

@@ -1,5 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { recover } from '../../src/index.js';
+import { asUsage } from './backup.js';
 
 interface RecoverArgs {
   uri?: string;
@@ -16,11 +17,16 @@ export const recoverCommand: CommandModule<object, RecoverArgs> = {
       .positional('domain', { type: 'string', describe: 'only this domain (needs --dest)' })
       .option('dest', { alias: 'd', type: 'string', describe: 'backup destination whose interrupted runs to recover' }) as unknown as Argv<RecoverArgs>,
   handler: async (argv) => {
-    const r = await recover({
-      ...(argv.dest !== undefined ? { dest: argv.dest } : {}),
-      ...(argv.domain !== undefined ? { domain: argv.domain } : {}),
-      ...(argv.uri !== undefined ? { uri: argv.uri } : {}),
-    });
+    let r;
+    try {
+      r = await recover({
+        ...(argv.dest !== undefined ? { dest: argv.dest } : {}),
+        ...(argv.domain !== undefined ? { domain: argv.domain } : {}),
+        ...(argv.uri !== undefined ? { uri: argv.uri } : {}),
+      });
+    } catch (e) {
+      throw asUsage(e);
+    }
     const ok = r.errors.length === 0;
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ ok, ...r }, null, 2)}\n`);

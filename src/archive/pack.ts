@@ -19,6 +19,7 @@ interface ReadChunk {
 interface Member {
   data: Uint8Array;
   raw: number;
+  stored?: boolean;
 }
 
 /** Chunks alive at once (read → hashed → compressed → written) for a pool of `threads`. */
@@ -32,7 +33,9 @@ export function packWindow(threads: number): number {
  * The source is read sequentially in chunkSize pieces (several reads in
  * flight); each chunk is hashed in order on this thread, then compressed by a
  * worker thread as an independent gzip member, unless it is all zeros: those
- * are written as a member computed once per size. Members are written in
+ * are written as a member computed once per size. A chunk whose samples do
+ * not compress (already compressed or encrypted data) is stored (deflate
+ * level 0) instead of being searched for matches in vain. Members are written in
  * order to `<dest>.partial` (0600), which is fsynced and renamed to `dest`.
  * `zcat dest` prints the source byte for byte. At most packWindow(threads)
  * chunks are in memory, whatever the source size. On error or abort the
@@ -94,6 +97,7 @@ async function runPack(
   let bytes = 0;
   let stored = 0;
   let zeroChunks = 0;
+  let storedChunks = 0;
   let eof = false;
   let inFlight = 0;
   let failure: unknown;
@@ -187,7 +191,7 @@ async function runPack(
         member = pool.gzip(c.ab, c.len, level, MEM_LEVEL).then(
           (r) => {
             freeBuffers.push(r.ab);
-            return { data: new Uint8Array(r.out, r.outOff, r.outLen), raw: c.len };
+            return { data: new Uint8Array(r.out, r.outOff, r.outLen), raw: c.len, stored: r.stored };
           },
           (e: unknown) => {
             throw e instanceof WorkerTaskError
@@ -216,6 +220,7 @@ async function runPack(
       );
       fileHash.update(m.data);
       stored += m.data.byteLength;
+      if (m.stored) storedChunks++;
       finished();
       meter.add(m.raw, m.data.byteLength);
     }
@@ -235,6 +240,7 @@ async function runPack(
       fileSha256: fileHash.digest('hex'),
       members,
       zeroChunks,
+      storedChunks,
     };
   } catch (e) {
     throw isKvmbakError(e) ? e : new ArchiveError(`packing ${src.path} failed: ${(e as Error)?.message ?? e}`, 'KVMBAK_ARCHIVE_WORKER', { path: src.path }, { cause: e });

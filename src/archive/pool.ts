@@ -9,11 +9,13 @@ export interface GzipReply {
   out: ArrayBuffer;
   outOff: number;
   outLen: number;
+  /** The chunk was incompressible and went in as stored deflate blocks. */
+  stored: boolean;
 }
 
 export type GunzipReply =
-  | { id: number; zero: true; ab: ArrayBuffer }
-  | { id: number; zero: false; out: ArrayBuffer; outOff: number; outLen: number };
+  | { id: number; ab: ArrayBuffer; zero: true }
+  | { id: number; ab: ArrayBuffer; zero: false; out: ArrayBuffer; outOff: number; outLen: number };
 
 /** A failure reported by the worker for one task (bad data, not a crash). */
 export class WorkerTaskError extends Error {

@@ -47,6 +47,8 @@ export interface PackResult {
   members: number[];
   /** Members that were all zeros (written without compressing). */
   zeroChunks: number;
+  /** Members stored uncompressed (deflate level 0) because their data did not compress. */
+  storedChunks: number;
   /** Wall-clock duration. */
   seconds: number;
 }

@@ -58,7 +58,7 @@ export async function unpackImage(image: string, dest: string, options: UnpackOp
   let expectBytes = options.expectBytes === undefined ? undefined : checkByteCount(options.expectBytes, 'expectBytes');
   const { signal, onProgress, index } = options;
   if (index) {
-    checkIndexShape(index);
+    checkIndexShape(index, image);
     if (expectBytes !== undefined && expectBytes !== index.bytes) {
       throw new ArchiveError(
         `the index of ${image} describes ${index.bytes} raw bytes but ${expectBytes} were expected; check that the index belongs to this image`,
@@ -122,7 +122,7 @@ export async function unpackImage(image: string, dest: string, options: UnpackOp
 export async function hashImage(image: string, options: HashOptions = {}): Promise<HashResult> {
   const threads = checkThreads(options.threads);
   const { signal, onProgress, index } = options;
-  if (index) checkIndexShape(index);
+  if (index) checkIndexShape(index, image);
   throwIfAborted(signal);
   counters.operations++;
   try {
@@ -179,8 +179,8 @@ function memberCount(index: ImageIndex): number {
   return index.bytes === 0 ? 1 : Math.ceil(index.bytes / index.chunkSize);
 }
 
-function checkIndexShape(index: ImageIndex): void {
-  const bad = (what: string) => indexError('(any)', what);
+function checkIndexShape(index: ImageIndex, image: string): void {
+  const bad = (what: string) => indexError(image, what);
   if (!Number.isSafeInteger(index.chunkSize) || index.chunkSize <= 0) throw bad(`chunkSize ${index.chunkSize} is not a positive whole number`);
   if (!Number.isSafeInteger(index.bytes) || index.bytes < 0) throw bad(`bytes ${index.bytes} is not a byte count`);
   if (!Array.isArray(index.members)) throw bad('members is not a list');
@@ -254,6 +254,9 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   const fileHash = createHash('sha256');
   // compressed members already seen to decode to zeros: identical bytes decode identically
   const zeroMembers: Uint8Array[] = [];
+  // compressed members are read into recycled buffers big enough for any member of a chunk
+  const inCap = chunkSize + (chunkSize >>> 10) + 1024;
+  const inputs: ArrayBuffer[] = [];
   let bytes = 0;
   let zeroChunks = 0;
   let inFlight = 0;
@@ -289,7 +292,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       counters.chunksInFlight++;
       if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
       const len = memberEnd(i) - members[i]!;
-      const ab = new ArrayBuffer(len);
+      const ab = len <= inCap ? (inputs.pop() ?? new ArrayBuffer(inCap)) : new ArrayBuffer(len);
       const p = track(
         readFully(img.fh, new Uint8Array(ab), len, members[i]!).then(
           (got) => {
@@ -354,15 +357,16 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       fileHash.update(view);
       const raw = rawLen(m.index);
       if (raw === chunkSize && zeroMembers.some((z) => z.byteLength === m.len && Buffer.compare(z, view) === 0)) {
+        if (m.ab.byteLength === inCap) inputs.push(m.ab);
         outQ.push(Promise.resolve({ index: m.index, raw, zero: true }));
         continue;
       }
       const d = pool.gunzip(m.ab, m.len, raw).then(
         (r): Decoded => {
-          if (r.zero) {
-            if (raw === chunkSize && m.len <= 1 << 20 && zeroMembers.length < 4) zeroMembers.push(new Uint8Array(r.ab, 0, m.len));
-            return { index: m.index, raw, zero: true };
-          }
+          const known = r.zero && raw === chunkSize && m.len <= 1 << 20 && zeroMembers.length < 4;
+          if (known) zeroMembers.push(new Uint8Array(r.ab, 0, m.len).slice());
+          if (r.ab.byteLength === inCap) inputs.push(r.ab);
+          if (r.zero) return { index: m.index, raw, zero: true };
           return { index: m.index, raw, zero: false, data: new Uint8Array(r.out, r.outOff, r.outLen) };
         },
         (e: unknown) => {

@@ -10,8 +10,9 @@
  *   { id, op: 'gzip',   ab, len, level, memLevel }
  *   { id, op: 'gunzip', ab, len, expect }
  * Messages out:
- *   gzip   → { id, ab, out, outOff, outLen }          ab (the input) is handed back for reuse
- *   gunzip → { id, zero: true, ab } | { id, zero: false, out, outOff, outLen }
+ *   gzip   → { id, ab, out, outOff, outLen, stored }  ab (the input) is handed back for reuse, as by gunzip;
+ *                                                    stored: the chunk was incompressible and stored (level 0)
+ *   gunzip → { id, ab, zero: true } | { id, ab, zero: false, out, outOff, outLen }
  *   error  → { id, error: { message, code, kind } }   kind: 'truncated' | 'corrupt' | 'length' | 'internal'
  */
 export const WORKER_SOURCE = String.raw`
@@ -44,6 +45,22 @@ function detach(buf) {
   return { out: copy.buffer, outOff: 0, outLen: buf.byteLength };
 }
 
+// Incompressible data (compressed files, media, encrypted blocks) costs
+// deflate the most time for no gain: 4 samples spread over the chunk are
+// deflated at level 1, and when they do not shrink by 1% the chunk is stored
+// (level 0: deflate stored blocks, a valid member at memcpy speed, no larger
+// than level 3 would make it).
+function incompressible(input, len) {
+  const s = Math.min(16384, len >>> 3);
+  if (s < 512) return false;
+  let out = 0;
+  for (let k = 0; k < 4; k++) {
+    const off = Math.floor(((len - s) * k) / 3);
+    out += zlib.deflateRawSync(input.subarray(off, off + s), { level: 1 }).byteLength;
+  }
+  return out >= 4 * s * 0.99;
+}
+
 function fail(id, kind, e) {
   parentPort.postMessage({ id, error: { kind, message: String(e && e.message || e), code: e && e.code } });
 }
@@ -51,16 +68,19 @@ function fail(id, kind, e) {
 parentPort.on('message', (m) => {
   if (m.op === 'gzip') {
     let r;
+    let stored = false;
     try {
       const input = new Uint8Array(m.ab, 0, m.len);
       // one output buffer of deflate's worst-case size: no intermediate pieces to concatenate or collect
       const bound = m.len + (m.len >>> 10) + 1024;
-      r = detach(zlib.gzipSync(input, { level: m.level, memLevel: m.memLevel, chunkSize: bound }));
+      stored = m.level > 0 && incompressible(input, m.len);
+      const level = stored ? 0 : m.level;
+      r = detach(zlib.gzipSync(input, { level, memLevel: m.memLevel, chunkSize: bound }));
     } catch (e) {
       fail(m.id, 'internal', e);
       return;
     }
-    parentPort.postMessage({ id: m.id, ab: m.ab, out: r.out, outOff: r.outOff, outLen: r.outLen }, [m.ab, r.out]);
+    parentPort.postMessage({ id: m.id, ab: m.ab, out: r.out, outOff: r.outOff, outLen: r.outLen, stored }, [m.ab, r.out]);
   } else if (m.op === 'gunzip') {
     const input = new Uint8Array(m.ab, 0, m.len);
     let res;
@@ -91,7 +111,7 @@ parentPort.on('message', (m) => {
       return;
     }
     const r = detach(out);
-    parentPort.postMessage({ id: m.id, zero: false, out: r.out, outOff: r.outOff, outLen: r.outLen }, [r.out]);
+    parentPort.postMessage({ id: m.id, ab: m.ab, zero: false, out: r.out, outOff: r.outOff, outLen: r.outLen }, [m.ab, r.out]);
   } else {
     fail(m.id, 'internal', new Error('unknown op ' + m.op));
   }

@@ -34,10 +34,10 @@ import {
 } from '../store/index.js';
 import { toolVersion } from '../version.js';
 import { type PlannedBackup, planBackup } from './plan.js';
-import { ownerTag, recoverDomain } from './recover.js';
+import { handOverJournal, ownerTag, recoverDomain } from './recover.js';
 import type { BackupDiskResult, BackupOptions, BackupPhase, BackupPlan, BackupProgress, BackupResult } from './types.js';
 import { SnapshotWatcher, type WatchedSnapshot } from './watch.js';
-import { VmNotResumedError, removeSnapshots, runWindow } from './window.js';
+import { type LiveSnapshots, VmNotResumedError, removeSnapshots, runWindow } from './window.js';
 import { formatSetId } from '../store/index.js';
 
 /** Internal knobs (tests inject these). */
@@ -45,9 +45,12 @@ export interface BackupContext {
   /** Reuse an open connection instead of opening `uri`. */
   hypervisor?: Hypervisor;
   lvm?: Lvm;
-  /** Pass VIR_DOMAIN_SAVE_BYPASS_CACHE (default true; libvirt's test driver rejects it). */
+  /**
+   * Pass VIR_DOMAIN_SAVE_BYPASS_CACHE (default true; dropped with a warning
+   * when the driver rejects it, as libvirt's test driver does).
+   */
   bypassCache?: boolean;
-  /** Delay between the two tries of bringing a VM back (ms). */
+  /** Delay between the two tries of bringing a VM back or removing a snapshot (ms, default 1000). */
   retryDelayMs?: number;
   now?: () => Date;
 }
@@ -132,32 +135,47 @@ async function runBackup(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: 
   phase('plan', `planning the backup of ${options.domain}`);
   const startedAt = ctx.now?.() ?? new Date();
   const runId = formatSetId(startedAt);
-  const planned: PlannedBackup = await planBackup(hv, lvm, {
-    domainName: options.domain,
-    dest: options.dest,
-    ...(options.mode !== undefined ? { mode: options.mode } : {}),
-    ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
-    ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
-    runId,
-  });
-  const { plan, domain } = planned;
-  const dest = plan.dest!;
+  const makePlan = (): Promise<PlannedBackup> =>
+    planBackup(hv, lvm, {
+      domainName: options.domain,
+      dest: options.dest,
+      ...(options.mode !== undefined ? { mode: options.mode } : {}),
+      ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
+      ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
+      runId,
+    });
+  let planned: PlannedBackup = await makePlan();
+  const dest = planned.plan.dest!;
   let lock: DomainLock | null = null;
   try {
-    lock = await acquireLock(dest, plan.domain, 'backup');
+    // A dry run touches nothing: no lock, no recovery of earlier runs.
+    if (options.dryRun) return dryRunResult(planned.plan);
+    const name = planned.plan.domain;
+    lock = await acquireLock(dest, name, 'backup');
     // Finish or undo an interrupted earlier run of this domain first.
-    phase('recover', `checking for interrupted backups of ${plan.domain}`);
-    const recovered = await recoverDomain({ dest, domain: plan.domain, hv, lvm, holdsLock: true });
+    phase('recover', `checking for interrupted backups of ${name}`);
+    const recovered = await recoverDomain({ dest, domain: name, hv, lvm, holdsLock: true });
     for (const r of recovered) {
       for (const a of r.actions) warn(`recovered an interrupted backup (${r.setId}): ${a}`);
-      if (r.error !== undefined) warn(`could not fully recover ${r.journal}: ${r.error}`);
     }
-    if (options.dryRun) return dryRunResult(plan);
+    const unfinished = recovered.filter((r) => r.error !== undefined);
+    if (unfinished.length > 0) {
+      throw new KvmbakError(
+        `an interrupted backup of ${name} could not be undone (${unfinished.map((r) => `${r.setId}: ${r.error}`).join('; ')}); ` +
+          `fix that and run kvmbak recover --dest ${dest} before backing ${name} up again`,
+        'KVMBAK_RECOVER_FAILED',
+      );
+    }
+    if (recovered.some((r) => r.actions.length > 0)) {
+      // The domain may have changed state (e.g. restored from a crashed run's memory state): plan again.
+      planned.domain.free();
+      planned = await makePlan();
+    }
     throwIfAborted(signal);
     const planMs = Math.round(performance.now() - t0);
     return await execute(hv, lvm, planned, options, ctx, { startedAt, planMs, t0, phase, warn, emit });
   } finally {
-    domain.free();
+    planned.domain.free();
     await lock?.release();
   }
 }
@@ -205,8 +223,10 @@ async function execute(
   phase('prepare', `creating the backup set in ${dest}`);
   const set: BackupSet = await createSet(dest, plan.domain, { now: run.startedAt });
   let journal: Journal | null = null;
-  let keepForRecover = false;
-  let snapshotsLive: { vg: string; lv: string }[] = [];
+  /** The VM is held (VmNotResumedError): the set keeps its memory state for recover. */
+  let vmHeld = false;
+  const live: LiveSnapshots = new Map();
+  const retryDelayMs = ctx.retryDelayMs ?? 1000;
   try {
     journal = await openJournal(set, 'backup');
     await journal.record({
@@ -242,29 +262,31 @@ async function execute(
         runTag,
         ownerTag: ownerTag(processOwner()),
         memoryFile,
+        live,
         bypassCache: ctx.bypassCache ?? true,
         agentTimeoutSeconds: options.agentTimeoutSeconds ?? 10,
         quiesceFallback: options.quiesceFallback ?? 'none',
-        ...(ctx.retryDelayMs !== undefined ? { retryDelayMs: ctx.retryDelayMs } : {}),
+        retryDelayMs,
         onPhase: (p, m) => phase(p, m),
         onWarning: warn,
       });
     } catch (e) {
-      if (e instanceof VmNotResumedError) keepForRecover = true;
+      if (e instanceof VmNotResumedError) vmHeld = true;
       throw e;
     }
     const windowMs = Math.round(performance.now() - tw);
-    snapshotsLive = [...window.snapshots.values()].map((s) => ({ vg: s.vg, lv: s.lv }));
+    const snapshots = window.snapshots;
 
     // Archive, watching the classic snapshots.
     const ta = performance.now();
     const watched: WatchedSnapshot[] = plan.disks.map((d) => {
-      const s = window.snapshots.get(d.target)!;
+      const s = snapshots.get(d.target)!;
       return { target: d.target, vg: s.vg, lv: s.lv, size: s.size, peakPercent: 0, extendedTo: null, done: d.thin };
     });
     const archiveAbort = new AbortController();
     const onOuterAbort = (): void => archiveAbort.abort(signal?.reason);
     signal?.addEventListener('abort', onOuterAbort, { once: true });
+    if (signal?.aborted) onOuterAbort();
     const snapPercent = new Map<string, number>();
     const watcher = new SnapshotWatcher({
       lvm,
@@ -282,7 +304,7 @@ async function execute(
     watcher.start();
     try {
       for (const d of plan.disks) {
-        const snap = window.snapshots.get(d.target)!;
+        const snap = snapshots.get(d.target)!;
         const rel = `disks/${d.target}.img.gz`;
         phase('archive', `archiving ${d.target} (${snap.path})`);
         let packed;
@@ -311,7 +333,7 @@ async function execute(
           throw e;
         }
         // The snapshot must still be valid now that every block was read.
-        const invalid = await watcher.check();
+        const invalid = await watcher.check({ strict: true });
         if (invalid !== null) throw invalid;
         const w = watched.find((x) => x.target === d.target)!;
         w.done = true;
@@ -368,14 +390,13 @@ async function execute(
     const archiveMs = Math.round(performance.now() - ta);
 
     phase('cleanup', 'removing the snapshots');
-    const removeErrors = await removeSnapshots(lvm, snapshotsLive);
+    const removeErrors = await removeSnapshots(lvm, live, retryDelayMs);
     if (removeErrors.length > 0) {
       throw new KvmbakError(
         `could not remove snapshots: ${removeErrors.map((e) => e.message).join('; ')}; run kvmbak recover`,
         'KVMBAK_SNAPSHOT_REMOVE',
       );
     }
-    snapshotsLive = [];
     await journal.record({ step: 'snapshots-removed' });
 
     phase('commit', 'writing checksums and the manifest');
@@ -421,19 +442,19 @@ async function execute(
       timings: { planMs: run.planMs, windowMs, archiveMs, totalMs },
     };
   } catch (e) {
-    // Undo: snapshots go, the partial set goes — unless the VM still needs its saved state.
-    const errors = await removeSnapshots(lvm, snapshotsLive);
+    // Undo: snapshots go, the partial set goes (unless the VM still needs its saved
+    // state). What cannot be undone stays in the journal for kvmbak recover.
+    await removeSnapshots(lvm, live, retryDelayMs);
     if (journal !== null) {
       await journal
         .record({ step: 'failed', message: (e as Error).message, ...(e instanceof KvmbakError ? { code: e.code } : {}) })
         .catch(() => undefined);
     }
-    if (!keepForRecover && errors.length === 0) {
-      await deleteSet(set, { dest }).catch(() => undefined);
-      if (journal !== null) {
-        await journal.record({ step: 'snapshots-removed' }).catch(() => undefined);
-        await journal.remove().catch(() => undefined);
-      }
+    const setGone = !vmHeld && (await deleteSet(set, { dest }).then(() => true, () => false));
+    if (journal !== null) {
+      if (live.size === 0) await journal.record({ step: 'snapshots-removed' }).catch(() => undefined);
+      if (setGone && live.size === 0) await journal.remove().catch(() => undefined);
+      else handOverJournal(journal);
     }
     throw e;
   }

@@ -166,6 +166,18 @@ async function diskDevicePath(hv: Hypervisor, domain: string, d: DomainDisk): Pr
   }
 }
 
+/** The libvirt storage pool holding the first of `paths` some pool covers, or null. */
+async function poolOf(hv: Hypervisor, paths: string[]): Promise<string | null> {
+  for (const p of new Set(paths)) {
+    try {
+      return (await hv.lookupVolumeByPath(p)).pool;
+    } catch (e) {
+      if (!isLibvirtError(e)) throw e;
+    }
+  }
+  return null;
+}
+
 export interface PlannedBackup {
   plan: BackupPlan;
   domain: Domain;
@@ -201,10 +213,8 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
   try {
     const info = await domain.info();
     const mode = chooseMode(domain.name, info.state, input.mode);
-    const liveXml = await domain.xml({ secure: true });
     const domainXml = await domain.xml({ inactive: true, secure: true });
     const disks = await domain.disks();
-    void liveXml;
     const { backup, skipped } = classifyDisks(domain.name, disks, input.exclude ?? []);
     const runTag = runTagFor(domain.uuid, input.runId);
     const planned: PlannedDisk[] = [];
@@ -249,17 +259,12 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         );
       }
       const block = await domain.blockInfo(d.target);
-      let pool: string | null = null;
-      try {
-        pool = (await hv.lookupVolumeByPath(lv.path)).pool;
-      } catch (e) {
-        // No libvirt pool covers this VG: the pool is information, not a precondition.
-        if (!isLibvirtError(e)) throw e;
-      }
+      // No libvirt pool covers this VG: the pool is information, not a precondition.
+      const pool = d.type === 'volume' ? d.pool! : await poolOf(hv, [lv.path, path]);
       origins.set(d.target, lv);
       planned.push({
         target: d.target,
-        source: d.source!,
+        source: path,
         vg: lv.vg,
         lv: lv.lv,
         lvPath: lv.path,

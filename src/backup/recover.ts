@@ -10,6 +10,7 @@ import { ConfigError, isLibvirtError } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { KVMBAK_TAG, type LogicalVolume, Lvm } from '../lvm/index.js';
 import {
+  type Journal,
   type JournalRecord,
   acquireLock,
   currentBootId,
@@ -79,6 +80,19 @@ function currentBoot8(): string | null {
   return b === null ? null : b.replace(/-/g, '').slice(0, 8);
 }
 
+/**
+ * Journals of runs of this process that gave up with something left to undo
+ * (a VM that could not be brought back, snapshots that could not be removed).
+ * Their owner is this live process, so readJournals reports them 'alive';
+ * recover takes them over from here instead (by path).
+ */
+const handedOver = new Map<string, Journal>();
+
+/** A finished run of this process leaves its journal to recover (see handedOver). */
+export function handOverJournal(journal: Journal): void {
+  handedOver.set(journal.path, journal);
+}
+
 interface DomainRecoverInput {
   dest: string;
   domain: string;
@@ -93,7 +107,8 @@ export async function recoverDomain(input: DomainRecoverInput): Promise<Recovere
   const records = await readJournals(input.dest, input.domain);
   const out: RecoveredRun[] = [];
   for (const r of records) {
-    if (r.ownerStatus !== 'dead' && r.document !== undefined) {
+    const own = handedOver.get(r.path);
+    if (r.ownerStatus !== 'dead' && r.document !== undefined && own === undefined) {
       out.push({
         domain: r.domain,
         setId: r.setId,
@@ -103,12 +118,12 @@ export async function recoverDomain(input: DomainRecoverInput): Promise<Recovere
       });
       continue;
     }
-    out.push(await recoverRun(r, input));
+    out.push(await recoverRun(r, input, own));
   }
   return out;
 }
 
-async function recoverRun(r: JournalRecord, input: DomainRecoverInput): Promise<RecoveredRun> {
+async function recoverRun(r: JournalRecord, input: DomainRecoverInput, own: Journal | undefined): Promise<RecoveredRun> {
   const res: RecoveredRun = { domain: r.domain, setId: r.setId, journal: r.path, actions: [] };
   if (r.document === undefined || r.assessment === undefined) {
     res.error = `journal is unreadable (${r.error}); check the domain, remove snapshots tagged ${KVMBAK_TAG} by hand, then delete ${r.path}`;
@@ -117,9 +132,9 @@ async function recoverRun(r: JournalRecord, input: DomainRecoverInput): Promise<
   const a = r.assessment;
   const planned = r.document.entries.find((e) => e.step === 'planned');
   const stateBefore = planned?.step === 'planned' ? planned.stateBefore : 'running';
-  let journal;
+  let journal: Journal;
   try {
-    journal = await reopenJournal(r.path);
+    journal = own ?? (await reopenJournal(r.path));
   } catch (e) {
     res.skipped = (e as Error).message;
     return res;
@@ -133,16 +148,33 @@ async function recoverRun(r: JournalRecord, input: DomainRecoverInput): Promise<
         const state = (await dom.info()).state;
         if (a.windowAction === 'save') {
           if (state === 'shutoff') {
-            if (a.memorySaved && a.memoryFile !== null && existsSync(a.memoryFile)) {
-              await input.hv.restoreDomain(a.memoryFile, { startMode: stateBefore === 'paused' ? 'paused' : 'running' });
-              res.actions.push(`restored ${r.domain} from its saved memory ${a.memoryFile}`);
-            } else if (stateBefore !== 'shutoff') {
+            // The state file, when there is one: also after a crash between the save and its
+            // journal entry. Without one (or when an unfinished one is refused) a cold start.
+            let restored = false;
+            if (a.memoryFile !== null && existsSync(a.memoryFile)) {
+              try {
+                // No start-mode flag: the image records whether the domain ran or was paused.
+                await input.hv.restoreDomain(a.memoryFile);
+                restored = true;
+                res.actions.push(`restored ${r.domain} from its saved memory ${a.memoryFile}`);
+              } catch (e) {
+                if (a.memorySaved) throw e;
+              }
+            }
+            if (!restored) {
               await dom.start();
               res.actions.push(`started ${r.domain} (its memory was not saved completely)`);
+            }
+            if (stateBefore === 'paused' && (await dom.info()).state === 'running') {
+              await dom.suspend();
+              res.actions.push(`paused ${r.domain} again, as it was`);
             }
           } else if (state === 'paused' && stateBefore !== 'paused') {
             await dom.resume();
             res.actions.push(`resumed ${r.domain}`);
+          } else if (state === 'running' && stateBefore === 'paused') {
+            await dom.suspend();
+            res.actions.push(`paused ${r.domain} again, as it was`);
           }
         } else if (a.windowAction === 'suspend') {
           if (state === 'paused' && stateBefore !== 'paused') {
@@ -193,7 +225,10 @@ async function recoverRun(r: JournalRecord, input: DomainRecoverInput): Promise<
       res.actions.push(`deleted the partial set ${setPath}`);
     }
   }
-  if (vmOk && snapsOk && res.error === undefined) await journal.remove();
+  if (vmOk && snapsOk && res.error === undefined) {
+    await journal.remove();
+    handedOver.delete(r.path);
+  }
   return res;
 }
 

@@ -70,7 +70,10 @@ export type BackupProgress =
 
 export interface PlannedDisk {
   target: string;
-  /** Block device path as in the domain XML (/dev/VG/LV or /dev/mapper/VG-LV). */
+  /**
+   * Block device path: as in the domain XML (/dev/VG/LV or /dev/mapper/VG-LV),
+   * or, for a `type='volume'` disk, the path libvirt gives its volume.
+   */
   source: string;
   vg: string;
   lv: string;

@@ -46,7 +46,8 @@ export interface WatcherOptions {
 export class SnapshotWatcher {
   readonly #o: WatcherOptions;
   #timer: NodeJS.Timeout | null = null;
-  #running: Promise<void> | null = null;
+  /** The check in progress (checks run one at a time). */
+  #running: Promise<unknown> = Promise.resolve();
   #stopped = false;
   #failed: SnapshotInvalidError | null = null;
   readonly #warnedFull = new Set<string>();
@@ -61,23 +62,45 @@ export class SnapshotWatcher {
 
   start(): void {
     const tick = (): void => {
+      this.#timer = null;
       if (this.#stopped) return;
-      this.#running = this.check().then(() => undefined, () => undefined).finally(() => {
-        this.#running = null;
-        if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.intervalMs);
-      });
+      void this.check()
+        .catch(() => undefined)
+        .then(() => {
+          if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.intervalMs);
+        });
     };
     this.#timer = setTimeout(tick, this.#o.intervalMs);
   }
 
-  /** One round of checks over every live snapshot; returns the first invalid one found. */
-  async check(): Promise<SnapshotInvalidError | null> {
+  /**
+   * One round of checks over every live snapshot, after any round in
+   * progress; returns the first invalid one found. A usage that cannot be
+   * read is a warning, unless `strict` (the check that vouches for a finished
+   * image): then it throws.
+   */
+  check(options: { strict?: boolean } = {}): Promise<SnapshotInvalidError | null> {
+    const next = this.#running.then(() => this.#checkOnce(options.strict ?? false));
+    this.#running = next.catch(() => undefined);
+    return next;
+  }
+
+  async #checkOnce(strict: boolean): Promise<SnapshotInvalidError | null> {
     for (const s of this.#o.snapshots) {
-      if (s.done || this.#failed !== null) continue;
+      if (this.#failed !== null) return this.#failed;
+      if (s.done) continue;
       let usage;
       try {
         usage = await this.#o.lvm.snapshotUsage({ vg: s.vg, lv: s.lv });
       } catch (e) {
+        if (strict) {
+          throw new KvmbakError(
+            `cannot tell whether snapshot ${s.vg}/${s.lv} of disk ${s.target} stayed valid (${(e as Error).message}); ` +
+              'the backup is discarded: run it again',
+            'KVMBAK_SNAPSHOT_UNKNOWN',
+            { cause: e },
+          );
+        }
         this.#o.onWarning(`could not read the usage of snapshot ${s.vg}/${s.lv}: ${(e as Error).message}`);
         continue;
       }
@@ -112,7 +135,7 @@ export class SnapshotWatcher {
       this.#o.onWarning(`could not read free space of ${s.vg}: ${(e as Error).message}`);
       return;
     }
-    let add = Math.min(Math.ceil(want / extent) * extent, Math.floor(free / extent) * extent);
+    const add = Math.min(Math.ceil(want / extent) * extent, Math.floor(free / extent) * extent);
     if (add <= 0) {
       if (!this.#warnedFull.has(s.lv)) {
         this.#warnedFull.add(s.lv);
@@ -129,7 +152,6 @@ export class SnapshotWatcher {
       s.extendedTo = after.size;
       this.#o.onExtended(s, from, percent);
     } catch (e) {
-      add = 0;
       this.#o.onWarning(`could not extend snapshot ${s.vg}/${s.lv}: ${(e as Error).message}`);
     }
   }
@@ -139,6 +161,6 @@ export class SnapshotWatcher {
     this.#stopped = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
-    if (this.#running !== null) await this.#running;
+    await this.#running;
   }
 }

@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KvmbakError, isLibvirtError } from '../errors.js';
 import type { Domain, Hypervisor } from '../libvirt/index.js';
-import type { LogicalVolume, Lvm } from '../lvm/index.js';
+import type { LogicalVolume, LvName, Lvm } from '../lvm/index.js';
 import type { Journal, WindowAction } from '../store/index.js';
 import type { BackupMode, PlannedDisk } from './types.js';
 
@@ -28,6 +28,19 @@ export class QuiesceError extends KvmbakError {
 }
 Object.defineProperty(QuiesceError.prototype, 'name', { value: 'QuiesceError', enumerable: false });
 
+/** A paused domain, restored, could not be paused again (its state unknown or running). */
+class NotPausedAgain extends Error {
+  constructor(cause: unknown) {
+    super((cause as Error).message, { cause });
+  }
+}
+
+/**
+ * Snapshots that may exist, by disk target: an entry is made before its
+ * lvcreate runs and goes when the snapshot is removed (or found missing).
+ */
+export type LiveSnapshots = Map<string, LvName>;
+
 export interface WindowInput {
   hv: Hypervisor;
   lvm: Lvm;
@@ -40,10 +53,16 @@ export interface WindowInput {
   /** Tag naming this process (see recover.ts ownerTag). */
   ownerTag: string;
   memoryFile: string;
+  /**
+   * Ask libvirt to bypass the page cache for the memory state. Dropped (with
+   * a warning) when the hypervisor driver rejects the flag.
+   */
   bypassCache: boolean;
   agentTimeoutSeconds: number;
   quiesceFallback: 'pause' | 'none';
-  /** Milliseconds between the two tries of bringing the VM back. */
+  /** Filled with every snapshot that may exist; the caller owns it (it removes what is left on a later failure). */
+  live: LiveSnapshots;
+  /** Milliseconds between the two tries of bringing the VM back or removing a snapshot. */
   retryDelayMs?: number;
   onPhase: (phase: 'save' | 'suspend' | 'freeze' | 'snapshot' | 'resume', message: string) => void;
   onWarning: (message: string) => void;
@@ -55,24 +74,36 @@ export interface WindowResult {
   action: WindowAction;
   downtimeMs: number | null;
   windowMs: number;
+  /** The snapshots made, by disk target. */
   snapshots: Map<string, LogicalVolume>;
   memorySaved: boolean;
 }
 
-/** Runs `fn`, and once more after a pause if it fails; rethrows the second failure. */
-async function twice<T>(fn: () => Promise<T>, delayMs: number): Promise<T> {
+/**
+ * Runs `fn`, and once more after a pause if it fails (unless `done()` says
+ * the first try worked after all); rethrows the second failure.
+ */
+async function twice<T>(fn: () => Promise<T>, delayMs: number, done?: () => Promise<boolean>): Promise<T | undefined> {
   try {
     return await fn();
   } catch {
     await sleep(delayMs);
+    if (done !== undefined && (await done().catch(() => false))) return undefined;
     return await fn();
   }
 }
 
-/** Creates every snapshot; on failure removes those made and rethrows. */
+/** libvirt refused a flag it does not implement (VIR_ERR_INVALID_ARG "unsupported flags"): nothing was done. */
+export function isUnsupportedFlags(e: unknown): boolean {
+  return isLibvirtError(e, 'INVALID_ARG') && /unsupported flags/.test(e.message);
+}
+
+/** Creates every snapshot, recording each in `input.live`, `made` and the journal. */
 async function createSnapshots(input: WindowInput, made: Map<string, LogicalVolume>): Promise<void> {
   for (const d of input.disks) {
     input.onPhase('snapshot', `snapshot ${d.vg}/${d.snapshotName} of ${d.target}`);
+    // From here the snapshot may exist, even when lvcreate or the lookup after it fails.
+    input.live.set(d.target, { vg: d.vg, lv: d.snapshotName });
     const snap = await input.lvm.createSnapshot(
       { vg: d.vg, lv: d.lv },
       {
@@ -86,12 +117,16 @@ async function createSnapshots(input: WindowInput, made: Map<string, LogicalVolu
   }
 }
 
-/** Removes the given snapshots, best effort; returns the errors. */
-export async function removeSnapshots(lvm: Lvm, snaps: Iterable<{ vg: string; lv: string }>): Promise<Error[]> {
+/**
+ * Removes the snapshots in `live` (each tried twice), deleting the entries
+ * of those removed; returns the errors of those left.
+ */
+export async function removeSnapshots(lvm: Lvm, live: LiveSnapshots, retryDelayMs = 1000): Promise<Error[]> {
   const errors: Error[] = [];
-  for (const s of snaps) {
+  for (const [target, s] of [...live]) {
     try {
-      await lvm.remove({ vg: s.vg, lv: s.lv }, { missingOk: true });
+      await twice(() => lvm.remove({ vg: s.vg, lv: s.lv }, { missingOk: true }), retryDelayMs);
+      live.delete(target);
     } catch (e) {
       errors.push(e as Error);
     }
@@ -107,8 +142,8 @@ export async function removeSnapshots(lvm: Lvm, snaps: Iterable<{ vg: string; lv
 export async function runWindow(input: WindowInput): Promise<WindowResult> {
   const { domain, journal } = input;
   const delay = input.retryDelayMs ?? 1000;
-  const snapshots = new Map<string, LogicalVolume>();
   const paused = input.stateBefore === 'paused';
+  let bypassCache = input.bypassCache;
   let mode = input.mode;
   let action: WindowAction = 'none';
   if (mode === 'save') action = 'save';
@@ -120,10 +155,77 @@ export async function runWindow(input: WindowInput): Promise<WindowResult> {
   let backAt: number | null = null;
   let memorySaved = false;
   let failure: unknown = null;
+  const made = new Map<string, LogicalVolume>();
+
+  /** libvirt's save/restore with the bypass-cache flag, once more without it when the driver rejects the flag. */
+  const withCacheFlag = async (fn: (bypass: boolean) => Promise<void>): Promise<void> => {
+    try {
+      await fn(bypassCache);
+    } catch (e) {
+      if (!bypassCache || !isUnsupportedFlags(e)) throw e;
+      bypassCache = false;
+      input.onWarning(`libvirt's driver for ${input.hv.uri} does not support bypassing the page cache; using it`);
+      await fn(false);
+    }
+  };
+  const state = async (): Promise<string> => (await domain.info()).state;
+  const restore = (): Promise<void> =>
+    // No start-mode flag: the image records whether the domain ran or was paused.
+    withCacheFlag((bypass) => input.hv.restoreDomain(input.memoryFile, { bypassCache: bypass }));
+  /** Brings the VM back as the action held it; throws when it cannot. */
+  const bringBack = async (): Promise<void> => {
+    if (action === 'save') {
+      input.onPhase('resume', `restoring ${domain.name} from its saved memory`);
+      await twice(restore, delay, async () => (await state()) !== 'shutoff');
+      // The image should restore the state the domain had; where it did not (libvirt's
+      // test driver restores a paused domain running), set it right.
+      await twice(async () => {
+        const st = await state();
+        if (paused && st === 'running') await domain.suspend();
+        else if (!paused && st === 'paused') await domain.resume();
+      }, delay).catch((e: unknown) => {
+        // The restore itself worked. A domain that ran runs again: say what could not be
+        // checked. One that was paused may run now: that needs recover.
+        if (paused) throw new NotPausedAgain(e);
+        input.onWarning(`${domain.name} was restored, but its state could not be checked: ${(e as Error).message}`);
+      });
+    } else if (action === 'suspend') {
+      input.onPhase('resume', `resuming ${domain.name}`);
+      await twice(() => domain.resume(), delay, async () => (await state()) === 'running');
+    } else if (action === 'freeze') {
+      input.onPhase('resume', `thawing the filesystems of ${domain.name}`);
+      await twice(() => domain.fsThaw(), delay);
+    }
+  };
+  /** The VM is held: keep everything recover needs (journal, memory state); the snapshots go. */
+  const notResumed = async (e: unknown, held: 'paused' | null = null): Promise<never> => {
+    const errors = await removeSnapshots(input.lvm, input.live, delay);
+    const why = (e as Error).message;
+    const what =
+      e instanceof NotPausedAgain
+        ? `was restored but could not be paused again as it was (${why}); run kvmbak recover, or virsh suspend ${domain.name}`
+        : action === 'save' && held === null
+          ? `is shut off and could not be restored from ${input.memoryFile} (${why}); ` +
+            `run kvmbak recover, or virsh restore ${input.memoryFile}`
+          : action === 'suspend' || held === 'paused'
+            ? `is paused and could not be resumed (${why}); run kvmbak recover, or virsh resume ${domain.name}`
+            : `has frozen filesystems that could not be thawed (${why}); run kvmbak recover, or virsh domfsthaw ${domain.name}`;
+    throw new VmNotResumedError(
+      domain.name,
+      `domain ${domain.name} ${what}${errors.length > 0 ? `; also failed to remove snapshots: ${errors.map((x) => x.message).join('; ')}` : ''}`,
+      { cause: e },
+    );
+  };
 
   // 1. Hold the VM still.
   if (action === 'freeze') {
-    await domain.setAgentTimeout(input.agentTimeoutSeconds);
+    try {
+      await domain.setAgentTimeout(input.agentTimeoutSeconds);
+    } catch (e) {
+      // Drivers without the call (libvirt < 5.10, the test driver): the agent's default timeout applies.
+      if (!isLibvirtError(e, 'NO_SUPPORT')) throw e;
+      input.onWarning(`cannot set the guest agent timeout of ${domain.name} (${e.message}); using libvirt's default`);
+    }
     await journal.record({ step: 'window-start', action: 'freeze', memoryFile: null });
     input.onPhase('freeze', `freezing the filesystems of ${domain.name} (guest agent)`);
     try {
@@ -149,32 +251,45 @@ export async function runWindow(input: WindowInput): Promise<WindowResult> {
     await journal.record({ step: 'window-start', action: 'suspend', memoryFile: null });
     input.onPhase('suspend', `pausing ${domain.name}`);
     stoppedAt = performance.now();
-    await domain.suspend();
+    try {
+      await domain.suspend();
+    } catch (e) {
+      // virDomainSuspend failed: the domain should run as before. Make sure of it.
+      if ((await state().catch(() => 'unknown')) === 'paused') await bringBack().catch(notResumed);
+      await journal.record({ step: 'resumed' });
+      throw e;
+    }
   } else if (action === 'save') {
     await journal.record({ step: 'window-start', action: 'save', memoryFile: input.memoryFile });
     input.onPhase('save', `saving the memory of ${domain.name}`);
     stoppedAt = performance.now();
     try {
-      await domain.save(input.memoryFile, { bypassCache: input.bypassCache });
+      await withCacheFlag((bypass) => domain.save(input.memoryFile, { bypassCache: bypass }));
     } catch (e) {
-      // virDomainSave failed: libvirt leaves the domain as it was. Make sure of it.
-      const st = await domain.info().then((i) => i.state, () => 'unknown');
-      if (st === 'paused' && !paused) await domain.resume().catch(() => undefined);
+      // virDomainSave failed: libvirt leaves the domain as it was. Make sure of it: a
+      // domain found shut off did save (the error came after) and is restored; one
+      // found paused is resumed.
+      const st = await state().catch(() => 'unknown');
+      if (st === 'shutoff') await bringBack().catch(notResumed);
+      else if (st === 'paused' && !paused) {
+        await twice(() => domain.resume(), delay, async () => (await state()) === 'running').catch((x: unknown) =>
+          notResumed(x, 'paused'),
+        );
+      }
       await journal.record({ step: 'resumed' });
       throw e;
     }
     memorySaved = true;
-    await journal.record({ step: 'saved', memoryFile: input.memoryFile });
-  } else if (action === 'none' && mode !== 'offline') {
+  } else if (action === 'none') {
     await journal.record({ step: 'window-start', action: 'none', memoryFile: null });
   }
 
-  // 2. Snapshots.
+  // 2. Snapshots. From here until the VM is back nothing may throw past step 3.
   try {
-    if (mode === 'offline') await journal.record({ step: 'window-start', action: 'none', memoryFile: null });
-    await createSnapshots(input, snapshots);
+    if (memorySaved) await journal.record({ step: 'saved', memoryFile: input.memoryFile });
+    await createSnapshots(input, made);
     if (mode === 'offline') {
-      const st = (await domain.info()).state;
+      const st = await state();
       if (st !== 'shutoff') {
         throw new KvmbakError(
           `domain ${domain.name} was started while its snapshots were taken (now ${st}); run the backup again`,
@@ -188,53 +303,28 @@ export async function runWindow(input: WindowInput): Promise<WindowResult> {
 
   // 3. Bring the VM back, whatever happened.
   try {
-    if (action === 'save') {
-      input.onPhase('resume', `restoring ${domain.name} from its saved memory`);
-      await twice(
-        () =>
-          input.hv.restoreDomain(input.memoryFile, {
-            startMode: paused ? 'paused' : 'running',
-            bypassCache: input.bypassCache,
-          }),
-        delay,
-      );
-    } else if (action === 'suspend') {
-      input.onPhase('resume', `resuming ${domain.name}`);
-      await twice(() => domain.resume(), delay);
-    } else if (action === 'freeze') {
-      input.onPhase('resume', `thawing the filesystems of ${domain.name}`);
-      await twice(() => domain.fsThaw(), delay);
-    }
-    backAt = performance.now();
+    await bringBack();
+  } catch (e) {
+    await notResumed(e);
+  }
+  backAt = performance.now();
+  try {
     await journal.record({ step: 'resumed' });
   } catch (e) {
-    // The VM is held: keep everything recover needs (journal, memory state).
-    const errors = await removeSnapshots(input.lvm, [...snapshots.values()].map((s) => ({ vg: s.vg, lv: s.lv })));
-    const what =
-      action === 'save'
-        ? `is shut off and could not be restored from ${input.memoryFile} (${(e as Error).message}); ` +
-          `run kvmbak recover, or virsh restore ${input.memoryFile}`
-        : action === 'suspend'
-          ? `is paused and could not be resumed (${(e as Error).message}); run kvmbak recover, or virsh resume ${domain.name}`
-          : `has frozen filesystems that could not be thawed (${(e as Error).message}); run kvmbak recover, or virsh domfsthaw ${domain.name}`;
-    throw new VmNotResumedError(
-      domain.name,
-      `domain ${domain.name} ${what}${errors.length > 0 ? `; also failed to remove snapshots: ${errors.map((x) => x.message).join('; ')}` : ''}`,
-      { cause: e },
-    );
+    failure ??= e;
   }
 
   if (failure !== null) {
-    await removeSnapshots(input.lvm, [...snapshots.values()].map((s) => ({ vg: s.vg, lv: s.lv })));
+    await removeSnapshots(input.lvm, input.live, delay);
     throw failure;
   }
-  const downtimeMs = stoppedAt !== null && backAt !== null && mode !== 'quiesce' ? Math.round(backAt - stoppedAt) : null;
+  const downtimeMs = mode === 'quiesce' ? 0 : stoppedAt !== null ? Math.round(backAt - stoppedAt) : null;
   return {
     mode,
     action,
-    downtimeMs: mode === 'quiesce' ? 0 : downtimeMs,
+    downtimeMs,
     windowMs: Math.round(performance.now() - started),
-    snapshots,
+    snapshots: made,
     memorySaved,
   };
 }

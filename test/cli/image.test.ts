@@ -5,6 +5,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createProgressRenderer, formatBytes, formatDuration, renderLine } from '../../cli/render/index.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const cli = join(root, 'dist', 'cli.js');
@@ -158,5 +159,51 @@ describe('kvmbak image pack / unpack', () => {
     expect(r.code).toBe(130);
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'ABORT_ERR' } });
     expect(existsSync(dest) || existsSync(`${dest}.partial`)).toBe(false);
+  });
+});
+
+describe('cli/render progress', () => {
+  const sink = (isTTY: boolean) => {
+    const out: string[] = [];
+    const stream = { isTTY, columns: 100, write: (t: string) => out.push(t) } as unknown as NodeJS.WriteStream;
+    return { out, stream };
+  };
+
+  it('draws bytes, percent, rate and ETA on one line', () => {
+    const line = renderLine('pack', { phase: 'pack', bytesDone: 512 * 1024 ** 2, bytesTotal: 2 * 1024 ** 3, rate: 128 * 1024 ** 2 }, 120);
+    expect(line).toBe('pack  [######..................]   25%  512 MiB / 2.00 GiB  128 MiB/s  ETA 0:12');
+    expect(renderLine('unpack', { phase: 'unpack', bytesDone: 3000, rate: 0 }, 120)).toBe('unpack  2.93 KiB');
+    expect(renderLine('pack', { phase: 'sync', bytesDone: 10, bytesTotal: 10, rate: 5 }, 120)).toContain('syncing to disk');
+    expect(renderLine('pack', { phase: 'pack', bytesDone: 1, bytesTotal: 2, rate: 1, note: 'x'.repeat(200) }, 60)).toHaveLength(60);
+    expect(formatBytes(1536)).toBe('1.50 KiB');
+    expect(formatDuration(3723)).toBe('1:02:03');
+  });
+
+  it('TTY: redraws with \\r and clears at the end; not a TTY: silent; --json: JSON lines; --quiet: nothing', () => {
+    const ev = { phase: 'pack', bytesDone: 5, bytesTotal: 10, rate: 1 };
+    const tty = sink(true);
+    const r = createProgressRenderer({ label: 'pack', stream: tty.stream, intervalMs: 0 });
+    r.update(ev);
+    r.update({ ...ev, bytesDone: 10 });
+    r.done();
+    expect(tty.out[0]).toMatch(/^\rpack {2}\[/);
+    expect(tty.out.at(-1)).toBe('\r\x1b[K');
+
+    const pipe = sink(false);
+    const p = createProgressRenderer({ label: 'pack', stream: pipe.stream });
+    p.update(ev);
+    p.done();
+    expect(pipe.out).toEqual([]);
+
+    const json = sink(false);
+    const j = createProgressRenderer({ label: 'pack', json: true, stream: json.stream });
+    j.update(ev);
+    expect(JSON.parse(json.out[0]!)).toMatchObject({ type: 'progress', label: 'pack', phase: 'pack', bytesDone: 5, bytesTotal: 10 });
+
+    const quiet = sink(true);
+    const q = createProgressRenderer({ label: 'pack', json: true, quiet: true, stream: quiet.stream });
+    q.update(ev);
+    q.done();
+    expect(quiet.out).toEqual([]);
   });
 });

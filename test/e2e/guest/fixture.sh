@@ -55,8 +55,10 @@ for spec in "${lvs_spec[@]}"; do
 done
 udevadm settle --timeout=30
 step "LVs created"
-node "$here/fill-pattern.mjs" "${fill_args[@]}" >"$out/lvs.json"
-step "LVs filled"
+# Filling (CPU-bound, one core) overlaps the libvirt setup below: the inner domains never write
+# their disks, and block 0 holds no boot signature before or after filling.
+node "$here/fill-pattern.mjs" "${fill_args[@]}" >"$out/lvs.json" &
+fill_pid=$!
 
 virsh -q pool-define-as "$vg" logical --source-name "$vg" --target "/dev/$vg" >/dev/null
 virsh -q pool-start "$vg" >/dev/null
@@ -122,6 +124,11 @@ for d in "${running[@]}"; do
   fi
 done
 step "domains running: ${running[*]}"
+if ! wait "$fill_pid"; then
+  echo "fixture: filling the LVs failed" >&2
+  exit 1
+fi
+step "LVs filled"
 
 jq -n \
   --arg vg "$vg" --arg pv "$pv" --arg uri "$uri" --arg dtype "$dtype" \

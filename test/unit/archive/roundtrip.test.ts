@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { archiveCounters, hashImage, packImage, unpackImage, type ArchiveProgress } from '../../../src/archive/index.js';
-import { CHUNK, gone, gzipTest, mixedData, runToFile, sha256, sha256File, tempDir, writeData, zcatSha256 } from './helpers.js';
+import { CHUNK, execFileP, gone, gzipTest, mixedData, runToFile, sha256, sha256File, tempDir, writeData, zcatSha256 } from './helpers.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -83,6 +84,21 @@ describe('packImage → unpackImage round trips', () => {
     expect(sha256(await readFile(join(dir, 'zeros.out')))).toBe(packed.sha256);
   });
 
+  it('stores incompressible chunks instead of compressing them, compresses the rest', async () => {
+    const src = join(dir, 'stored.raw');
+    const data = mixedData(4 * CHUNK, 'rtrz');
+    await writeData(src, data);
+    const packed = await packImage(src, join(dir, 'stored.gz'), { chunkSize: CHUNK });
+    expect(packed).toMatchObject({ storedChunks: 2, zeroChunks: 1 });
+    const gz = await readFile(join(dir, 'stored.gz'));
+    const size = (i: number) => (packed.members[i + 1] ?? gz.byteLength) - packed.members[i]!;
+    // stored: the data plus a few bytes of block headers and the gzip frame
+    for (const i of [0, 2]) expect(size(i)).toBeGreaterThan(CHUNK);
+    for (const i of [0, 2]) expect(size(i)).toBeLessThan(CHUNK + 64);
+    expect(size(1)).toBeLessThan(CHUNK / 2);
+    expect((await zcatSha256(join(dir, 'stored.gz'))).sha256).toBe(sha256(data));
+  });
+
   it('writes the same bytes whatever the thread count (members are deterministic)', async () => {
     const src = join(dir, 'det.raw');
     await writeData(src, mixedData(9 * CHUNK + 5, 'trzt'));
@@ -152,6 +168,26 @@ describe('packImage → unpackImage round trips', () => {
     await unpackImage(join(dir, 'prog.gz'), join(dir, 'prog.out'), { index: r, onProgress: (e) => uev.push(e) });
     expect(uev.at(-1)).toMatchObject({ phase: 'sync', bytesDone: data.byteLength, bytesTotal: data.byteLength });
     expect(uev.some((e) => e.phase === 'unpack')).toBe(true);
+  });
+
+  it('packs from a pipe (no positions, no size) and unpacks from one', async () => {
+    const data = mixedData(5 * CHUNK + 99, 'tzr');
+    await writeData(join(dir, 'pipe.raw'), data);
+    await execFileP('mkfifo', [join(dir, 'in.fifo')]);
+    const feed = spawn('sh', ['-c', 'cat "$1" > "$2"', 'sh', join(dir, 'pipe.raw'), join(dir, 'in.fifo')]);
+    const fed = new Promise((r) => feed.on('close', r));
+    const packed = await packImage(join(dir, 'in.fifo'), join(dir, 'pipe.gz'), { chunkSize: CHUNK });
+    await fed;
+    expect(packed).toMatchObject({ bytes: data.byteLength, sha256: sha256(data) });
+    expect((await zcatSha256(join(dir, 'pipe.gz'))).sha256).toBe(sha256(data));
+
+    await execFileP('mkfifo', [join(dir, 'gz.fifo')]);
+    const feed2 = spawn('sh', ['-c', 'cat "$1" > "$2"', 'sh', join(dir, 'pipe.gz'), join(dir, 'gz.fifo')]);
+    const fed2 = new Promise((r) => feed2.on('close', r));
+    // an index cannot be used on a pipe: it streams
+    const u = await unpackImage(join(dir, 'gz.fifo'), join(dir, 'pipe.out'), { index: packed, expectSha256: packed.sha256 });
+    await fed2;
+    expect(u).toMatchObject({ mode: 'stream', bytes: data.byteLength, verified: true, fileSha256: packed.fileSha256 });
   });
 
   it('leaves no worker threads or chunks behind', () => {

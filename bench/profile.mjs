@@ -1,0 +1,123 @@
+// Where the time goes: each stage of pack/unpack measured alone, on one
+// thread, over the same image (its kvmbak image and index from run.mjs).
+//   node bench/profile.mjs IMG KVMBAK.gz INDEX.json
+// Prints one JSON line of seconds per GiB of raw data for each stage.
+import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync, writeSync, fsyncSync, rmSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
+import zlib from 'node:zlib';
+
+const [img, gz, indexPath] = process.argv.slice(2);
+const index = JSON.parse(readFileSync(indexPath, 'utf8'));
+const CH = index.chunkSize;
+const GiB = 1024 ** 3;
+const now = () => performance.now() / 1000;
+const fd = openSync(img, 'r');
+const size = fstatSync(fd).size;
+const perGiB = (s, bytes = size) => (s * GiB) / bytes;
+const out = {};
+
+// read (the caller dropped the page cache: cold) + what else happens per raw chunk
+const buf = Buffer.alloc(CH);
+const zero = Buffer.alloc(65536);
+const h = createHash('sha256');
+let tRead = 0, tHash = 0, tZero = 0, tComp = 0, tCompK = 0, compBytes = 0, zeroChunks = 0, storedChunks = 0;
+function incompressible(input, len) {
+  const s = Math.min(16384, len >>> 3);
+  let out = 0;
+  for (let k = 0; k < 4; k++) {
+    const off = Math.floor(((len - s) * k) / 3);
+    out += zlib.deflateRawSync(input.subarray(off, off + s), { level: 1 }).byteLength;
+  }
+  return out >= 4 * s * 0.99;
+}
+const members = [];
+for (let pos = 0; pos < size; pos += CH) {
+  let t = now();
+  const n = readSync(fd, buf, 0, CH, pos);
+  tRead += now() - t;
+  const v = buf.subarray(0, n);
+  t = now();
+  h.update(v);
+  tHash += now() - t;
+  t = now();
+  let isZero = true;
+  for (let o = 0; o < n; o += 65536) if (v.compare(zero, 0, Math.min(65536, n - o), o, Math.min(n, o + 65536)) !== 0) { isZero = false; break; }
+  tZero += now() - t;
+  if (isZero) { zeroChunks++; continue; }
+  t = now();
+  zlib.gzipSync(v, { level: 3, memLevel: 8, chunkSize: n + (n >>> 10) + 1024 });
+  tComp += now() - t;
+  // what the kvmbak worker does (src/archive/worker-source.ts): store chunks whose samples do not compress
+  t = now();
+  const stored = incompressible(v, n);
+  const g = zlib.gzipSync(v, { level: stored ? 0 : 3, memLevel: 8, chunkSize: n + (n >>> 10) + 1024 });
+  tCompK += now() - t;
+  if (stored) storedChunks++;
+  compBytes += n;
+  members.push(g);
+}
+closeSync(fd);
+out.readCold = perGiB(tRead);
+out.sha256 = perGiB(tHash);
+out.zeroCheck = perGiB(tZero);
+out.compressPlain = perGiB(tComp);
+out.compress = perGiB(tCompK);
+out.zeroChunkShare = (zeroChunks * CH) / size;
+out.storedChunkShare = (storedChunks * CH) / size;
+
+// writing the compressed output (page cache, then fsync)
+let t = now();
+const w = openSync(`${gz}.profile`, 'w');
+let off = 0;
+for (const m of members) { writeSync(w, m, 0, m.length, off); off += m.length; }
+out.writeCompressed = perGiB(now() - t);
+t = now();
+fsyncSync(w);
+out.fsyncCompressed = perGiB(now() - t);
+closeSync(w);
+rmSync(`${gz}.profile`);
+
+// unpack stages: inflate, raw write
+t = now();
+const raws = [];
+let tInfl = 0;
+for (const m of members) {
+  const t0 = now();
+  const r = zlib.gunzipSync(m, { chunkSize: CH + 1 });
+  tInfl += now() - t0;
+  raws.push(r);
+  if (raws.length > 16) raws.shift();
+}
+out.inflate = perGiB(tInfl);
+t = now();
+const w2 = openSync(`${gz}.profile-raw`, 'w');
+let rawOff = 0;
+for (let i = 0; i < members.length; i++) {
+  const r = raws[i % raws.length];
+  writeSync(w2, r, 0, r.length, rawOff);
+  rawOff += r.length;
+}
+out.writeRaw = perGiB(now() - t, rawOff);
+closeSync(w2);
+rmSync(`${gz}.profile-raw`);
+
+// a chunk's round trip to a worker thread and back, transferred (no copy)
+const worker = new Worker(`require('node:worker_threads').parentPort.on('message', (ab) => require('node:worker_threads').parentPort.postMessage(ab, [ab]))`, { eval: true });
+let ab = new ArrayBuffer(CH);
+const rounds = 200;
+await new Promise((resolve) => {
+  let i = 0;
+  t = now();
+  worker.on('message', (back) => {
+    ab = back;
+    if (++i === rounds) return resolve();
+    worker.postMessage(ab, [ab]);
+  });
+  worker.postMessage(ab, [ab]);
+});
+out.transferRoundTripMs = ((now() - t) / rounds) * 1000;
+await worker.terminate();
+
+process.stdout.write(`${JSON.stringify(out)}\n`);

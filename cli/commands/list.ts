@@ -1,0 +1,59 @@
+import type { Argv, CommandModule } from 'yargs';
+import { type SetInfo, listSets } from '../../src/index.js';
+import { formatBytes } from '../render/index.js';
+import { type GlobalArgs, asUsage } from './restore.js';
+
+interface ListArgs extends GlobalArgs {
+  dest: string;
+  domain?: string;
+}
+
+/** '2026-11-26 03:15:00Z' */
+const when = (t: Date): string => t.toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
+
+/** A table, one line per set. */
+export function formatSets(sets: readonly SetInfo[]): string[] {
+  const rows = sets.map((s) => [
+    s.domain,
+    s.id,
+    when(s.time),
+    s.mode ?? '-',
+    s.disks?.join(',') ?? '-',
+    formatBytes(s.storedBytes ?? s.bytesOnDisk),
+    s.status + (s.journal !== undefined ? ' (interrupted: run kvmbak recover)' : ''),
+  ]);
+  const head = ['DOMAIN', 'SET', 'TIME', 'MODE', 'DISKS', 'SIZE', 'STATUS'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : i === 5 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [line(head), ...rows.map(line)];
+}
+
+export const listCommand: CommandModule<GlobalArgs, ListArgs> = {
+  command: 'list <dest> [domain]',
+  describe: 'List the backup sets in a destination (one line per set)',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .positional('dest', { type: 'string', demandOption: true, describe: 'the backup destination folder' })
+      .positional('domain', { type: 'string', describe: 'only the sets of this domain' }) as unknown as Argv<ListArgs>,
+  handler: async (argv) => {
+    let sets: SetInfo[];
+    try {
+      sets = await listSets(argv.dest, argv.domain);
+    } catch (e) {
+      throw asUsage(e);
+    }
+    if (argv.json) {
+      process.stdout.write(`${JSON.stringify({ ok: true, command: 'list', dest: argv.dest, sets }, null, 2)}\n`);
+      return;
+    }
+    if (sets.length === 0) {
+      process.stdout.write(`no backup sets in ${argv.dest}${argv.domain !== undefined ? ` for ${argv.domain}` : ''}\n`);
+      return;
+    }
+    process.stdout.write(`${formatSets(sets).join('\n')}\n`);
+  },
+};

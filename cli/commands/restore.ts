@@ -1,0 +1,183 @@
+import type { Argv, CommandModule } from 'yargs';
+import {
+  AbortError,
+  RESTORE_OPTION_NAMES,
+  checkRestoreOptions,
+  isKvmbakError,
+  parseDiskMap,
+  restore,
+  type RestoreOptions,
+  type RestorePlan,
+  type RestoreProgress,
+  type RestoreResult,
+} from '../../src/index.js';
+import { UsageError } from '../errors.js';
+import { type ProgressRenderer, createProgressRenderer, formatBytes, formatSeconds } from '../render/index.js';
+
+export interface GlobalArgs {
+  uri?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+interface RestoreArgs extends GlobalArgs {
+  set: string;
+  name?: string;
+  vg?: string;
+  map?: string[];
+  'thin-pool'?: string;
+  memory: boolean;
+  start: boolean;
+  force?: boolean;
+  'dry-run'?: boolean;
+  threads?: number;
+}
+
+/**
+ * SIGINT/SIGTERM → one AbortController for the running operation (it cleans
+ * up and the command exits 130); a second signal exits at once.
+ */
+export function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (ac.signal.aborted) process.exit(130);
+    ac.abort(new AbortError(`interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: ac.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+/** A library ConfigError about one of `options` is a usage error (exit 2). */
+export function asUsage(e: unknown, options?: readonly string[]): unknown {
+  if (!isKvmbakError(e) || e.code !== 'KVMBAK_INVALID_ARGUMENT') return e;
+  const option = (e as { option?: string }).option;
+  if (options !== undefined && (option === undefined || !options.includes(option))) return e;
+  return new UsageError(e.message);
+}
+
+/**
+ * Progress on stderr: a bar per disk being written (TTY), phase lines (TTY),
+ * JSON lines (--json), nothing (--quiet).
+ */
+function restoreProgress(args: GlobalArgs): { onProgress: (e: RestoreProgress) => void; done: () => void } {
+  const tty = process.stderr.isTTY === true;
+  let bar: ProgressRenderer | null = null;
+  let label = '';
+  const barFor = (l: string): ProgressRenderer => {
+    if (bar === null || label !== l) {
+      bar?.done();
+      label = l;
+      bar = createProgressRenderer({ label: l, json: args.json, quiet: args.quiet });
+    }
+    return bar;
+  };
+  return {
+    onProgress: (e) => {
+      if (e.type === 'write') {
+        barFor(`write ${e.target}`).update({
+          phase: e.phase,
+          bytesDone: e.bytesDone,
+          ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
+          rate: e.rate,
+          note: e.lv,
+        });
+      } else if (e.type === 'check') {
+        barFor(`check ${e.file}`).update({ phase: 'check', bytesDone: e.bytesDone, bytesTotal: e.bytesTotal });
+      } else if (args.quiet) {
+        // nothing
+      } else if (args.json) {
+        barFor('restore').update({ phase: e.type === 'phase' ? e.phase : 'warning', note: e.message });
+      } else if (e.type === 'warning') {
+        bar?.done();
+        process.stderr.write(`kvmbak: warning: ${e.message}\n`);
+      } else if (tty) {
+        bar?.done();
+        process.stderr.write(`${e.message}\n`);
+      }
+    },
+    done: () => bar?.done(),
+  };
+}
+
+/** The plan as numbered lines. */
+export function formatPlan(plan: RestorePlan): string[] {
+  const s = plan.source;
+  return [
+    `restore plan for ${plan.set}`,
+    `  backup of ${s.domain} taken ${s.createdAt} on ${s.host}, mode ${s.mode}`,
+    ...plan.steps.map((step, i) => `  ${i + 1}. ${step}`),
+    ...plan.warnings.map((w) => `  note: ${w}`),
+  ];
+}
+
+function formatResult(r: RestoreResult): string[] {
+  const how = r.memoryRestored ? 'resumed from its memory state' : r.started ? 'started' : 'defined, not started';
+  const lines = [`restored ${r.domain} from ${r.set} in ${formatSeconds(r.seconds)}: ${how}, now ${r.stateAfter}`];
+  for (const d of r.disks) {
+    lines.push(`  ${d.target}  ${d.lv}${d.created ? ' (created)' : ''}  ${formatBytes(d.rawBytes)}  sha256 ok  ${formatSeconds(d.seconds)}`);
+  }
+  for (const x of r.replaced) lines.push(`  replaced domain ${x.name} (${x.uuid}, was ${x.state})`);
+  return lines;
+}
+
+export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
+  command: 'restore <set>',
+  describe: 'Restore a backup set: LVs, disk images, the domain, its memory state',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .positional('set', { type: 'string', demandOption: true, describe: 'the set folder, DEST/DOMAIN/YYYYMMDDTHHMMSSZ' })
+      .option('name', { type: 'string', describe: 'restore a copy under this name (new UUID and MACs; needs --no-memory with a memory state)' })
+      .option('vg', { type: 'string', describe: 'restore every disk into this volume group (same LV names)' })
+      .option('map', { type: 'string', array: true, describe: 'restore one disk into an LV: --map vda=/dev/VG/LV (repeatable)' })
+      .option('thin-pool', { type: 'string', describe: 'create the LVs of thin disks as thin volumes in this pool' })
+      .option('memory', { type: 'boolean', default: true, describe: 'resume from the memory state (--no-memory: boot from the disks)' })
+      .option('start', { type: 'boolean', default: true, describe: 'run the domain afterwards (--no-start: leave it shut off, or paused with a memory state)' })
+      .option('force', { alias: 'f', type: 'boolean', describe: 'overwrite existing LVs and replace an existing domain of the same name/UUID' })
+      .option('dry-run', { alias: 'n', type: 'boolean', describe: 'print the plan, change nothing' })
+      .option('threads', { type: 'number', describe: 'decompression threads (default: one per CPU)' }) as unknown as Argv<RestoreArgs>,
+  handler: async (argv) => {
+    let options: RestoreOptions;
+    try {
+      options = {
+        set: argv.set,
+        ...(argv.uri !== undefined ? { uri: argv.uri } : {}),
+        ...(argv.name !== undefined ? { name: argv.name } : {}),
+        ...(argv.vg !== undefined ? { vg: argv.vg } : {}),
+        ...(argv.map !== undefined ? { map: parseDiskMap(argv.map) } : {}),
+        ...(argv['thin-pool'] !== undefined ? { thinPool: argv['thin-pool'] } : {}),
+        ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+        force: argv.force ?? false,
+        noMemory: !argv.memory,
+        noStart: !argv.start,
+        dryRun: argv['dry-run'] ?? false,
+      };
+      checkRestoreOptions(options);
+    } catch (e) {
+      throw asUsage(e);
+    }
+    const sig = abortOnSignals();
+    const progress = restoreProgress(argv);
+    let r: RestoreResult;
+    try {
+      r = await restore({ ...options, signal: sig.signal, onProgress: progress.onProgress });
+    } catch (e) {
+      throw asUsage(e, RESTORE_OPTION_NAMES);
+    } finally {
+      progress.done();
+      sig.dispose();
+    }
+    if (argv.json) {
+      process.stdout.write(`${JSON.stringify({ ok: true, command: 'restore', ...r }, null, 2)}\n`);
+      return;
+    }
+    const lines = r.dryRun ? [...formatPlan(r.plan), 'dry run: nothing was changed'] : formatResult(r);
+    process.stdout.write(`${lines.join('\n')}\n`);
+  },
+};

@@ -1,0 +1,344 @@
+/**
+ * Planning a restore: every precondition is checked here, before anything
+ * is touched (existing LVs and domains, sizes, free space, the set's files).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError, isKvmbakError } from '../errors.js';
+import { type DomainSummary, type Hypervisor, parseDomainDisks } from '../libvirt/index.js';
+import type { LogicalVolume, Lvm } from '../lvm/index.js';
+import { DOMAIN_XML_FILE, type Manifest } from '../manifest/index.js';
+import { formatBytes } from '../util/size.js';
+import { RestoreError } from './errors.js';
+import { type DiskTarget, resolveDiskTargets } from './targets.js';
+import type { RestoreContext, RestoreDiskPlan, RestoreOptions, RestorePlan, RestoreReplacement } from './types.js';
+import { domainXmlIdentity } from './xml.js';
+
+/** The plan plus what execution needs but callers do not. */
+export interface PlannedRestore {
+  plan: RestorePlan;
+  /** domain.xml as stored in the set (checked against the manifest). */
+  domainXml: string;
+  manifest: Manifest;
+}
+
+function refused(set: string, domain: string, message: string, cause?: unknown): RestoreError {
+  return new RestoreError(message, 'KVMBAK_RESTORE_REFUSED', { set, domain }, cause === undefined ? {} : { cause });
+}
+
+const sameUuid = (a: string, b: string): boolean => a.replace(/-/g, '').toLowerCase() === b.replace(/-/g, '').toLowerCase();
+
+/** The set's files the restore reads: present, with the sizes the manifest records; domain.xml's sha256. */
+async function checkSetFiles(setPath: string, m: Manifest, useMemory: boolean): Promise<string> {
+  const domain = m.domain.name;
+  const damaged = (what: string): RestoreError =>
+    refused(setPath, domain, `backup set ${setPath} is damaged: ${what}; run kvmbak verify ${setPath}, or restore another set`);
+  const sized = async (rel: string, bytes: number): Promise<void> => {
+    let size: number;
+    try {
+      const st = await stat(join(setPath, rel));
+      if (!st.isFile()) throw damaged(`${rel} is not a regular file`);
+      size = st.size;
+    } catch (e) {
+      if (isKvmbakError(e)) throw e;
+      throw damaged(`${rel} is missing`);
+    }
+    if (size !== bytes) throw damaged(`${rel} has ${size} bytes, the manifest says ${bytes} (truncated or changed)`);
+  };
+  for (const d of m.disks) await sized(d.image.file, d.image.storedBytes);
+  if (useMemory && m.memory) await sized(m.memory.file, m.memory.bytes);
+  let xml: string;
+  try {
+    xml = await readFile(join(setPath, DOMAIN_XML_FILE), 'utf8');
+  } catch {
+    throw damaged(`${DOMAIN_XML_FILE} is missing`);
+  }
+  if (createHash('sha256').update(xml, 'utf8').digest('hex') !== m.domainXml.sha256) {
+    throw damaged(`${DOMAIN_XML_FILE}: sha256 differs from the manifest`);
+  }
+  return xml;
+}
+
+/** Block-device paths the domain's disks use (live and persistent definitions). */
+async function domainDiskPaths(hv: Hypervisor, name: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>(); // path → target
+  let dom;
+  try {
+    dom = await hv.lookupDomain(name);
+  } catch {
+    return out; // gone meanwhile
+  }
+  try {
+    const xmls = [await dom.xml()];
+    const state = (await dom.info()).state;
+    if (state !== 'shutoff') xmls.push(await dom.xml({ inactive: true }));
+    for (const xml of xmls) {
+      for (const d of parseDomainDisks(xml)) {
+        if (d.type === 'block' && d.source !== undefined) out.set(d.source, d.target);
+        if (d.type === 'volume' && d.pool !== undefined && d.volume !== undefined) {
+          const vol = await hv.lookupVolume(d.pool, d.volume).catch(() => null);
+          if (vol !== null) out.set(vol.path, d.target);
+        }
+      }
+    }
+  } finally {
+    dom.free();
+  }
+  return out;
+}
+
+function lvPaths(vg: string, lv: string, found: LogicalVolume | null): string[] {
+  const paths = [`/dev/${vg}/${lv}`, `/dev/mapper/${vg.replace(/-/g, '--')}-${lv.replace(/-/g, '--')}`];
+  if (found) paths.push(found.path, found.dmPath);
+  return [...new Set(paths.filter((p) => p !== ''))];
+}
+
+/**
+ * The checks of the options that need only the manifest (no libvirt, no
+ * lvm): --map targets, --vg, --name with a memory state. ConfigError.
+ * Returns the target LV of every disk.
+ */
+export function checkOptionsAgainstSet(m: Manifest, options: RestoreOptions): DiskTarget[] {
+  if (m.memory !== null && !options.noMemory && options.name !== undefined) {
+    throw new ConfigError(
+      `--name ${options.name} cannot resume the memory state of this set: libvirt ties a save image to the domain's name, ` +
+        'UUID and MAC addresses, which a copy changes; add --no-memory to restore the copy from its disks (a cold boot)',
+      'name',
+    );
+  }
+  return resolveDiskTargets(m.disks, m.skipped, options);
+}
+
+/**
+ * Plans the restore of `manifest` (read from `setPath`): checks everything,
+ * touches nothing. Throws RestoreError KVMBAK_RESTORE_REFUSED when a
+ * precondition does not hold, ConfigError for options that cannot apply.
+ */
+export async function planRestore(
+  hv: Hypervisor,
+  lvm: Lvm,
+  setPath: string,
+  manifest: Manifest,
+  options: RestoreOptions,
+  ctx: RestoreContext = {},
+): Promise<PlannedRestore> {
+  const m = manifest;
+  const hasMemory = m.memory !== null;
+  const useMemory = hasMemory && !options.noMemory;
+  const targets: DiskTarget[] = checkOptionsAgainstSet(m, options);
+  const domainXml = await checkSetFiles(setPath, m, useMemory);
+  const identity = domainXmlIdentity(domainXml);
+  const xmlDisks = parseDomainDisks(domainXml);
+  for (const d of m.disks) {
+    if (!xmlDisks.some((x) => x.target === d.target)) {
+      throw refused(setPath, m.domain.name, `backup set ${setPath} is inconsistent: the manifest has disk ${d.target} but ${DOMAIN_XML_FILE} does not; restore another set`);
+    }
+  }
+  const copy = options.name !== undefined;
+  const name = options.name ?? identity.name;
+  const uuid = copy ? (ctx.newUuid ?? randomUUID)() : (identity.uuid ?? m.domain.uuid);
+  const warnings: string[] = [];
+  const steps: string[] = [];
+
+  // Domains with the same name or UUID.
+  const domains: DomainSummary[] = await hv.listDomains();
+  const replace: RestoreReplacement[] = [];
+  for (const d of domains) {
+    const byName = d.name === name;
+    const byUuid = sameUuid(d.uuid, uuid);
+    if (!byName && !byUuid) continue;
+    replace.push({
+      name: d.name,
+      uuid: d.uuid,
+      state: d.state,
+      destroy: d.state !== 'shutoff',
+      conflict: byName && byUuid ? 'name+uuid' : byName ? 'name' : 'uuid',
+    });
+  }
+  if (replace.length > 0 && !options.force) {
+    const what = replace
+      .map((r) => `${r.conflict === 'uuid' ? `domain ${r.name} has the UUID ${r.uuid} of` : `a domain named ${r.name} exists for`} ${name} (${r.state})`)
+      .join('; ');
+    throw refused(
+      setPath,
+      name,
+      `${what}; restore does not replace a domain unless told: pass --force to replace it` +
+        `${replace.some((r) => r.destroy) ? ' (it is stopped at once, unsaved state is lost)' : ''}, or --name NEW to restore a copy beside it`,
+    );
+  }
+
+  // Who else uses block devices: no other domain may have a target LV as a disk.
+  const others = new Map<string, string>(); // path → "domain disk"
+  for (const d of domains) {
+    if (replace.some((r) => r.name === d.name)) continue;
+    for (const [path, target] of await domainDiskPaths(hv, d.name)) others.set(path, `disk ${target} of domain ${d.name}`);
+  }
+
+  const disks: RestoreDiskPlan[] = [];
+  const toCreate = new Map<string, string[]>(); // VG → disk targets of the linear LVs to create there
+  for (const t of targets) {
+    const d = m.disks.find((x) => x.target === t.target)!;
+    const want = `${t.vg}/${t.lv}`;
+    const required = Math.max(d.lvSize, d.image.rawBytes);
+    let found: LogicalVolume | null;
+    try {
+      found = await lvm.find({ vg: t.vg, lv: t.lv });
+    } catch (e) {
+      if (isKvmbakError(e) && (e.code === 'KVMBAK_VG_NOT_FOUND' || e.code === 'KVMBAK_INVALID_ARGUMENT')) {
+        throw refused(setPath, name, `disk ${t.target} → ${want}: ${e.message}${t.from === 'original' ? '; restore into another VG with --vg or --map' : ''}`, e);
+      }
+      throw e;
+    }
+    const user = lvPaths(t.vg, t.lv, found)
+      .map((p) => others.get(p))
+      .find((u) => u !== undefined);
+    if (user !== undefined) {
+      throw refused(
+        setPath,
+        name,
+        `disk ${t.target} → ${want}: that LV is ${user}; restore into another LV with --vg or --map${copy ? ' (a copy needs its own LVs)' : ''}`,
+      );
+    }
+    const moved = t.vg !== d.vg || t.lv !== d.lv;
+    const toBlock = xmlDisks.find((x) => x.target === t.target)!.type !== 'block';
+    const plan: RestoreDiskPlan = {
+      target: t.target,
+      image: join(setPath, d.image.file),
+      rawBytes: d.image.rawBytes,
+      rawSha256: d.image.rawSha256,
+      original: { vg: d.vg, lv: d.lv, source: d.source, thin: d.thin, thinPool: d.thinPool, lvSize: d.lvSize },
+      vg: t.vg,
+      lv: t.lv,
+      path: found ? found.path : `/dev/${t.vg}/${t.lv}`,
+      action: found ? 'overwrite' : 'create',
+      size: found ? found.size : required,
+      create: null,
+      moved,
+      toBlock,
+    };
+    if (found) {
+      const why =
+        found.snapshot !== null
+          ? `it is a ${found.snapshot} snapshot`
+          : found.path === ''
+            ? `it is an internal LV (${found.segtype})`
+            : found.size < required
+              ? `it holds ${found.size} bytes (${formatBytes(found.size)}) but the disk needs ${required} (${formatBytes(required)}); ` +
+                `grow it (lvextend -L ${required}b ${want})`
+              : !found.active
+                ? `it is not active; activate it (lvchange -ay ${want})`
+                : null;
+      if (why !== null) throw refused(setPath, name, `disk ${t.target} → ${want}: cannot restore into it: ${why}, or restore elsewhere with --vg or --map`);
+      if (!options.force) {
+        throw refused(
+          setPath,
+          name,
+          `disk ${t.target} → ${want}: the LV exists and restore does not overwrite data unless told: pass --force to overwrite it, ` +
+            'or restore into a new LV with --vg or --map',
+        );
+      }
+      if (found.open === true && !replace.some((r) => r.destroy)) {
+        throw refused(setPath, name, `disk ${t.target} → ${want}: the LV is in use (open by some process); stop what uses it, or restore elsewhere with --vg or --map`);
+      }
+      if (found.size > required) warnings.push(`${want} is larger than the disk was (${formatBytes(found.size)} > ${formatBytes(required)}); the bytes past ${formatBytes(required)} are left as they are`);
+    } else if (d.thin && options.thinPool !== undefined) {
+      let pool: LogicalVolume | null;
+      try {
+        pool = await lvm.find({ vg: t.vg, lv: options.thinPool });
+      } catch (e) {
+        throw refused(setPath, name, `--thin-pool ${options.thinPool}: ${(e as Error).message}`, e);
+      }
+      if (pool === null || pool.segtype !== 'thin-pool') {
+        throw refused(setPath, name, `--thin-pool ${options.thinPool}: ${t.vg}/${options.thinPool} is not a thin pool; name an existing thin pool of ${t.vg} (lvs ${t.vg})`);
+      }
+      plan.create = { kind: 'thin', pool: options.thinPool };
+    } else {
+      plan.create = { kind: 'linear' };
+      if (d.thin) warnings.push(`disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (give --thin-pool POOL to make it thin)`);
+      toCreate.set(t.vg, [...(toCreate.get(t.vg) ?? []), t.target]);
+    }
+    disks.push(plan);
+  }
+
+  // Room for the new linear LVs, extent-rounded.
+  for (const [vg, forTargets] of toCreate) {
+    const info = await lvm.vgInfo(vg);
+    const bytes = disks
+      .filter((p) => p.vg === vg && p.create?.kind === 'linear')
+      .reduce((sum, p) => sum + Math.ceil(p.size / info.extentSize) * info.extentSize, 0);
+    if (bytes > info.free) {
+      throw refused(
+        setPath,
+        name,
+        `volume group ${vg} has ${formatBytes(info.free)} free but the new LVs for ${forTargets.join(', ')} need ${formatBytes(bytes)}; ` +
+          'free space there, or restore into another VG with --vg or --map',
+      );
+    }
+  }
+
+  const run: RestorePlan['run'] = useMemory ? (options.noStart ? 'resume-paused' : 'resume') : options.noStart ? 'none' : 'start';
+  const memoryXml = useMemory && disks.some((p) => p.moved || p.toBlock);
+  const droppedDisks = copy
+    ? m.skipped.filter((s) => (s.device === 'disk' || s.device === 'lun') && xmlDisks.some((x) => x.target === s.target)).map((s) => s.target)
+    : [];
+  if (droppedDisks.length > 0) {
+    warnings.push(`the copy leaves out ${droppedDisks.join(', ')}: not in the backup set, and they belong to ${identity.name}`);
+  }
+  if (hasMemory && options.noMemory) warnings.push('the memory state is not used (--no-memory): the domain boots from its disks');
+  if (memoryXml) {
+    warnings.push(
+      'the disks change in the domain XML, so the memory state is resumed with domain.xml rewritten (libvirt requires it to match the saved domain); ' +
+        'if libvirt refuses, restore with --no-memory',
+    );
+  }
+
+  // The steps, in order.
+  for (const r of replace) {
+    steps.push(
+      r.destroy
+        ? `stop domain ${r.name} (${r.state}) at once (virsh destroy), then replace it`
+        : `replace domain ${r.name} (shut off)`,
+    );
+  }
+  for (const p of disks) {
+    const into =
+      p.action === 'create'
+        ? `create ${p.vg}/${p.lv} (${formatBytes(p.size)}, ${p.create!.kind === 'thin' ? `thin in ${(p.create as { pool: string }).pool}` : 'linear'})`
+        : `overwrite ${p.vg}/${p.lv} (${formatBytes(p.size)}, existing)`;
+    steps.push(`${p.target}: ${into} and write ${formatBytes(p.rawBytes)} from ${m.disks.find((x) => x.target === p.target)!.image.file}, checking its sha256`);
+  }
+  steps.push(
+    `${replace.length > 0 ? `undefine ${replace.map((r) => r.name).join(', ')}, ` : ''}define domain ${name}` +
+      (copy ? ` as a copy of ${identity.name} (new UUID ${uuid}, new MAC addresses, fresh NVRAM)` : '') +
+      (disks.some((p) => p.moved || p.toBlock)
+        ? ` with disks ${disks.filter((p) => p.moved || p.toBlock).map((p) => `${p.target} → ${p.vg}/${p.lv}${p.toBlock ? ' (as a block disk)' : ''}`).join(', ')}`
+        : ''),
+  );
+  steps.push(
+    run === 'resume'
+      ? `resume ${name} from memory.state (where it was at ${m.createdAt})`
+      : run === 'resume-paused'
+        ? `load ${name}'s memory.state paused (virsh resume ${name} runs it)`
+        : run === 'start'
+          ? `start ${name} (boot from its disks)`
+          : `leave ${name} shut off`,
+  );
+
+  return {
+    domainXml,
+    manifest: m,
+    plan: {
+      set: setPath,
+      source: { domain: m.domain.name, uuid: m.domain.uuid, createdAt: m.createdAt, mode: m.mode, host: m.host },
+      domain: { name, uuid, copy },
+      disks,
+      replace,
+      run,
+      memoryXml,
+      droppedDisks,
+      warnings,
+      steps,
+    },
+  };
+}

@@ -1,0 +1,159 @@
+/** Public types of restore(). */
+import type { DomainStateName, Hypervisor } from '../libvirt/index.js';
+import type { Lvm } from '../lvm/index.js';
+import type { BackupMode } from '../manifest/index.js';
+
+export interface RestoreOptions {
+  /** The backup set folder (DEST/DOMAIN/YYYYMMDDTHHMMSSZ). */
+  set: string;
+  /** libvirt URI (default: LIBVIRT_DEFAULT_URI, then libvirt's default). */
+  uri?: string;
+  /**
+   * Restore as a copy under this name: new UUID, new MAC addresses, a fresh
+   * NVRAM, disks that were not backed up left out. Cannot resume the memory
+   * state (libvirt binds a save image to the name, UUID and MACs): needs
+   * `noMemory` when the set has one.
+   */
+  name?: string;
+  /** Put every disk into this VG (LV names as recorded), unless `map` says otherwise. */
+  vg?: string;
+  /** Per disk target: the LV to restore into, `/dev/VG/LV` or `VG/LV` (see parseDiskMap for `vda=...` strings). */
+  map?: Readonly<Record<string, string>>;
+  /** Create missing LVs of thin disks as thin volumes in this thin pool (of the target VG). */
+  thinPool?: string;
+  /** Overwrite existing LVs, and replace an existing domain of the same name or UUID (destroyed first if running). */
+  force?: boolean;
+  /** Do not resume from memory.state: start the domain from its disks (a cold boot) unless `noStart`. */
+  noMemory?: boolean;
+  /** Leave the domain shut off (without memory) or paused (resumed from memory: `virsh resume` runs it). */
+  noStart?: boolean;
+  /** Plan and check everything, touch nothing. */
+  dryRun?: boolean;
+  /** Decompression threads per image (default: available parallelism). */
+  threads?: number;
+  signal?: AbortSignal;
+  onProgress?: (event: RestoreProgress) => void;
+}
+
+/** Internal knobs (tests inject these). */
+export interface RestoreContext {
+  /** Reuse an open connection instead of opening `uri`. */
+  hypervisor?: Hypervisor;
+  lvm?: Lvm;
+  /** New MAC addresses for a copy (default: random 52:54:00:xx:xx:xx). */
+  newMac?: () => string;
+  /** New UUID for a copy (default: crypto.randomUUID). */
+  newUuid?: () => string;
+}
+
+export type RestorePhase = 'plan' | 'check' | 'stop' | 'create' | 'write' | 'define' | 'resume' | 'start' | 'cleanup' | 'done';
+
+export type RestoreProgress =
+  | { type: 'phase'; domain: string; phase: RestorePhase; message: string }
+  | {
+      type: 'write';
+      domain: string;
+      target: string;
+      /** The LV being written, VG/LV. */
+      lv: string;
+      /** 'unpack', or 'sync' once all data is written. */
+      phase: 'unpack' | 'sync' | 'hash' | 'pack';
+      bytesDone: number;
+      bytesTotal: number | undefined;
+      rate: number;
+    }
+  | { type: 'check'; domain: string; file: string; bytesDone: number; bytesTotal: number }
+  | { type: 'warning'; domain: string; message: string };
+
+/** What happens to one disk. */
+export interface RestoreDiskPlan {
+  target: string;
+  /** The image in the set (absolute path). */
+  image: string;
+  /** Raw bytes the image holds and their sha256 (checked while writing). */
+  rawBytes: number;
+  rawSha256: string;
+  /** Where the disk was at backup time. */
+  original: { vg: string; lv: string; source: string; thin: boolean; thinPool: string | null; lvSize: number };
+  /** The target LV. */
+  vg: string;
+  lv: string;
+  /** Its device path: lvs' lv_path for an existing LV, /dev/VG/LV for one to create. */
+  path: string;
+  /** create: a new LV of `size` bytes; overwrite: an existing LV (needs force). */
+  action: 'create' | 'overwrite';
+  /** Bytes of the LV: the size to create, or the existing LV's size. */
+  size: number;
+  /** How a new LV is made; null for an existing one. */
+  create: { kind: 'linear' } | { kind: 'thin'; pool: string } | null;
+  /** The target is another LV than the original one: the disk's source changes in the domain XML. */
+  moved: boolean;
+  /**
+   * The disk was `<disk type='volume'>` (a libvirt pool's volume): it becomes a
+   * block disk on the LV's path, which needs no pool (and no pool refresh to
+   * see a newly created LV).
+   */
+  toBlock: boolean;
+}
+
+/** An existing domain the restore replaces (--force). */
+export interface RestoreReplacement {
+  name: string;
+  uuid: string;
+  state: DomainStateName;
+  /** It runs and is destroyed (stopped at once) before the disks are written. */
+  destroy: boolean;
+  /** Why it conflicts: same name, same UUID, or both. */
+  conflict: 'name' | 'uuid' | 'name+uuid';
+}
+
+export interface RestorePlan {
+  /** The set folder (absolute). */
+  set: string;
+  /** From the manifest. */
+  source: { domain: string; uuid: string; createdAt: string; mode: BackupMode; host: string };
+  /** The domain as it will be defined. */
+  domain: { name: string; uuid: string; copy: boolean };
+  disks: RestoreDiskPlan[];
+  replace: RestoreReplacement[];
+  /** How the domain comes back: resumed from memory.state, started (cold boot), or left shut off. */
+  run: 'resume' | 'resume-paused' | 'start' | 'none';
+  /** The memory state is resumed with a rewritten XML (disks moved or turned into block disks). */
+  memoryXml: boolean;
+  /** Disks of the backed-up domain that are not in the set and are left out of a copy's XML. */
+  droppedDisks: string[];
+  /** Things worth knowing that do not stop the restore. */
+  warnings: string[];
+  /** The steps, one human-readable line each, in order. */
+  steps: string[];
+}
+
+export interface RestoreDiskResult {
+  target: string;
+  /** VG/LV written. */
+  lv: string;
+  path: string;
+  created: boolean;
+  rawBytes: number;
+  /** sha256 of the data written: equal to the manifest's (checked). */
+  sha256: string;
+  mode: 'parallel' | 'stream';
+  seconds: number;
+}
+
+export interface RestoreResult {
+  set: string;
+  /** The domain as defined. */
+  domain: string;
+  uuid: string;
+  dryRun: boolean;
+  plan: RestorePlan;
+  disks: RestoreDiskResult[];
+  /** Domains replaced (destroyed if running, then undefined). */
+  replaced: RestoreReplacement[];
+  memoryRestored: boolean;
+  started: boolean;
+  /** The domain's state at the end; null in a dry run. */
+  stateAfter: DomainStateName | null;
+  seconds: number;
+}

@@ -1,0 +1,293 @@
+/**
+ * `kvmbak backup`, `inspect` and `recover` as a user runs them: the built CLI
+ * in a child process, on a private copy of the libvirt test-driver node
+ * (--uri test:///…), with PATH starting at test/fixtures/bin where fake lvm2
+ * executables answer from a simulated world kept in a JSON file (the same
+ * world as the unit tests', transpiled once here).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import ts from 'typescript';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { currentBootId, readManifest } from '../../src/index.js';
+import { type WorldState, createWorld, loadState, loadTemplates, saveState } from '../unit/backup/fake-lvm-world.js';
+import { defaultWorld } from '../unit/backup/helpers.js';
+
+const root = resolve(import.meta.dirname, '../..');
+const cli = join(root, 'dist', 'cli.js');
+const bin = join(root, 'test', 'fixtures', 'bin');
+
+function newest(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+let shared: string;
+let worldModule: string;
+beforeAll(async () => {
+  // `npm run test:cli` builds first; when run directly, build a missing or stale bundle.
+  if (!existsSync(cli) || statSync(cli).mtimeMs < Math.max(newest(join(root, 'src')), newest(join(root, 'cli')))) {
+    execFileSync('npx', ['tsup'], { cwd: root, stdio: 'ignore' });
+  }
+  shared = await mkdtemp(join(tmpdir(), 'kvmbak-cli-backup-'));
+  // The fake executables load the world module as plain JavaScript.
+  const source = readFileSync(join(root, 'test', 'unit', 'backup', 'fake-lvm-world.ts'), 'utf8');
+  const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+  worldModule = join(shared, 'fake-lvm-world.mjs');
+  await writeFile(worldModule, js.outputText);
+}, 120_000);
+afterAll(async () => {
+  if (shared) await rm(shared, { recursive: true, force: true });
+});
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+interface Case {
+  dir: string;
+  uri: string;
+  dest: string;
+  statePath: string;
+  world(): WorldState;
+  kvmbak(args: string[], onStderr?: (text: string, kill: (sig: NodeJS.Signals) => void) => void): Promise<Run>;
+}
+
+let dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  dirs = [];
+});
+
+async function makeCase(spec = defaultWorld()): Promise<Case> {
+  const dir = await mkdtemp(join(tmpdir(), 'kvmbak-cli-backup-'));
+  dirs.push(dir);
+  const xml = join(dir, 'node.xml');
+  await copyFile(join(root, 'test', 'fixtures', 'libvirt', 'backup-node.xml'), xml);
+  const dest = join(dir, 'dest');
+  await mkdir(dest, { mode: 0o700 });
+  await mkdir(join(dir, 'lv'));
+  const statePath = join(dir, 'lvm-world.json');
+  saveState(statePath, createWorld(join(dir, 'lv'), loadTemplates(join(root, 'test', 'fixtures', 'lvm')), spec));
+  const uri = `test://${xml}`;
+  return {
+    dir,
+    uri,
+    dest,
+    statePath,
+    world: () => loadState(statePath),
+    kvmbak: (args, onStderr) =>
+      new Promise((done, reject) => {
+        const env: NodeJS.ProcessEnv = {
+          ...process.env,
+          PATH: `${bin}:${process.env.PATH ?? ''}`,
+          KVMBAK_FAKE_LVM_STATE: statePath,
+          KVMBAK_FAKE_LVM_WORLD: worldModule,
+          FORCE_COLOR: '0',
+        };
+        delete env.LIBVIRT_DEFAULT_URI;
+        const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          onStderr?.(stderr, (sig) => child.kill(sig));
+        });
+        child.on('error', reject);
+        child.on('close', (code) => done({ code, stdout, stderr }));
+      }),
+  };
+}
+
+const setDirs = async (c: Case, domain: string): Promise<string[]> =>
+  existsSync(join(c.dest, domain)) ? (await readdir(join(c.dest, domain))).sort() : [];
+
+/** A complete set checked with real tools: manifest, sha256sum -c, zcat of each image equals its LV. */
+async function expectCompleteSet(setPath: string, images: Record<string, Buffer>): Promise<void> {
+  await readManifest(setPath);
+  execFileSync('sha256sum', ['--quiet', '-c', 'SHA256SUMS'], { cwd: setPath });
+  for (const [target, content] of Object.entries(images)) {
+    const raw = execFileSync('zcat', [join(setPath, 'disks', `${target}.img.gz`)], { maxBuffer: 64 << 20 });
+    expect(raw.equals(content)).toBe(true);
+  }
+}
+
+const lvFile = (c: Case, vg: string, lv: string): string => c.world().lvs.find((l) => l.vg === vg && l.lv === lv)!.file;
+
+describe('kvmbak backup', () => {
+  it('backs a running domain up: exit 0, a complete set, the snapshots gone', async () => {
+    const c = await makeCase();
+    const vda = await readFile(lvFile(c, 'vg0', 'web-root'));
+    const vdb = await readFile(lvFile(c, 'vg0', 'web-data'));
+    const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--threads', '2']);
+    expect(r.code).toBe(0);
+    const sets = await setDirs(c, 'web-01');
+    expect(sets).toEqual([expect.stringMatching(/^\d{8}T\d{6}Z$/)]);
+    const setPath = join(c.dest, 'web-01', sets[0]);
+    expect(r.stdout.split('\n')[0]).toBe(`backed up web-01 (save) to ${setPath}`);
+    expect(r.stdout).toMatch(/downtime +\d+ ms; state running → running/);
+    expect(r.stdout).toContain('skipped sda: cdrom: removable media are not backed up');
+    // Progress lines on stderr (not a TTY: no bar), the bypass-cache fallback of the test driver among them.
+    expect(r.stderr).toContain('kvmbak: web-01: saving the memory of web-01');
+    expect(r.stderr).toContain('does not support bypassing the page cache');
+    await expectCompleteSet(setPath, { vda, vdb });
+    const w = c.world();
+    expect(w.lvs.filter((l) => l.origin !== null)).toEqual([]);
+    expect(w.calls.filter((x) => x[0] === 'lvcreate')).toHaveLength(2);
+  });
+
+  it('--json: one result document on stdout, JSON progress lines on stderr', async () => {
+    const c = await makeCase();
+    const j = await c.kvmbak(['backup', 'db-01', '--dest', c.dest, '--uri', c.uri, '--json']);
+    expect(j.code).toBe(0);
+    const doc = JSON.parse(j.stdout) as { ok: boolean; results: { domain: string; ok: boolean; result: { setPath: string; mode: string; stateAfter: string } }[] };
+    expect(doc).toMatchObject({ ok: true, results: [{ domain: 'db-01', ok: true, result: { mode: 'offline', stateAfter: 'shutoff' } }] });
+    await readManifest(doc.results[0].result.setPath);
+    const events = j.stderr.trim().split('\n').map((l) => JSON.parse(l) as { event: string; type: string; phase?: string });
+    expect(events.every((e) => e.event === 'backup')).toBe(true);
+    expect(events.filter((e) => e.type === 'phase').map((e) => e.phase)).toContain('commit');
+  });
+
+  it('--dry-run prints the plan and touches nothing', async () => {
+    const c = await makeCase();
+    const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--dry-run']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^\(dry run: nothing was touched\)\ndomain web-01 \(6695eb01-f6a4-8304-79aa-97f2502e193f\) on test:\/\/\/.*: running\n/);
+    expect(r.stdout).toMatch(/disk vda +\/dev\/vg0\/web-root → vg0\/web-root 2\.00 MiB pool vg0, snapshot 2\.00 MiB vg0\/web-root-kvmbak-/);
+    expect(await readdir(c.dest)).toEqual([]);
+    expect([...new Set(c.world().calls.map((x) => x[0]))].sort()).toEqual(['lvs', 'vgs']);
+  });
+
+  it('a domain with a file disk: exit 1 and one line saying which disk and how to leave it out', async () => {
+    const c = await makeCase();
+    const r = await c.kvmbak(['backup', 'files-01', '--dest', c.dest, '--uri', c.uri]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.split('\n').filter((l) => !l.startsWith('kvmbak: files-01: planning'))).toEqual([
+      'kvmbak: disk vdb of domain files-01 is a file qcow2 disk (/var/lib/libvirt/images/files-01-data.qcow2), not an LVM ' +
+        'logical volume; kvmbak backs up LVM disks only — leave it out with --exclude vdb',
+      '',
+    ]);
+    expect(r.stdout).toBe('');
+    expect(await readdir(c.dest)).toEqual([]);
+  });
+
+  it('usage errors exit 2: a bad --mode, an --exclude naming no disk', async () => {
+    const c = await makeCase();
+    const bad = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--mode', 'snapshot']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/Invalid values:\n\s+Argument: mode, Given: "snapshot", Choices: "save", "pause", "quiesce", "offline"/);
+    const ex = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--exclude', 'vdz']);
+    expect(ex.code).toBe(2);
+    expect(ex.stderr).toContain('kvmbak: --exclude vdz: domain web-01 has no disk vdz (its disks: vda, vdb, sda)\n');
+    expect(await readdir(c.dest)).toEqual([]);
+  });
+
+  it('two domains, one failing: exit 1, the other one backed up', async () => {
+    const c = await makeCase();
+    const vda = await readFile(lvFile(c, 'vg0', 'web-root'));
+    const r = await c.kvmbak(['backup', 'files-01', 'web-01', '--dest', c.dest, '--uri', c.uri, '--mode', 'pause']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('kvmbak: files-01: disk vdb of domain files-01 is a file qcow2 disk');
+    expect(r.stderr).toMatch(/kvmbak: 1 of 2 backups failed: files-01\n$/);
+    const sets = await setDirs(c, 'web-01');
+    expect(sets).toHaveLength(1);
+    await expectCompleteSet(join(c.dest, 'web-01', sets[0]), { vda });
+    expect(await setDirs(c, 'files-01')).toEqual([]);
+  });
+
+  it('SIGINT while archiving: exit 130, nothing left', async () => {
+    const spec = defaultWorld();
+    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it takes a while at level 9
+    spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
+    const c = await makeCase(spec);
+    let sent = false;
+    const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--level', '9', '--threads', '1'], (text, kill) => {
+      if (!sent && text.includes('archiving vda')) {
+        sent = true;
+        kill('SIGINT');
+      }
+    });
+    expect(r.code).toBe(130);
+    expect(r.stderr).toMatch(/kvmbak: (backup cancelled|interrupted by SIGINT)\n$/);
+    expect(await setDirs(c, 'web-01')).toEqual([]);
+    expect(c.world().lvs.filter((l) => l.origin !== null)).toEqual([]);
+  });
+});
+
+describe('kvmbak inspect', () => {
+  it('shows the plan of a domain; --json gives it as a document', async () => {
+    const c = await makeCase();
+    const r = await c.kvmbak(['inspect', 'vol-01', '--uri', c.uri]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/);
+    const j = await c.kvmbak(['inspect', 'db-01', '--uri', c.uri, '--json']);
+    expect(JSON.parse(j.stdout)).toMatchObject({ ok: true, plan: { domain: 'db-01', mode: 'offline', disks: [{ target: 'vda', pool: null }] } });
+    const missing = await c.kvmbak(['inspect', 'nope', '--uri', c.uri]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^kvmbak: no domain named nope on test:\/\/\/\S+ \(domains: app-01, db-01, files-01, vol-01, web-01\); check the name or --uri\n$/);
+    expect([...new Set(c.world().calls.map((x) => x[0]))].sort()).toEqual(['lvs', 'vgs']);
+  });
+});
+
+describe('kvmbak recover', () => {
+  it('after a kvmbak killed with SIGKILL mid-backup: removes its snapshots and partial set, takes over its lock', async () => {
+    const spec = defaultWorld();
+    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it takes a while at level 9
+    spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
+    const c = await makeCase(spec);
+    let killed = false;
+    const crash = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--level', '9', '--threads', '1'], (text, kill) => {
+      if (!killed && text.includes('archiving vda')) {
+        killed = true;
+        kill('SIGKILL');
+      }
+    });
+    expect(crash.code).toBeNull();
+    const left = await setDirs(c, 'web-01');
+    expect(left).toEqual(['.journal-' + left[2] + '.json', '.lock', left[2]].sort());
+    expect(c.world().lvs.filter((l) => l.origin !== null)).toHaveLength(2);
+
+    const r = await c.kvmbak(['recover', '--dest', c.dest, '--uri', c.uri]);
+    expect(r.code).toBe(0);
+    const setPath = join(c.dest, 'web-01', left[2]);
+    expect(r.stdout.split('\n')).toEqual([
+      expect.stringMatching(new RegExp(`^web-01 ${left[2]}: removed snapshot vg0/web-root-kvmbak-`)),
+      expect.stringMatching(new RegExp(`^web-01 ${left[2]}: removed snapshot vg0/web-data-kvmbak-`)),
+      `web-01 ${left[2]}: deleted the partial set ${setPath}`,
+      '',
+    ]);
+    expect(await setDirs(c, 'web-01')).toEqual([]);
+    expect(c.world().lvs.filter((l) => l.origin !== null)).toEqual([]);
+    // Nothing more to do.
+    const again = await c.kvmbak(['recover', '--dest', c.dest, '--uri', c.uri, '--json']);
+    expect(JSON.parse(again.stdout)).toEqual({ ok: true, runs: [], orphanSnapshots: [], errors: [] });
+  });
+
+  it('a damaged journal: exit 1 with what to do, and the next backup refuses', async () => {
+    const c = await makeCase();
+    await mkdir(join(c.dest, 'web-01'), { mode: 0o700 });
+    const journal = join(c.dest, 'web-01', '.journal-20260101T000000Z.json');
+    await writeFile(journal, JSON.stringify({ format: 'kvmbak-journal/1', owner: { pid: 1, host: hostname(), bootId: currentBootId() } }));
+    const r = await c.kvmbak(['recover', '--dest', c.dest, '--uri', c.uri]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^kvmbak: web-01 20260101T000000Z: journal is unreadable \\(.*\\); check the domain, remove snapshots tagged kvmbak by hand, then delete ${journal}\n$`));
+    const usage = await c.kvmbak(['recover', 'web-01', '--uri', c.uri]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain('kvmbak: recovering one domain needs --dest, where its journals are\n');
+    const b = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri]);
+    expect(b.code).toBe(1);
+    expect(b.stderr).toMatch(/kvmbak: an interrupted backup of web-01 could not be undone/);
+    expect(c.world().calls.filter((x) => x[0] === 'lvcreate')).toEqual([]);
+  });
+});

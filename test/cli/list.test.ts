@@ -1,0 +1,71 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildSet, tempDir } from '../unit/store/helpers.js';
+
+const root = resolve(import.meta.dirname, '../..');
+const cli = join(root, 'dist', 'cli.js');
+
+function kvmbak(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => done({ code, stdout, stderr }));
+  });
+}
+
+let dest: string;
+beforeAll(async () => {
+  if (!existsSync(cli)) execFileSync('npx', ['tsup'], { cwd: root, stdio: 'ignore' });
+  dest = await tempDir('kvmbak-cli-list-');
+  await buildSet(dest, 'web01', new Date('2026-11-25T03:15:00Z'), { mode: 'pause' });
+  await buildSet(dest, 'web01', new Date('2026-11-26T03:15:00Z'));
+  await buildSet(dest, 'db01', new Date('2026-11-26T01:00:00Z'), { commit: false });
+}, 120_000);
+afterAll(async () => {
+  if (dest) await rm(dest, { recursive: true, force: true });
+});
+
+describe('kvmbak list', () => {
+  it('one line per set: domain, time, mode, disks, size, status', async () => {
+    const r = await kvmbak(['list', dest]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^DOMAIN +SET +TIME +MODE +DISKS +SIZE +STATUS$/);
+    expect(lines.slice(1).map((l) => l.split(/ {2,}/))).toEqual([
+      ['db01', '20261126T010000Z', '2026-11-26 01:00:00Z', '-', '-', expect.stringMatching(/ KiB$/), 'incomplete'],
+      ['web01', '20261125T031500Z', '2026-11-25 03:15:00Z', 'pause', 'vda', expect.stringMatching(/ KiB$/), 'complete'],
+      ['web01', '20261126T031500Z', '2026-11-26 03:15:00Z', 'save', 'vda', expect.stringMatching(/ KiB$/), 'complete'],
+    ]);
+  });
+
+  it('DOMAIN narrows it; --json gives the sets', async () => {
+    const r = await kvmbak(['list', dest, 'web01', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ ok: true, command: 'list', dest });
+    expect(doc.sets.map((s: { id: string; status: string; mode: string; time: string }) => [s.id, s.status, s.mode, s.time])).toEqual([
+      ['20261125T031500Z', 'complete', 'pause', '2026-11-25T03:15:00.000Z'],
+      ['20261126T031500Z', 'complete', 'save', '2026-11-26T03:15:00.000Z'],
+    ]);
+    expect(doc.sets[1].path).toBe(join(dest, 'web01', '20261126T031500Z'));
+    const none = await kvmbak(['list', dest, 'nothing-here']);
+    expect(none).toMatchObject({ code: 0, stdout: `no backup sets in ${dest} for nothing-here\n` });
+  });
+
+  it('a missing destination: exit 1 with what to do; a bad domain name: exit 2', async () => {
+    const r = await kvmbak(['list', join(dest, 'nope')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`kvmbak: backup destination ${join(dest, 'nope')} does not exist; create it (mkdir -m 700 ${join(dest, 'nope')}) or mount the backup disk there\n`);
+    const bad = await kvmbak(['list', dest, '..']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^kvmbak: invalid domain name "\.\."/);
+  });
+});
