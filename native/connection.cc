@@ -30,6 +30,7 @@ Napi::Function Connection::Init(Napi::Env env) {
                          InstanceMethod<&Connection::LookupDomainByUUIDString>("lookupDomainByUUIDString"),
                          InstanceMethod<&Connection::DefineXML>("defineXML"),
                          InstanceMethod<&Connection::Restore>("restore"),
+                         InstanceMethod<&Connection::SaveImageGetXMLDesc>("saveImageGetXMLDesc"),
                          InstanceMethod<&Connection::LookupStorageVolByPath>("lookupStorageVolByPath"),
                          InstanceMethod<&Connection::LookupStoragePoolByName>("lookupStoragePoolByName"),
                          InstanceMethod<&Connection::IsClosed>("isClosed"),
@@ -218,6 +219,18 @@ Napi::Value Connection::Restore(const Napi::CallbackInfo& info) {
         return virDomainRestoreFlags(conn, path.c_str(), dxml ? dxml->c_str() : nullptr, flags) == 0;
       },
       [](Napi::Env env, Napi::Object, Done&) -> Napi::Value { return env.Undefined(); });
+}
+
+Napi::Value Connection::SaveImageGetXMLDesc(const Napi::CallbackInfo& info) {
+  virConnectPtr conn = Ptr(info.Env());
+  std::string path = StringArg(info, 0, "path");
+  unsigned int flags = FlagsArg(info, 1);
+  return VirWorker<std::string>::Start(
+      info.Env(), info.This().As<Napi::Object>(), "virDomainSaveImageGetXMLDesc", PinConnect(conn),
+      [conn, path, flags](std::string& out) {
+        return TakeString(virDomainSaveImageGetXMLDesc(conn, path.c_str(), flags), out);
+      },
+      ResolveString);
 }
 
 Napi::Value Connection::LookupStorageVolByPath(const Napi::CallbackInfo& info) {

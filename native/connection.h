@@ -46,6 +46,9 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value DefineXML(const Napi::CallbackInfo& info);
   // virDomainRestoreFlags(path, dxml | null, flags) -> undefined.
   Napi::Value Restore(const Napi::CallbackInfo& info);
+  // virDomainSaveImageGetXMLDesc(path, flags) -> string: the domain XML
+  // stored in a save image.
+  Napi::Value SaveImageGetXMLDesc(const Napi::CallbackInfo& info);
   // virStorageVolLookupByPath(path) -> StorageVol.
   Napi::Value LookupStorageVolByPath(const Napi::CallbackInfo& info);
   // virStoragePoolLookupByName(name) -> StoragePool.

@@ -61,6 +61,7 @@ export interface NativeConnection {
   lookupDomainByUUIDString(uuid: string): Promise<NativeDomain>;
   defineXML(xml: string): Promise<NativeDomain>;
   restore(path: string, xml: string | null, flags: number): Promise<void>;
+  saveImageGetXMLDesc(path: string, flags: number): Promise<string>;
   lookupStorageVolByPath(path: string): Promise<NativeStorageVol>;
   lookupStoragePoolByName(name: string): Promise<NativeStoragePool>;
 }

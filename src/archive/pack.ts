@@ -181,9 +181,10 @@ async function runPack(
       if (c.len < chunkSize) ended = true;
       const view = new Uint8Array(c.ab, 0, c.len);
       rawHash.update(view);
+      const zero = isAllZero(view);
       bytes += c.len;
       let member: Promise<Member>;
-      if (isAllZero(view)) {
+      if (zero) {
         if (c.len > 0) zeroChunks++;
         freeBuffers.push(c.ab);
         member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len }));

@@ -117,3 +117,34 @@ parentPort.on('message', (m) => {
   }
 });
 `;
+
+/**
+ * Source of the hash worker: sha256 of the raw data, in the order the chunks
+ * are posted, off the main thread (so reading, zero detection and writing go
+ * on while it hashes).
+ *
+ * Messages in:  { id, op: 'update', ab, len } | { op: 'zeros', len } | { id, op: 'digest' }
+ * Messages out: { id, ab } (the chunk, handed back) | { id, hex }
+ */
+export const HASH_WORKER_SOURCE = String.raw`
+'use strict';
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const ZERO = Buffer.alloc(65536);
+const hash = createHash('sha256');
+parentPort.on('message', (m) => {
+  if (m.op === 'update') {
+    hash.update(new Uint8Array(m.ab, 0, m.len));
+    parentPort.postMessage({ id: m.id, ab: m.ab }, [m.ab]);
+  } else if (m.op === 'zeros') {
+    let left = m.len;
+    while (left > 0) {
+      const n = Math.min(left, ZERO.length);
+      hash.update(n === ZERO.length ? ZERO : ZERO.subarray(0, n));
+      left -= n;
+    }
+  } else if (m.op === 'digest') {
+    parentPort.postMessage({ id: m.id, hex: hash.digest('hex') });
+  }
+});
+`;

@@ -70,6 +70,11 @@ export interface SaveRestoreOptions {
   signal?: AbortSignal;
 }
 
+export interface SaveImageXmlOptions {
+  /** Include security-sensitive data such as passwords (VIR_DOMAIN_SAVE_IMAGE_XML_SECURE). */
+  secure?: boolean;
+}
+
 export interface UndefineOptions {
   /** Also remove a managed-save image (VIR_DOMAIN_UNDEFINE_MANAGED_SAVE). */
   managedSave?: boolean;

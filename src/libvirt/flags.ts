@@ -21,6 +21,11 @@ export const DomainSaveRestoreFlags = {
   PAUSED: 1 << 2,
 } as const;
 
+/** virDomainSaveImageXMLFlags, for Hypervisor.saveImageXml() / virDomainSaveImageGetXMLDesc. */
+export const DomainSaveImageXMLFlags = {
+  SECURE: 1 << 0,
+} as const;
+
 /** virDomainUndefineFlagsValues. */
 export const DomainUndefineFlags = {
   MANAGED_SAVE: 1 << 0,

@@ -7,6 +7,7 @@ import { callSite, nativeCall, nativeCallSync } from './call.js';
 import {
   type Domain,
   type DomainStateInfo,
+  type SaveImageXmlOptions,
   type SaveRestoreOptions,
   checkPath,
   saveRestoreFlags,
@@ -14,6 +15,7 @@ import {
   wrapDomain,
 } from './domain.js';
 import {
+  DomainSaveImageXMLFlags,
   STORAGE_POOL_STATES,
   STORAGE_VOL_TYPES,
   type StoragePoolStateName,
@@ -175,6 +177,19 @@ export class Hypervisor {
       () => nativeCall(() => this.#handle().restore(file, xml, flags), site),
       options.signal,
     );
+  }
+
+  /**
+   * virDomainSaveImageGetXMLDesc: the domain XML stored in a file written by
+   * Domain.save() (or `virsh save`), e.g. to rewrite it and pass it to
+   * restoreDomain({ xml }). Reads only the image header, so it does not wait
+   * for the save/restore limiter.
+   */
+  async saveImageXml(path: string, options: SaveImageXmlOptions = {}): Promise<string> {
+    const c = this.#handle();
+    const file = checkPath(path, 'path');
+    const flags = options.secure === true ? DomainSaveImageXMLFlags.SECURE : 0;
+    return nativeCall(() => c.saveImageGetXMLDesc(file, flags));
   }
 
   /**

@@ -17,6 +17,7 @@ export {
   type BlockInfo,
   type StartMode,
   type SaveRestoreOptions,
+  type SaveImageXmlOptions,
   type UndefineOptions,
   type AgentTimeout,
 } from './domain.js';
@@ -32,6 +33,7 @@ export { type DomainJobStats } from './job-stats.js';
 export {
   DomainXMLFlags,
   DomainSaveRestoreFlags,
+  DomainSaveImageXMLFlags,
   DomainUndefineFlags,
   ConnectListAllDomainsFlags,
   AgentResponseTimeout,

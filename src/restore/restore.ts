@@ -253,7 +253,7 @@ async function execute(
     }
     defined = true;
     try {
-      return await bringUp(hv, dom, plan, xml, results, replaced, options, run);
+      return await bringUp(hv, dom, plan, diskPaths, results, replaced, options, run);
     } finally {
       dom.free();
     }
@@ -372,7 +372,7 @@ async function bringUp(
   hv: Hypervisor,
   dom: Domain,
   plan: PlannedRestore['plan'],
-  xml: string,
+  diskPaths: Readonly<Record<string, string>>,
   disks: RestoreDiskResult[],
   replaced: RestoreReplacement[],
   options: RestoreOptions,
@@ -384,8 +384,14 @@ async function bringUp(
   try {
     if (plan.run === 'resume' || plan.run === 'resume-paused') {
       run.phase('resume', `resuming ${name} from its memory state`);
-      await hv.restoreDomain(resolve(plan.set, 'memory.state'), {
-        ...(plan.memoryXml ? { xml } : {}),
+      const memoryFile = resolve(plan.set, 'memory.state');
+      // Disks moved: the XML saved inside the state gets the same new disk sources
+      // (libvirt checks it against the saved one, so it must start from that one).
+      const xml = plan.memoryXml
+        ? rewriteDomainXml(await hv.saveImageXml(memoryFile, { secure: true }), { diskPaths }).xml
+        : undefined;
+      await hv.restoreDomain(memoryFile, {
+        ...(xml !== undefined ? { xml } : {}),
         ...(plan.run === 'resume-paused' ? { startMode: 'paused' as const } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       });

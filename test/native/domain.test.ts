@@ -242,6 +242,50 @@ describe('Domain', { timeout: 15_000 }, () => {
       expect(e).toMatchObject({ code: 'VIR_ERR_ARGUMENT_UNSUPPORTED', virCode: 74, message: 'argument unsupported: xml modification unsupported' });
     });
 
+    it('reads the domain XML stored in a save image (with and without secure)', async () => {
+      const file = join(node.dir, 'xml.state');
+      {
+        await using dom = await hv.lookupDomain('web-01');
+        await dom.save(file);
+      }
+      for (const options of [{}, { secure: true }]) {
+        const xml = await hv.saveImageXml(file, options);
+        expect(xml).toMatch(/^<domain type='test'>/);
+        expect(xml).toContain('<name>web-01</name>');
+        expect(xml).toContain(`<uuid>${WEB01_UUID}</uuid>`);
+      }
+      await hv.restoreDomain(file); // the image is still usable after reading its XML
+      await using dom = await hv.lookupDomain('web-01');
+      expect((await dom.state()).state).toBe('running');
+    });
+
+    it('rejects a save image that is missing (VIR_ERR_SYSTEM_ERROR 38) or not a save image (VIR_ERR_INTERNAL_ERROR)', async () => {
+      const missing = join(node.dir, 'nothing.state');
+      const e = await rejection(hv.saveImageXml(missing));
+      expect(isLibvirtError(e, 'SYSTEM_ERROR')).toBe(true);
+      expect(e).toMatchObject({
+        virCode: 38,
+        int1: 2, // ENOENT
+        operation: 'virDomainSaveImageGetXMLDesc',
+        message: `cannot read domain image '${missing}': No such file or directory`,
+      });
+      const { writeFile } = await import('node:fs/promises');
+      const garbage = join(node.dir, 'garbage.state');
+      await writeFile(garbage, 'not a save image');
+      const bad = await rejection(hv.saveImageXml(garbage, { secure: true }));
+      expect(bad).toMatchObject({
+        code: 'VIR_ERR_INTERNAL_ERROR',
+        virCode: 1,
+        operation: 'virDomainSaveImageGetXMLDesc',
+        message: 'internal error: mismatched header magic',
+      });
+    });
+
+    it('validates the saveImageXml path before calling libvirt', async () => {
+      await expect(hv.saveImageXml('')).rejects.toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT', option: 'path' });
+      await expect(hv.saveImageXml(42 as unknown as string)).rejects.toBeInstanceOf(ConfigError);
+    });
+
     it('validates options before calling libvirt', async () => {
       await using dom = await hv.lookupDomain('web-01');
       await expect(dom.save('')).rejects.toBeInstanceOf(ConfigError);

@@ -84,6 +84,8 @@ describe('handle lifetimes', { timeout: 20_000 }, () => {
     expect(() => d.getXMLDesc!(0)).toThrow(expect.objectContaining({ code: 'KVMBAK_CLOSED_HANDLE' }));
     expect(() => c.lookupDomainByName!(42)).toThrow(TypeError);
     expect(() => c.listAllDomains!(-1)).toThrow('flags must be an integer in range');
+    expect(() => c.saveImageGetXMLDesc!(7, 0)).toThrow('path must be a string');
+    expect(() => c.saveImageGetXMLDesc!('/tmp/x.state', 0.5)).toThrow('flags must be an integer in range');
     expect(c.close!()).toBe(0);
     expect(c.close!()).toBe(0);
     expect(() => c.getURI!()).toThrow('kvmbak: this Connection was already released');

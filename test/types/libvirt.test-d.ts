@@ -9,6 +9,7 @@ import {
   type DomainDisk,
   type DomainInfo,
   type DomainJobStats,
+  DomainSaveImageXMLFlags,
   DomainSaveRestoreFlags,
   type DomainStateName,
   type Hypervisor,
@@ -35,6 +36,7 @@ expectTypeOf<StorageVolumeInfo['pool']>().toEqualTypeOf<string>();
 expectTypeOf(hv.restoreDomain).toBeCallableWith('/backup/state', { startMode: 'paused', bypassCache: true });
 // @ts-expect-error startMode is 'running' | 'paused'
 hv.restoreDomain('/backup/state', { startMode: 'stopped' });
+expectTypeOf(hv.saveImageXml('/backup/state', { secure: true })).resolves.toEqualTypeOf<string>();
 expectTypeOf(hv[Symbol.asyncDispose]).returns.resolves.toBeVoid();
 
 declare const dom: Domain;
@@ -56,6 +58,7 @@ expectTypeOf(dom.free()).toBeVoid();
 expectTypeOf(parseDomainDisks).returns.toEqualTypeOf<DomainDisk[]>();
 expectTypeOf<DomainDisk['device']>().toEqualTypeOf<'disk' | 'cdrom' | 'floppy' | 'lun'>();
 expectTypeOf(DomainSaveRestoreFlags.RUNNING).toEqualTypeOf<number>();
+expectTypeOf(DomainSaveImageXMLFlags.SECURE).toEqualTypeOf<number>();
 
 declare const e: unknown;
 if (isLibvirtError(e, 'NO_DOMAIN')) {

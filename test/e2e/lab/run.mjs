@@ -34,11 +34,35 @@ function tail(path, lines) {
   }
 }
 
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
+/** Keeps the last KEEP_RUNS run folders; drops the disks of runs whose QEMU is gone (a killed runner). */
 function pruneRuns(runsDir, keepName) {
   const names = readdirSync(runsDir).filter((n) => n !== keepName).sort();
-  for (const name of names.slice(0, Math.max(0, names.length - (KEEP_RUNS - 1)))) {
-    rmSync(join(runsDir, name), { recursive: true, force: true });
-  }
+  const drop = names.length - (KEEP_RUNS - 1);
+  names.forEach((name, i) => {
+    const dir = join(runsDir, name);
+    if (i < drop) {
+      rmSync(dir, { recursive: true, force: true });
+      return;
+    }
+    let pid = NaN;
+    try {
+      pid = Number.parseInt(readFileSync(join(dir, 'qemu.pid'), 'utf8'), 10);
+    } catch {
+      // no pid file: nothing is running there
+    }
+    if (!(pid > 0 && pidAlive(pid))) {
+      for (const disk of ['root.qcow2', 'data.raw']) rmSync(join(dir, disk), { force: true });
+    }
+  });
 }
 
 /** Appends new bytes of a growing file to a writable stream. */
@@ -148,6 +172,7 @@ export async function runJob({
   const t0 = Date.now();
   const qemu = spawn(file, args, { stdio: ['ignore', qemuOut, qemuOut], detached: keep });
   closeSync(qemuOut);
+  if (qemu.pid !== undefined) writeFileSync(join(runDir, 'qemu.pid'), String(qemu.pid));
   log(`booting the lab VM (pid ${qemu.pid}, run folder ${runDir})`);
 
   let alive = true;

@@ -5,8 +5,7 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { packImage, unpackImage, type PackResult } from '../../../src/archive/index.js';
-import { Lvm } from '../../../src/index.js';
+import { Lvm, packImage, unpackImage, type PackResult } from '../../../src/index.js';
 import { lab, pipeline, sh, sha256Of, writePattern, type LabFixture } from './lab.js';
 
 const MiB = 1024 * 1024;

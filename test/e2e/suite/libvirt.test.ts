@@ -158,6 +158,19 @@ describe('libvirt layer on qemu:///system', () => {
     rmSync(state);
   });
 
+  it('reads the domain XML stored in a save image, then restores it running', async () => {
+    const d = await domain('lab-one');
+    const state = join(work, 'lab-one-xml.state');
+    await d.save(state);
+    const xml = await hv.saveImageXml(state, { secure: true });
+    expect(xml).toMatch(/^<domain type='(kvm|qemu)'/);
+    expect(xml).toContain('<name>lab-one</name>');
+    expect(xml).toContain(`<uuid>${d.uuid}</uuid>`);
+    await hv.restoreDomain(state, { startMode: 'running' });
+    expect((await d.state()).state).toBe('running');
+    rmSync(state);
+  });
+
   it('defines and undefines a domain; bad XML is a libvirt XML error', async () => {
     const xml = (await virsh('dumpxml', '--inactive', 'lab-one')).stdout
       .replace(/<name>lab-one<\/name>/, '<name>lab-scratch</name>')

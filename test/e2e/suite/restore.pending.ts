@@ -175,6 +175,26 @@ describe('kvmbak restore in the lab', () => {
     expect(readdirSync(dom).filter((n) => !n.startsWith('.')).sort()).toEqual(ids.slice(-2).sort());
   });
 
+  it('restored to other LVs (--map), lab-two resumes from its memory with the saved XML rewritten', async () => {
+    const m = await readManifest(saveSet.setPath);
+    const maps = m.disks.flatMap((d) => ['--map', `${d.target}=${COPY_VG}/moved-${d.target}`]);
+    const r = await cli(['restore', saveSet.setPath, '-c', fx.uri, ...maps, '--force', '--json', '--quiet']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { memoryRestored: boolean; stateAfter: string };
+    expect(doc).toMatchObject({ memoryRestored: true, stateAfter: 'running' });
+    expect(await domState('lab-two')).toBe('running');
+    const xml = (await virsh('dumpxml', 'lab-two')).stdout;
+    for (const d of m.disks) {
+      expect(xml).toContain(`/dev/${COPY_VG}/moved-${d.target}`);
+      expect(await sha256Of(`/dev/${COPY_VG}/moved-${d.target}`)).toBe(d.image.rawSha256);
+    }
+    // Put lab-two back on its own LVs for the other suites.
+    await virsh('destroy', 'lab-two');
+    await virsh('undefine', 'lab-two');
+    await virsh('define', join(saveSet.setPath, 'domain.xml'));
+    await virsh('start', 'lab-two');
+  });
+
   it('by hand, without kvmbak: sha256sum -c, zcat | dd, virsh define, virsh restore', async () => {
     const m = await readManifest(saveSet.setPath);
     // Checksums with the standard tool, in the set folder.
