@@ -5,6 +5,7 @@ import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, Semaphore, settleQuietly } from './flow.js';
 import { createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
 import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, MEM_LEVEL, checkChunkSize, checkLevel, checkThreads } from './options.js';
+import { HashWorker } from './hasher.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
 import type { PackOptions, PackResult } from './types.js';
@@ -31,8 +32,8 @@ export function packWindow(threads: number): number {
  * Packs a block device or file into a multi-member gzip image.
  *
  * The source is read sequentially in chunkSize pieces (several reads in
- * flight); each chunk is hashed in order on this thread, then compressed by a
- * worker thread as an independent gzip member, unless it is all zeros: those
+ * flight); each chunk is hashed in order by a hash thread, then compressed by
+ * a worker thread as an independent gzip member, unless it is all zeros: those
  * are written as a member computed once per size. A chunk whose samples do
  * not compress (already compressed or encrypted data) is stored (deflate
  * level 0) instead of being searched for matches in vain. Members are written in
@@ -91,7 +92,7 @@ async function runPack(
   const outQ = new AsyncQueue<Promise<Member>>();
   const io = new Set<Promise<unknown>>();
   const freeBuffers: ArrayBuffer[] = [];
-  const rawHash = createHash('sha256');
+  const hasher = new HashWorker();
   const fileHash = createHash('sha256');
   const members: number[] = [];
   let bytes = 0;
@@ -109,6 +110,7 @@ async function runPack(
     readQ.abort(e);
     outQ.abort(e);
     pool.fail(e);
+    hasher.fail(e);
   };
   const onAbort = (): void => fail(new AbortError('The operation was aborted', { cause: signal?.reason }));
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -163,8 +165,8 @@ async function runPack(
     readQ.close();
   };
 
-  // In order: hash the raw data, spot zero chunks, hand the rest to the workers.
-  const hasher = async (): Promise<void> => {
+  // In order: spot zero chunks, have the raw data hashed, hand the rest to the workers.
+  const dispatcher = async (): Promise<void> => {
     let ended = false;
     for (;;) {
       const p = await readQ.shift();
@@ -180,16 +182,16 @@ async function runPack(
       }
       if (c.len < chunkSize) ended = true;
       const view = new Uint8Array(c.ab, 0, c.len);
-      rawHash.update(view);
-      const zero = isAllZero(view);
       bytes += c.len;
       let member: Promise<Member>;
-      if (zero) {
+      // the hash thread gets every chunk in this order: zeros by count, data lent and handed back
+      if (isAllZero(view)) {
+        hasher.zeros(c.len);
         if (c.len > 0) zeroChunks++;
         freeBuffers.push(c.ab);
         member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len }));
       } else {
-        member = pool.gzip(c.ab, c.len, level, MEM_LEVEL).then(
+        member = hasher.update(c.ab, c.len).then((ab) => pool.gzip(ab, c.len, level, MEM_LEVEL)).then(
           (r) => {
             freeBuffers.push(r.ab);
             return { data: new Uint8Array(r.out, r.outOff, r.outLen), raw: c.len, stored: r.stored };
@@ -228,15 +230,16 @@ async function runPack(
   };
 
   try {
-    await Promise.all([reader(), hasher(), writer()].map((p) => p.catch(fail)));
+    await Promise.all([reader(), dispatcher(), writer()].map((p) => p.catch(fail)));
     // never close the files under a read or write still running
     while (io.size > 0) await Promise.allSettled([...io]);
     if (failure !== undefined) throw failure;
     if (members.length === 0) throw new ArchiveError(`internal error: no gzip member written for ${src.path}`, 'KVMBAK_ARCHIVE_WORKER');
+    const sha256 = await hasher.digest();
     meter.flush();
     return {
       bytes,
-      sha256: rawHash.digest('hex'),
+      sha256,
       storedBytes: stored,
       fileSha256: fileHash.digest('hex'),
       members,
@@ -248,6 +251,6 @@ async function runPack(
   } finally {
     signal?.removeEventListener('abort', onAbort);
     counters.chunksInFlight -= inFlight;
-    await pool.destroy();
+    await Promise.all([pool.destroy(), hasher.destroy()]);
   }
 }

@@ -55,8 +55,8 @@ export class WorkerPool {
 
   constructor(private readonly size: number) {}
 
-  gzip(ab: ArrayBuffer, len: number, level: number, memLevel: number): Promise<GzipReply> {
-    return this.run({ op: 'gzip', ab, len, level, memLevel }, [ab]) as Promise<GzipReply>;
+  gzip(ab: ArrayBuffer, len: number, level: number, memLevel: number, strategy = 0): Promise<GzipReply> {
+    return this.run({ op: 'gzip', ab, len, level, memLevel, strategy }, [ab]) as Promise<GzipReply>;
   }
 
   gunzip(ab: ArrayBuffer, len: number, expect: number): Promise<GunzipReply> {

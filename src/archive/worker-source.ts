@@ -7,7 +7,7 @@
  * shared thread pool (which fs, dns and crypto need).
  *
  * Messages in (buffers arrive as transferred ArrayBuffers, no copy):
- *   { id, op: 'gzip',   ab, len, level, memLevel }
+ *   { id, op: 'gzip',   ab, len, level, memLevel, strategy }
  *   { id, op: 'gunzip', ab, len, expect }
  * Messages out:
  *   gzip   → { id, ab, out, outOff, outLen, stored }  ab (the input) is handed back for reuse, as by gunzip;
@@ -75,7 +75,7 @@ parentPort.on('message', (m) => {
       const bound = m.len + (m.len >>> 10) + 1024;
       stored = m.level > 0 && incompressible(input, m.len);
       const level = stored ? 0 : m.level;
-      r = detach(zlib.gzipSync(input, { level, memLevel: m.memLevel, chunkSize: bound }));
+      r = detach(zlib.gzipSync(input, { level, memLevel: m.memLevel, strategy: m.strategy, chunkSize: bound }));
     } catch (e) {
       fail(m.id, 'internal', e);
       return;

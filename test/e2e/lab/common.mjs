@@ -30,12 +30,27 @@ export function seconds(ms) {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
+/** Process groups of the commands run() is waiting for (each runs in its own group). */
+const liveGroups = new Set();
+
+/** Sends `signal` to every command run() started that is still running (their whole groups). */
+export function stopChildren(signal = 'SIGTERM') {
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
 /**
- * Run a program and wait for it. stdio 'inherit' streams to the console; 'capture' collects
- * stdout/stderr (returned) and, with `logFile`, appends both to that file instead.
- * Rejects with LabError on a non-zero exit unless `allowFail`.
+ * Runs a program and waits for it, with a deadline (default 20 min: a hung mirror or build must
+ * never hang CI). stdio 'inherit' streams to the console; 'capture' collects stdout/stderr
+ * (returned); `logFile` appends both to that file. The command runs in its own process group so
+ * stopChildren() and the deadline reach everything it started. Rejects with LabError on failure.
  */
-export function run(file, args, { stdio = 'inherit', cwd, env, logFile, allowFail = false } = {}) {
+export function run(file, args, { stdio = 'inherit', cwd, env, logFile, timeoutMs = 20 * 60_000 } = {}) {
   return new Promise((resolvePromise, reject) => {
     let out = 'inherit';
     let fd;
@@ -46,26 +61,60 @@ export function run(file, args, { stdio = 'inherit', cwd, env, logFile, allowFai
     } else if (stdio === 'capture') {
       out = 'pipe';
     }
-    const child = spawn(file, args, { cwd, env, stdio: ['ignore', out, out] });
+    const child = spawn(file, args, { cwd, env, stdio: ['ignore', out, out], detached: true });
+    if (fd !== undefined) closeSync(fd);
+    if (child.pid !== undefined) liveGroups.add(child.pid);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, timeoutMs);
     let stdout = '';
     let stderr = '';
     child.stdout?.setEncoding('utf8').on('data', (d) => (stdout += d));
     child.stderr?.setEncoding('utf8').on('data', (d) => (stderr += d));
-    child.on('error', (err) => {
-      if (fd !== undefined) closeSync(fd);
-      reject(new LabError(`cannot run ${file}: ${err.message}`, { cause: err }));
-    });
+    let settled = false;
+    const settle = (err, value) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      liveGroups.delete(child.pid);
+      if (err) reject(err);
+      else resolvePromise(value);
+    };
+    child.on('error', (err) => settle(new LabError(`cannot run ${file}: ${err.message}`, { cause: err })));
     child.on('close', (code, signal) => {
-      if (fd !== undefined) closeSync(fd);
-      if ((code === 0 || allowFail) && !signal) {
-        resolvePromise({ code, stdout, stderr });
+      if (code === 0 && !signal) {
+        settle(null, { code, stdout, stderr });
         return;
       }
-      const status = signal ? `killed by ${signal}` : `exit code ${code}`;
+      const status = timedOut ? `killed after its deadline of ${seconds(timeoutMs)}` : signal ? `killed by ${signal}` : `exit code ${code}`;
       const detail = logFile ? ` (log: ${logFile})` : stderr.trim() ? `: ${stderr.trim().split('\n').slice(-5).join(' | ')}` : '';
-      reject(new LabError(`${file} ${args.join(' ')} failed (${status})${detail}`));
+      settle(new LabError(`${file} ${args.join(' ')} failed (${status})${detail}`));
     });
   });
+}
+
+/**
+ * Until the returned function is called: on SIGINT/SIGTERM/SIGHUP, kill every running command
+ * (whole process groups: a build in a throw-away folder needs no grace) and exit 130 (SIGINT)
+ * or 143. For the phases before the VM exists; runJob() has its own handling.
+ */
+export function exitOnSignals() {
+  const handler = (signal) => {
+    log(`${signal}: stopping`);
+    stopChildren('SIGKILL');
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of signals) process.on(sig, handler);
+  return () => {
+    for (const sig of signals) process.off(sig, handler);
+  };
 }
 
 export function commandExists(name) {

@@ -5,7 +5,7 @@
 // KVMBAK_SKIP_LAB=1 skips it explicitly; otherwise a lab that cannot run is a failure saying why.
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LabError, cacheDir, checkoutDir, log, run, seconds } from './common.mjs';
+import { LabError, cacheDir, checkoutDir, exitOnSignals, log, run, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 import { defaultTimeoutMinutes, runJob } from './run.mjs';
 
@@ -58,10 +58,12 @@ async function main() {
   log(`cache: ${cacheDir()}`);
 
   const imageStarted = Date.now();
+  const stopExitingOnSignals = exitOnSignals();
   const imagePromise = ensureImage().then((img) => ({ ...img, ms: Date.now() - imageStarted }));
   const packagePromise = buildPackage();
   // Settle both before reporting, so a failure never leaves the other running unobserved.
   const [imageResult, packageResult] = await Promise.allSettled([imagePromise, packagePromise]);
+  stopExitingOnSignals();
   if (imageResult.status === 'rejected') throw imageResult.reason;
   if (packageResult.status === 'rejected') throw packageResult.reason;
   const image = imageResult.value;

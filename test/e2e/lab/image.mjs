@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, copyFileSync, truncateSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LabError, acquireLock, cacheDir, commandExists, e2eDir, log, run, seconds } from './common.mjs';
+import { LabError, acquireLock, cacheDir, commandExists, e2eDir, exitOnSignals, log, run, seconds } from './common.mjs';
 
 const RECIPE_VERSION = 1;
 const SUITE = 'bookworm';
@@ -83,6 +83,7 @@ export async function ensureImage({ rebuild = false } = {}) {
   const imagesDir = join(cacheDir(), 'images');
   const dir = join(imagesDir, key);
   const ready = () => existsSync(join(dir, 'ready'));
+  await ensureHostTools();
   if (!rebuild && ready()) return { dir, key, built: false };
 
   const release = await acquireLock(join(cacheDir(), 'image.lock'), 'another lab image build');
@@ -92,7 +93,6 @@ export async function ensureImage({ rebuild = false } = {}) {
     if (process.getuid?.() !== 0) {
       throw new LabError('building the lab image needs root (debootstrap, chroot, image ownership): run as root');
     }
-    await ensureHostTools();
     const logDir = join(cacheDir(), 'logs');
     mkdirSync(logDir, { recursive: true });
     const logFile = join(logDir, `image-${key}.log`);
@@ -149,6 +149,7 @@ export async function ensureImage({ rebuild = false } = {}) {
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const rebuild = process.argv.includes('--rebuild');
+  exitOnSignals();
   try {
     const { dir } = await ensureImage({ rebuild });
     process.stdout.write(`${dir}\n`);

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LabError, cacheDir, checkoutDir, log, run, seconds } from './common.mjs';
+import { LabError, cacheDir, checkoutDir, exitOnSignals, log, run, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 
 const KEEP_RUNS = 10;
@@ -314,7 +314,9 @@ if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.me
   try {
     const opts = parseCli(process.argv.slice(2));
     if (process.getuid?.() !== 0) throw new LabError('the lab runs as root (QEMU with 9p shares of root-owned files): run as root');
+    const stopExitingOnSignals = exitOnSignals();
     const { dir } = await ensureImage();
+    stopExitingOnSignals();
     const result = await runJob({ imageDir: dir, argv: opts.argv, env: opts.env, keep: opts.keep, timeoutMinutes: opts.timeoutMinutes ?? defaultTimeoutMinutes() });
     log(`job exit status ${result.exitCode} (boot ${seconds(result.bootMs ?? 0)}, job ${seconds(result.jobMs ?? 0)}; serial log ${result.serialLog})`);
     process.exitCode = result.exitCode;
