@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import {
-  AbortError,
   isKvmbakError,
   packImage,
   unpackImage,
@@ -11,6 +10,7 @@ import {
 } from '../../src/index.js';
 import { UsageError } from '../errors.js';
 import { createProgressRenderer, formatBytes, formatRate, formatSeconds } from '../render/index.js';
+import { abortOnSignals } from '../signals.js';
 
 interface GlobalArgs {
   json?: boolean;
@@ -34,27 +34,6 @@ interface UnpackArgs extends GlobalArgs {
   size?: number;
   index?: string;
   force?: boolean;
-}
-
-/**
- * SIGINT/SIGTERM → abort the running operation (it removes its partial
- * files, the command exits 130); a second signal exits at once.
- */
-function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (ac.signal.aborted) process.exit(130);
-    ac.abort(new AbortError(`interrupted by ${sig}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
 }
 
 /** Bad option values found by the library are usage errors (exit 2). */
@@ -179,7 +158,6 @@ const unpack: CommandModule<GlobalArgs, UnpackArgs> = {
         `unpacked ${argv.image} (${formatBytes(r.storedBytes)}) onto ${argv.dest} (${formatBytes(r.bytes)}${r.destKind === 'block' ? ', block device' : ''}) ` +
           `in ${formatSeconds(r.seconds)}, ${formatRate(r.bytes / Math.max(r.seconds, 1e-6))}, ${r.mode === 'parallel' ? 'parallel' : 'streamed'}`,
         `  sha256       ${r.sha256}  (raw data${r.verified ? ', verified' : ''})`,
-        `  file sha256  ${r.fileSha256}  (${argv.image})`,
         '',
       ].join('\n'),
     );

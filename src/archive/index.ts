@@ -1,9 +1,9 @@
 /** archive/: block device or file ⇄ multi-member gzip image, in parallel, with sha256 and a member index. */
-export { packImage, packWindow } from './pack.js';
+export { packImage } from './pack.js';
 export { unpackImage, hashImage } from './unpack.js';
 export { ArchiveError, isArchiveError, ARCHIVE_ERROR_CODES, type ArchiveErrorCode, type ArchiveErrorDetails } from './errors.js';
 export { archiveCounters, type ArchiveCounters } from './counters.js';
-export { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL } from './options.js';
+export { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, chunkWindow } from './options.js';
 export type {
   ArchiveProgress,
   ProgressCallback,

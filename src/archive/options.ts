@@ -13,6 +13,17 @@ export const MAX_CHUNK_SIZE = 256 * 1024 * 1024;
  */
 export const MEM_LEVEL = 8;
 
+/**
+ * Chunks alive at once (pack: read → hashed → compressed → written; unpack:
+ * read → inflated → hashed and written) with `threads` workers: one in each
+ * worker plus one being read, one being hashed and one being written.
+ * Measured on 2 cores, a deeper window (2 × threads + 2) was no faster and
+ * cost 20 MiB more.
+ */
+export function chunkWindow(threads: number): number {
+  return threads + 3;
+}
+
 export function checkLevel(level: unknown): number {
   if (typeof level !== 'number' || !Number.isInteger(level) || level < 1 || level > 9) {
     throw new ConfigError(`level must be a whole number from 1 to 9, got ${String(level)}`, 'level');

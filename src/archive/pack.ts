@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { AbortError, isKvmbakError, throwIfAborted } from '../errors.js';
+import { AbortError, throwIfAborted } from '../errors.js';
 import { counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, Semaphore, settleQuietly } from './flow.js';
 import { createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
-import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, MEM_LEVEL, checkChunkSize, checkLevel, checkThreads } from './options.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, MEM_LEVEL, checkChunkSize, checkLevel, checkThreads, chunkWindow } from './options.js';
 import { HashWorker } from './hasher.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
@@ -23,11 +23,6 @@ interface Member {
   stored?: boolean;
 }
 
-/** Chunks alive at once (read → hashed → compressed → written) for a pool of `threads`. */
-export function packWindow(threads: number): number {
-  return threads * 2 + 2;
-}
-
 /**
  * Packs a block device or file into a multi-member gzip image.
  *
@@ -36,9 +31,9 @@ export function packWindow(threads: number): number {
  * a worker thread as an independent gzip member, unless it is all zeros: those
  * are written as a member computed once per size. A chunk whose samples do
  * not compress (already compressed or encrypted data) is stored (deflate
- * level 0) instead of being searched for matches in vain. Members are written in
- * order to `<dest>.partial` (0600), which is fsynced and renamed to `dest`.
- * `zcat dest` prints the source byte for byte. At most packWindow(threads)
+ * level 0) instead of being searched for matches in vain. Members are
+ * written in order to `<dest>.partial` (0600), fsynced and renamed to `dest`.
+ * `zcat dest` prints the source byte for byte. At most chunkWindow(threads)
  * chunks are in memory, whatever the source size. On error or abort the
  * partial file is removed and the workers are terminated.
  */
@@ -87,7 +82,8 @@ async function runPack(
 ): Promise<Omit<PackResult, 'level' | 'chunkSize' | 'seconds'>> {
   const { level, chunkSize, threads, signal, meter } = cfg;
   const pool = new WorkerPool(threads);
-  const slots = new Semaphore(packWindow(threads));
+  pool.warm(src.size === undefined ? threads : Math.ceil(src.size / chunkSize));
+  const slots = new Semaphore(chunkWindow(threads));
   const readQ = new AsyncQueue<Promise<ReadChunk>>();
   const outQ = new AsyncQueue<Promise<Member>>();
   const io = new Set<Promise<unknown>>();
@@ -96,7 +92,7 @@ async function runPack(
   const fileHash = createHash('sha256');
   const members: number[] = [];
   let bytes = 0;
-  let stored = 0;
+  let storedBytes = 0;
   let zeroChunks = 0;
   let storedChunks = 0;
   let eof = false;
@@ -215,14 +211,14 @@ async function runPack(
       if (p === undefined) break;
       const m = await p;
       if (failure !== undefined) return;
-      members.push(stored);
+      members.push(storedBytes);
       await track(
-        writeFully(out.fh, m.data, stored).catch((e: unknown) => {
+        writeFully(out.fh, m.data, storedBytes).catch((e: unknown) => {
           throw destError(out.partial, e);
         }),
       );
       fileHash.update(m.data);
-      stored += m.data.byteLength;
+      storedBytes += m.data.byteLength;
       if (m.stored) storedChunks++;
       finished();
       meter.add(m.raw, m.data.byteLength);
@@ -240,14 +236,12 @@ async function runPack(
     return {
       bytes,
       sha256,
-      storedBytes: stored,
+      storedBytes,
       fileSha256: fileHash.digest('hex'),
       members,
       zeroChunks,
       storedChunks,
     };
-  } catch (e) {
-    throw isKvmbakError(e) ? e : new ArchiveError(`packing ${src.path} failed: ${(e as Error)?.message ?? e}`, 'KVMBAK_ARCHIVE_WORKER', { path: src.path }, { cause: e });
   } finally {
     signal?.removeEventListener('abort', onAbort);
     counters.chunksInFlight -= inFlight;

@@ -75,6 +75,8 @@ export interface UnpackOptions {
   expectBytes?: number;
   /** Replace an existing regular destination file (default: refuse). Block devices are always written in place. */
   overwrite?: boolean;
+  /** Also compute the compressed file's sha256 (fileSha256) in the same pass; costs CPU, off by default. */
+  hashFile?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -86,8 +88,8 @@ export interface UnpackResult {
   sha256: string;
   /** Size of the compressed image read. */
   storedBytes: number;
-  /** sha256 of the compressed image file. */
-  fileSha256: string;
+  /** sha256 of the compressed image file (only with `hashFile`). */
+  fileSha256?: string;
   /** true when expectSha256 was given and matched. */
   verified: boolean;
   /** 'parallel' with an index, 'stream' without. */

@@ -7,7 +7,7 @@ import { counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, Semaphore, settleQuietly } from './flow.js';
 import { openSource, openUnpackDest, readFully, writeFully, type BlockDest, type PartialFile, type Source } from './io.js';
-import { checkByteCount, checkSha256, checkThreads } from './options.js';
+import { checkByteCount, checkSha256, checkThreads, chunkWindow } from './options.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
 import type { HashOptions, HashResult, ImageIndex, UnpackOptions, UnpackResult } from './types.js';
@@ -25,18 +25,22 @@ interface Sink {
 interface RunResult {
   bytes: number;
   sha256: string;
-  fileSha256: string;
+  /** Only when RunConfig.hashFile. */
+  fileSha256?: string;
   storedBytes: number;
   zeroChunks: number;
 }
 
 interface RunConfig {
   threads: number;
+  /** Also hash the compressed file (costs CPU: hashImage needs it, unpack only on request). */
+  hashFile: boolean;
   signal: AbortSignal | undefined;
   meter: ProgressMeter;
 }
 
 const STREAM_READ = 256 * 1024;
+const WRITES_IN_FLIGHT = 2;
 const STREAM_OUT_CHUNK = 256 * 1024;
 
 /**
@@ -83,7 +87,7 @@ export async function unpackImage(image: string, dest: string, options: UnpackOp
         }
         const sink: Sink = { kind: out.kind, path: out.kind === 'file' ? out.partial : out.dest, fh: out.fh, size: out.kind === 'block' ? out.size : undefined };
         const meter = new ProgressMeter('unpack', expectBytes, onProgress);
-        const cfg = { threads, signal, meter };
+        const cfg = { threads, signal, meter, hashFile: options.hashFile ?? false };
         const r = parallel ? await runIndexed(img, index!, sink, cfg) : await runStream(img, sink, cfg);
         if (out.kind === 'file') {
           // the last chunks may have been holes: give the file its full length
@@ -132,9 +136,10 @@ export async function hashImage(image: string, options: HashOptions = {}): Promi
       if (parallel) checkIndexAgainstFile(image, index, img);
       else await checkNotEmpty(img);
       const meter = new ProgressMeter('hash', index?.bytes, onProgress);
-      const r = parallel ? await runIndexed(img, index!, null, { threads, signal, meter }) : await runStream(img, null, { threads, signal, meter });
+      const cfg = { threads, signal, meter, hashFile: true };
+      const r = parallel ? await runIndexed(img, index!, null, cfg) : await runStream(img, null, cfg);
       throwIfAborted(signal);
-      return { bytes: r.bytes, sha256: r.sha256, fileSha256: r.fileSha256, storedBytes: r.storedBytes, seconds: meter.seconds };
+      return { bytes: r.bytes, sha256: r.sha256, fileSha256: r.fileSha256!, storedBytes: r.storedBytes, seconds: meter.seconds };
     } finally {
       await img.fh.close().catch(() => undefined);
     }
@@ -246,12 +251,13 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   const n = members.length;
   const end = img.kind === 'file' ? img.size! : index.storedBytes!;
   const pool = new WorkerPool(threads);
-  const slots = new Semaphore(threads * 2 + 2);
+  pool.warm(n);
+  const slots = new Semaphore(chunkWindow(threads));
   const readQ = new AsyncQueue<Promise<ReadMember>>();
   const outQ = new AsyncQueue<Promise<Decoded>>();
   const io = new Set<Promise<unknown>>();
   const rawHash = createHash('sha256');
-  const fileHash = createHash('sha256');
+  const fileHash = cfg.hashFile ? createHash('sha256') : undefined;
   // compressed members already seen to decode to zeros: identical bytes decode identically
   const zeroMembers: Uint8Array[] = [];
   // compressed members are read into recycled buffers big enough for any member of a chunk
@@ -354,7 +360,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       const m = await p;
       if (failure !== undefined) return;
       const view = new Uint8Array(m.ab, 0, m.len);
-      fileHash.update(view);
+      fileHash?.update(view);
       const raw = rawLen(m.index);
       if (raw === chunkSize && zeroMembers.some((z) => z.byteLength === m.len && Buffer.compare(z, view) === 0)) {
         if (m.ab.byteLength === inCap) inputs.push(m.ab);
@@ -378,28 +384,51 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
     outQ.close();
   };
 
-  // In order: hash the raw data and write it at its offset.
+  // In order: hash the raw data and write it at its offset. Up to WRITES_IN_FLIGHT
+  // writes run while the next chunks are hashed; a chunk's slot is freed once written.
   const writer = async (): Promise<void> => {
+    const writes = new Set<Promise<void>>();
+    const done = (d: Decoded): void => {
+      bytes += d.raw;
+      inFlight--;
+      counters.chunksInFlight--;
+      slots.release();
+      meter.add(d.raw, memberEnd(d.index) - members[d.index]!);
+    };
     for (;;) {
       const p = await outQ.shift();
       if (p === undefined) break;
       const d = await p;
       if (failure !== undefined) return;
       const pos = d.index * chunkSize;
+      let data: Uint8Array | undefined;
       if (d.zero) {
         hashZeros(rawHash, d.raw);
         if (d.raw > 0) zeroChunks++;
-        if (sink?.kind === 'block' && d.raw > 0) await track(writeFully(sink.fh, zeroBuffer(d.raw), pos).catch((e: unknown) => Promise.reject(destError(sink.path, e))));
+        // a new file is already zero there (a hole); a device must get the zeros
+        if (sink?.kind === 'block' && d.raw > 0) data = zeroBuffer(d.raw);
       } else {
         rawHash.update(d.data);
-        if (sink) await track(writeFully(sink.fh, d.data, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e))));
+        if (sink) data = d.data;
       }
-      bytes += d.raw;
-      inFlight--;
-      counters.chunksInFlight--;
-      slots.release();
-      meter.add(d.raw, memberEnd(d.index) - members[d.index]!);
+      if (!sink || !data) {
+        done(d);
+        continue;
+      }
+      const w = track(writeFully(sink.fh, data, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e)))).then(
+        () => {
+          writes.delete(w);
+          if (failure === undefined) done(d);
+        },
+        (e: unknown) => {
+          writes.delete(w);
+          fail(e);
+        },
+      );
+      writes.add(w);
+      if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
     }
+    await Promise.all(writes);
   };
 
   try {
@@ -407,7 +436,9 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
     while (io.size > 0) await Promise.allSettled([...io]);
     if (failure !== undefined) throw failure;
     meter.flush();
-    return { bytes, sha256: rawHash.digest('hex'), fileSha256: fileHash.digest('hex'), storedBytes: end, zeroChunks };
+    const r: RunResult = { bytes, sha256: rawHash.digest('hex'), storedBytes: end, zeroChunks };
+    if (fileHash) r.fileSha256 = fileHash.digest('hex');
+    return r;
   } finally {
     signal?.removeEventListener('abort', onAbort);
     counters.chunksInFlight -= inFlight;
@@ -415,14 +446,14 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   }
 }
 
-/** Counts and hashes the compressed bytes flowing into gunzip. */
+/** Counts (and hashes, when asked) the compressed bytes flowing into gunzip. */
 class Tap extends Transform {
   bytes = 0;
-  constructor(private readonly hash: Hash) {
+  constructor(private readonly hash: Hash | undefined) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.bytes += chunk.byteLength;
     cb(null, chunk);
   }
@@ -436,7 +467,7 @@ class Tap extends Transform {
  */
 async function runStream(img: Source, sink: Sink | null, cfg: RunConfig): Promise<RunResult> {
   const { signal, meter } = cfg;
-  const fileHash = createHash('sha256');
+  const fileHash = cfg.hashFile ? createHash('sha256') : undefined;
   const rawHash = createHash('sha256');
   const tap = new Tap(fileHash);
   const gunzip = createGunzip({ chunkSize: STREAM_OUT_CHUNK });
@@ -523,5 +554,7 @@ async function runStream(img: Source, sink: Sink | null, cfg: RunConfig): Promis
     );
   }
   meter.flush();
-  return { bytes: pos, sha256: rawHash.digest('hex'), fileSha256: fileHash.digest('hex'), storedBytes: tap.bytes, zeroChunks: 0 };
+  const r: RunResult = { bytes: pos, sha256: rawHash.digest('hex'), storedBytes: tap.bytes, zeroChunks: 0 };
+  if (fileHash) r.fileSha256 = fileHash.digest('hex');
+  return r;
 }

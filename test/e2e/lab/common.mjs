@@ -129,7 +129,8 @@ export function commandExists(name) {
   return false;
 }
 
-function pidAlive(pid) {
+/** True while a process with this pid exists. */
+export function pidAlive(pid) {
   try {
     process.kill(pid, 0);
     return true;

@@ -27,6 +27,14 @@ const HOST_TOOLS = [
 
 const recipeDir = join(e2eDir, 'image');
 
+/**
+ * debootstrap and the chroot steps run in their own mount and PID namespaces: their mounts
+ * (debootstrap mounts /proc in the target, enter-chroot.sh more) never reach the host, and when
+ * unshare is killed its child, PID 1 of the namespace, dies with it (--kill-child), which kills
+ * every process inside, even those in other sessions (apt runs dpkg on its own pty).
+ */
+const ISOLATE = ['--mount', '--pid', '--fork', '--kill-child', '--propagation', 'private', '--'];
+
 /** Installs missing host tools with apt-get (needs root). */
 export async function ensureHostTools() {
   const missing = [...new Set(HOST_TOOLS.filter(([cmd]) => !commandExists(cmd)).map(([, pkg]) => pkg))];
@@ -48,6 +56,20 @@ function sha256File(path) {
       .on('error', reject)
       .on('end', () => resolve(hash.digest('hex')));
   });
+}
+
+/**
+ * rm -rf that first detaches anything still mounted below `path` (a build from an older lab
+ * version, or a crash): deleting through a mount would reach outside the build folder.
+ */
+async function removeTree(path) {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
+    .filter((m) => m && (m === path || m.startsWith(`${path}/`)))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await run('umount', ['-l', m], { stdio: 'capture' });
+  rmSync(path, { recursive: true, force: true });
 }
 
 /** The recipe: everything that decides the image's content. */
@@ -99,7 +121,7 @@ export async function ensureImage({ rebuild = false } = {}) {
     closeSync(openSync(logFile, 'w'));
     log(`building the lab image ${key} (log: ${logFile})`);
     const started = Date.now();
-    rmSync(work, { recursive: true, force: true });
+    await removeTree(work);
     const root = join(work, 'root');
     mkdirSync(root, { recursive: true });
     const debs = join(cacheDir(), 'debs');
@@ -108,14 +130,16 @@ export async function ensureImage({ rebuild = false } = {}) {
 
     log('debootstrap');
     await run(
-      'debootstrap',
-      ['--variant=minbase', `--include=${DEBOOTSTRAP_INCLUDE.join(',')}`, `--cache-dir=${join(debs, 'debootstrap')}`, SUITE, root, MIRROR],
+      'unshare',
+      [
+        ...ISOLATE,
+        'debootstrap', '--variant=minbase', `--include=${DEBOOTSTRAP_INCLUDE.join(',')}`,
+        `--cache-dir=${join(debs, 'debootstrap')}`, SUITE, root, MIRROR,
+      ],
       { logFile },
     );
     log(`packages and configuration (chroot) after ${seconds(Date.now() - started)}`);
-    await run('unshare', ['--mount', '--propagation', 'private', '--', 'bash', join(recipeDir, 'enter-chroot.sh'), root, join(debs, 'apt'), r.node.path], {
-      logFile,
-    });
+    await run('unshare', [...ISOLATE, 'bash', join(recipeDir, 'enter-chroot.sh'), root, join(debs, 'apt'), r.node.path], { logFile });
 
     const boot = readdirSync(join(root, 'boot'));
     const kernel = boot.filter((f) => f.startsWith('vmlinuz-')).sort().at(-1);
@@ -129,20 +153,20 @@ export async function ensureImage({ rebuild = false } = {}) {
     closeSync(openSync(raw, 'w'));
     truncateSync(raw, IMAGE_SIZE_BYTES);
     await run('mkfs.ext4', ['-q', '-F', '-L', 'kvmbak-lab', '-d', root, raw], { logFile });
-    rmSync(root, { recursive: true, force: true });
+    await removeTree(root);
 
     writeFileSync(join(work, 'recipe.json'), `${JSON.stringify({ ...r, kernel, initrd, builtAt: new Date().toISOString() }, null, 2)}\n`);
     writeFileSync(join(work, 'ready'), '');
-    rmSync(dir, { recursive: true, force: true });
+    await removeTree(dir);
     renameSync(work, dir);
     // Other recipes' images (and abandoned builds) are dead weight: keep only this one.
     for (const name of readdirSync(imagesDir)) {
-      if (name !== key) rmSync(join(imagesDir, name), { recursive: true, force: true });
+      if (name !== key) await removeTree(join(imagesDir, name));
     }
     log(`lab image built in ${seconds(Date.now() - started)}: ${dir}`);
     return { dir, key, built: true };
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    await removeTree(work);
     release();
   }
 }

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LabError, cacheDir, checkoutDir, exitOnSignals, log, run, seconds } from './common.mjs';
+import { LabError, cacheDir, checkoutDir, exitOnSignals, log, pidAlive, run, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 
 const KEEP_RUNS = 10;
@@ -31,15 +31,6 @@ function tail(path, lines) {
     return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
   } catch {
     return '(no serial log)';
-  }
-}
-
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === 'EPERM';
   }
 }
 
@@ -109,6 +100,7 @@ export async function runJob({
   output = process.stdout,
 }) {
   if (!Array.isArray(argv) || argv.length === 0) throw new LabError('runJob: argv must name a command');
+  if (argv.some((a) => typeof a !== 'string' || a.includes('\0'))) throw new LabError('runJob: argv entries must be strings without NUL');
   for (const [name, value] of Object.entries(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || String(value).includes('\0')) throw new LabError(`runJob: bad environment entry ${name}`);
   }
@@ -116,6 +108,10 @@ export async function runJob({
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, 'Z');
   const runName = `${stamp}-${process.pid}`;
   const runDir = join(runsDir, runName);
+  // Commas in paths would be read as option separators by QEMU.
+  for (const p of [checkoutDir, runDir, imageDir]) {
+    if (p.includes(',')) throw new LabError(`the lab cannot use a path containing a comma: ${p}`);
+  }
   const ctl = join(runDir, 'ctl');
   mkdirSync(ctl, { recursive: true });
   pruneRuns(runsDir, runName);
@@ -159,10 +155,6 @@ export async function runJob({
     qemuArgs.push('-chardev', `socket,id=con,path=${consoleSock},server=on,wait=off,logfile=${serialLog}`, '-serial', 'chardev:con');
   } else {
     qemuArgs.push('-serial', `file:${serialLog}`);
-  }
-  // Commas in paths would be read as option separators by QEMU.
-  for (const p of [checkoutDir, runDir, imageDir]) {
-    if (p.includes(',')) throw new LabError(`the lab cannot use a path containing a comma: ${p}`);
   }
 
   const qemuOut = openSync(qemuLog, 'w');

@@ -54,17 +54,16 @@ export interface CommandResult {
 }
 
 /** Runs a command; `check` (default) rejects with its stderr on a non-zero exit. */
-export function sh(file: string, args: string[], { check = true, input }: { check?: boolean; input?: string } = {}): Promise<CommandResult> {
+export function sh(file: string, args: string[], { check = true }: { check?: boolean } = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
-      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, LC_ALL: 'C', LVM_SUPPRESS_FD_WARNINGS: '1' },
     });
     let stdout = '';
     let stderr = '';
     child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    if (input !== undefined) child.stdin?.end(input);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       const result = { stdout, stderr, code, signal };

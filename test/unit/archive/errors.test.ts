@@ -2,7 +2,7 @@ import { mkdir, readFile, truncate, writeFile, appendFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAbortError, isKvmbakError } from '../../../src/errors.js';
-import { archiveCounters, hashImage, isArchiveError, packImage, packWindow, unpackImage, type PackResult } from '../../../src/archive/index.js';
+import { archiveCounters, hashImage, isArchiveError, packImage, chunkWindow, unpackImage, type PackResult } from '../../../src/archive/index.js';
 import { CHUNK, gone, mixedData, rejectionOf, runToFile, tempDir, writeData } from './helpers.js';
 
 let dir: string;
@@ -250,17 +250,17 @@ describe('abort', () => {
 });
 
 describe('bounded memory', () => {
-  it('never has more than packWindow(threads) chunks in flight, whatever the size', async () => {
+  it('never has more than chunkWindow(threads) chunks in flight, whatever the size', async () => {
     await writeData(join(dir, 'many.raw'), mixedData(200 * CHUNK, 'rtzr'));
     for (const threads of [1, 2, 4]) {
       archiveCounters({ resetPeak: true });
       const r = await packImage(join(dir, 'many.raw'), join(dir, `many${threads}.gz`), { chunkSize: CHUNK, threads });
       const peak = archiveCounters().peakChunksInFlight;
-      expect(peak).toBeLessThanOrEqual(packWindow(threads));
+      expect(peak).toBeLessThanOrEqual(chunkWindow(threads));
       expect(peak).toBeGreaterThanOrEqual(2); // it did pipeline
       archiveCounters({ resetPeak: true });
       await unpackImage(join(dir, `many${threads}.gz`), join(dir, `many${threads}.out`), { index: r, threads });
-      expect(archiveCounters().peakChunksInFlight).toBeLessThanOrEqual(packWindow(threads));
+      expect(archiveCounters().peakChunksInFlight).toBeLessThanOrEqual(chunkWindow(threads));
     }
     expect(archiveCounters().chunksInFlight).toBe(0);
   });

@@ -46,13 +46,15 @@ describe('packImage → unpackImage round trips', () => {
     expect(z).toEqual({ sha256: packed.sha256, bytes: size });
 
     // parallel (indexed) and streamed unpack give the same bytes
-    const par = await unpackImage(`${base}.gz`, `${base}.par`, { index: packed, expectSha256: packed.sha256, threads: 2 });
+    const par = await unpackImage(`${base}.gz`, `${base}.par`, { index: packed, expectSha256: packed.sha256, threads: 2, hashFile: true });
     expect(par).toMatchObject({ bytes: size, sha256: packed.sha256, fileSha256: packed.fileSha256, verified: true, mode: 'parallel', destKind: 'file' });
     expect(sha256(await readFile(`${base}.par`))).toBe(packed.sha256);
     expect((await stat(`${base}.par`)).mode & 0o777).toBe(0o600);
 
-    const str = await unpackImage(`${base}.gz`, `${base}.str`, { expectSha256: packed.sha256, expectBytes: size });
+    const str = await unpackImage(`${base}.gz`, `${base}.str`, { expectSha256: packed.sha256, expectBytes: size, hashFile: true });
     expect(str).toMatchObject({ bytes: size, sha256: packed.sha256, fileSha256: packed.fileSha256, mode: 'stream' });
+    const noFileHash = await unpackImage(`${base}.gz`, `${base}.str`, { index: packed, overwrite: true });
+    expect(noFileHash.fileSha256).toBeUndefined();
     expect(Buffer.compare(await readFile(`${base}.str`), data)).toBe(0);
 
     const h = await hashImage(`${base}.gz`, { index: packed });
@@ -124,7 +126,7 @@ describe('packImage → unpackImage round trips', () => {
     const data = mixedData(5 * CHUNK + 321, 'tzr');
     await writeData(src, data);
     await runToFile('gzip', ['-3', '-c', src], join(dir, 'plain.gz'));
-    const u = await unpackImage(join(dir, 'plain.gz'), join(dir, 'plain.out'), { expectSha256: sha256(data) });
+    const u = await unpackImage(join(dir, 'plain.gz'), join(dir, 'plain.out'), { expectSha256: sha256(data), hashFile: true });
     expect(u).toMatchObject({ bytes: data.byteLength, verified: true, mode: 'stream', fileSha256: await sha256File(join(dir, 'plain.gz')) });
     expect(Buffer.compare(await readFile(join(dir, 'plain.out')), data)).toBe(0);
   });
@@ -185,7 +187,7 @@ describe('packImage → unpackImage round trips', () => {
     const feed2 = spawn('sh', ['-c', 'cat "$1" > "$2"', 'sh', join(dir, 'pipe.gz'), join(dir, 'gz.fifo')]);
     const fed2 = new Promise((r) => feed2.on('close', r));
     // an index cannot be used on a pipe: it streams
-    const u = await unpackImage(join(dir, 'gz.fifo'), join(dir, 'pipe.out'), { index: packed, expectSha256: packed.sha256 });
+    const u = await unpackImage(join(dir, 'gz.fifo'), join(dir, 'pipe.out'), { index: packed, expectSha256: packed.sha256, hashFile: true });
     await fed2;
     expect(u).toMatchObject({ mode: 'stream', bytes: data.byteLength, verified: true, fileSha256: packed.fileSha256 });
   });
