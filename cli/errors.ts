@@ -27,3 +27,14 @@ export function reportError(err: unknown, debug: boolean, json: boolean): number
   process.stderr.write(`kvmbak: ${debug && e.stack ? e.stack : message}\n`);
   return code;
 }
+
+/**
+ * A library ConfigError (KVMBAK_INVALID_ARGUMENT) is a usage error (exit 2);
+ * with `options`, only when it is about one of them.
+ */
+export function asUsage(e: unknown, options?: readonly string[]): unknown {
+  if (!isKvmbakError(e) || e.code !== 'KVMBAK_INVALID_ARGUMENT') return e;
+  const option = (e as { option?: string }).option;
+  if (options !== undefined && (option === undefined || !options.includes(option))) return e;
+  return new UsageError(e.message);
+}

@@ -9,7 +9,7 @@ import {
   type BackupProgress,
   type BackupResult,
 } from '../../src/index.js';
-import { UsageError } from '../errors.js';
+import { UsageError, asUsage } from '../errors.js';
 import { createProgressRenderer, formatBytes, formatRate } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
 
@@ -31,11 +31,6 @@ interface BackupArgs extends GlobalArgs {
   'quiesce-fallback'?: 'pause' | 'none';
   'agent-timeout'?: number;
   'dry-run'?: boolean;
-}
-
-/** Bad option values found by the library are usage errors (exit 2). */
-export function asUsage(e: unknown): unknown {
-  return isKvmbakError(e) && e.code === 'KVMBAK_INVALID_ARGUMENT' ? new UsageError(e.message) : e;
 }
 
 /** Human lines describing a plan (inspect, --dry-run). */

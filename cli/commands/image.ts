@@ -1,14 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import {
-  isKvmbakError,
   packImage,
   unpackImage,
   type ImageIndex,
   type PackResult,
   type UnpackResult,
 } from '../../src/index.js';
-import { UsageError } from '../errors.js';
+import { UsageError, asUsage } from '../errors.js';
 import { createProgressRenderer, formatBytes, formatRate, formatSeconds } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
 
@@ -34,11 +33,6 @@ interface UnpackArgs extends GlobalArgs {
   size?: number;
   index?: string;
   force?: boolean;
-}
-
-/** Bad option values found by the library are usage errors (exit 2). */
-function asUsage(e: unknown): unknown {
-  return isKvmbakError(e) && e.code === 'KVMBAK_INVALID_ARGUMENT' ? new UsageError(e.message) : e;
 }
 
 function pct(part: number, whole: number): string {

@@ -1,7 +1,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { type SetInfo, listSets } from '../../src/index.js';
 import { formatBytes } from '../render/index.js';
-import { type GlobalArgs, asUsage } from './restore.js';
+import { type GlobalArgs } from './restore.js';
+import { asUsage } from '../errors.js';
 
 interface ListArgs extends GlobalArgs {
   dest: string;

@@ -2,7 +2,9 @@ import type { Argv, CommandModule } from 'yargs';
 import { type PruneResult, type RetentionRules, pruneSets } from '../../src/index.js';
 import { UsageError } from '../errors.js';
 import { formatBytes } from '../render/index.js';
-import { type GlobalArgs, abortOnSignals, asUsage } from './restore.js';
+import { type GlobalArgs } from './restore.js';
+import { asUsage } from '../errors.js';
+import { abortOnSignals } from '../signals.js';
 
 interface PruneArgs extends GlobalArgs {
   dest: string;

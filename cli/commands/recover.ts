@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { recover } from '../../src/index.js';
-import { asUsage } from './backup.js';
+import { asUsage } from '../errors.js';
 
 interface RecoverArgs {
   uri?: string;

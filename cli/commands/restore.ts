@@ -1,9 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import {
-  AbortError,
   RESTORE_OPTION_NAMES,
   checkRestoreOptions,
-  isKvmbakError,
   parseDiskMap,
   restore,
   type RestoreOptions,
@@ -11,7 +9,8 @@ import {
   type RestoreProgress,
   type RestoreResult,
 } from '../../src/index.js';
-import { UsageError } from '../errors.js';
+import { asUsage } from '../errors.js';
+import { abortOnSignals } from '../signals.js';
 import { type ProgressRenderer, createProgressRenderer, formatBytes, formatSeconds } from '../render/index.js';
 
 export interface GlobalArgs {
@@ -31,35 +30,6 @@ interface RestoreArgs extends GlobalArgs {
   force?: boolean;
   'dry-run'?: boolean;
   threads?: number;
-}
-
-/**
- * SIGINT/SIGTERM → one AbortController for the running operation (it cleans
- * up and the command exits 130); a second signal exits at once.
- */
-export function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (ac.signal.aborted) process.exit(130);
-    ac.abort(new AbortError(`interrupted by ${sig}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
-}
-
-/** A library ConfigError about one of `options` is a usage error (exit 2). */
-export function asUsage(e: unknown, options?: readonly string[]): unknown {
-  if (!isKvmbakError(e) || e.code !== 'KVMBAK_INVALID_ARGUMENT') return e;
-  const option = (e as { option?: string }).option;
-  if (options !== undefined && (option === undefined || !options.includes(option))) return e;
-  return new UsageError(e.message);
 }
 
 /**

@@ -1,7 +1,9 @@
 import type { Argv, CommandModule } from 'yargs';
 import { type SetVerifyResult, verifySet } from '../../src/index.js';
 import { type ProgressRenderer, createProgressRenderer, formatBytes, formatSeconds } from '../render/index.js';
-import { type GlobalArgs, abortOnSignals, asUsage } from './restore.js';
+import { type GlobalArgs } from './restore.js';
+import { asUsage } from '../errors.js';
+import { abortOnSignals } from '../signals.js';
 
 interface VerifyArgs extends GlobalArgs {
   set: string;
