@@ -259,6 +259,7 @@ async function execute(
         mode: plan.mode,
         stateBefore: plan.stateBefore,
         disks: plan.disks,
+        origins: planned.origins,
         runTag,
         ownerTag: ownerTag(processOwner()),
         memoryFile,

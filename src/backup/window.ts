@@ -42,6 +42,8 @@ class NotPausedAgain extends Error {
 export type LiveSnapshots = Map<string, LvName>;
 
 export interface WindowInput {
+  /** Each disk's origin LV as planning found it (target → LV): lvcreate needs nothing else. */
+  origins: ReadonlyMap<string, LogicalVolume>;
   hv: Hypervisor;
   lvm: Lvm;
   domain: Domain;
@@ -98,22 +100,30 @@ export function isUnsupportedFlags(e: unknown): boolean {
   return isLibvirtError(e, 'INVALID_ARG') && /unsupported flags/.test(e.message);
 }
 
-/** Creates every snapshot, recording each in `input.live`, `made` and the journal. */
-async function createSnapshots(input: WindowInput, made: Map<string, LogicalVolume>): Promise<void> {
+/**
+ * Creates every snapshot — lvcreate only, nothing else while the VM is held —
+ * recording each in `input.live` and the journal.
+ */
+async function createSnapshots(input: WindowInput): Promise<void> {
   for (const d of input.disks) {
     input.onPhase('snapshot', `snapshot ${d.vg}/${d.snapshotName} of ${d.target}`);
-    // From here the snapshot may exist, even when lvcreate or the lookup after it fails.
+    const origin = input.origins.get(d.target);
+    if (origin === undefined) throw new KvmbakError(`no origin LV planned for disk ${d.target}`, 'KVMBAK_INTERNAL');
+    // From here the snapshot may exist, even when lvcreate fails.
     input.live.set(d.target, { vg: d.vg, lv: d.snapshotName });
-    const snap = await input.lvm.createSnapshot(
-      { vg: d.vg, lv: d.lv },
-      {
-        name: d.snapshotName,
-        ...(d.snapshotSize !== null ? { size: d.snapshotSize } : {}),
-        tags: [input.runTag, input.ownerTag],
-      },
-    );
-    made.set(d.target, snap);
+    await input.lvm.lvcreateSnapshot(origin, {
+      name: d.snapshotName,
+      ...(d.snapshotSize !== null ? { size: d.snapshotSize } : {}),
+      tags: [input.runTag, input.ownerTag],
+    });
     await input.journal.record({ step: 'snapshot-created', vg: d.vg, lv: d.lv, name: d.snapshotName });
+  }
+}
+
+/** After the window: every snapshot looked up (thin ones activated) and checked. */
+async function checkSnapshots(input: WindowInput, made: Map<string, LogicalVolume>): Promise<void> {
+  for (const d of input.disks) {
+    made.set(d.target, await input.lvm.checkSnapshot({ vg: d.vg, lv: d.snapshotName }));
   }
 }
 
@@ -287,7 +297,7 @@ export async function runWindow(input: WindowInput): Promise<WindowResult> {
   // 2. Snapshots. From here until the VM is back nothing may throw past step 3.
   try {
     if (memorySaved) await journal.record({ step: 'saved', memoryFile: input.memoryFile });
-    await createSnapshots(input, made);
+    await createSnapshots(input);
     if (mode === 'offline') {
       const st = await state();
       if (st !== 'shutoff') {
@@ -314,6 +324,13 @@ export async function runWindow(input: WindowInput): Promise<WindowResult> {
     failure ??= e;
   }
 
+  if (failure === null) {
+    try {
+      await checkSnapshots(input, made);
+    } catch (e) {
+      failure = e;
+    }
+  }
   if (failure !== null) {
     await removeSnapshots(input.lvm, input.live, delay);
     throw failure;

@@ -344,13 +344,11 @@ export class Lvm {
     const source = parseLvRef(origin, 'origin');
     if (typeof options !== 'object' || options === null) throw new ConfigError('createSnapshot needs options with a name', 'name');
     const name = validateLvName(options.name, 'name');
-    const tags = uniqueTags(options.tags, true);
-    const type = options.type ?? 'auto';
-    if (type !== 'auto' && type !== 'classic' && type !== 'thin') {
-      throw new ConfigError(`snapshot type must be 'auto', 'classic' or 'thin', got ${JSON.stringify(type)}`, 'type');
+    uniqueTags(options.tags, true);
+    if (options.type !== undefined && options.type !== 'auto' && options.type !== 'classic' && options.type !== 'thin') {
+      throw new ConfigError(`snapshot type must be 'auto', 'classic' or 'thin', got ${JSON.stringify(options.type)}`, 'type');
     }
     if (options.size !== undefined) positiveBytes(options.size, 'size');
-
     const vgLvs = await this.#lvsOfVg(source.vg, options);
     const originLv = vgLvs.find((l) => l.lv === source.lv);
     if (!originLv) {
@@ -362,6 +360,26 @@ export class Lvm {
         LvmErrorCode.LvExists,
       );
     }
+    const snapName = await this.lvcreateSnapshot(originLv, options);
+    return this.checkSnapshot(snapName, options);
+  }
+
+  /**
+   * Only the `lvcreate` of a snapshot of `originLv` (as lvs reported it
+   * shortly before): no report before or after, for the shortest possible
+   * window while a VM is held still. Follow it with checkSnapshot() once the
+   * VM runs again. The name must be new (lvcreate refuses an existing one).
+   */
+  async lvcreateSnapshot(originLv: LogicalVolume, options: LvmCreateSnapshotOptions): Promise<LvName> {
+    if (typeof options !== 'object' || options === null) throw new ConfigError('createSnapshot needs options with a name', 'name');
+    const source: LvName = { vg: originLv.vg, lv: originLv.lv };
+    const name = validateLvName(options.name, 'name');
+    const tags = uniqueTags(options.tags, true);
+    const type = options.type ?? 'auto';
+    if (type !== 'auto' && type !== 'classic' && type !== 'thin') {
+      throw new ConfigError(`snapshot type must be 'auto', 'classic' or 'thin', got ${JSON.stringify(type)}`, 'type');
+    }
+    if (options.size !== undefined) positiveBytes(options.size, 'size');
     const kind: SnapshotKind = type === 'auto' ? (originLv.thin ? 'thin' : 'classic') : type;
     if (kind === 'thin' && !originLv.thin) {
       throw new ConfigError(`Cannot make a thin snapshot of ${full(source)}: it is not a thin volume; use a classic snapshot with a size`, 'type');
@@ -379,20 +397,27 @@ export class Lvm {
       args = ['-s', '-K', '-n', name, ...addTagArgs(tags), '--', full(source)];
     }
     const snapName: LvName = { vg: source.vg, lv: name };
-
     try {
       await this.#run('lvcreate', args, 'change', options);
     } catch (e) {
       await this.#removeLeftover(snapName);
       throw e;
     }
+    return snapName;
+  }
 
+  /**
+   * Looks up a snapshot lvcreateSnapshot() just made, activates it when
+   * lvcreate left it inactive (thin snapshots skip activation), and checks
+   * it is an active snapshot tagged `kvmbak`; otherwise removes it and throws.
+   */
+  async checkSnapshot(snapName: LvName, call: LvmCallOptions = {}): Promise<LogicalVolume> {
     try {
-      let snap = await this.get(snapName, options);
+      let snap = await this.get(snapName, call);
       if (!snap.active) {
         // A thin snapshot lvcreate left inactive (activation skip): activate it explicitly.
-        await this.#run('lvchange', ['-ay', '-K', '--', full(snapName)], 'change', options);
-        snap = await this.get(snapName, options);
+        await this.#run('lvchange', ['-ay', '-K', '--', full(snapName)], 'change', call);
+        snap = await this.get(snapName, call);
       }
       if (snap.snapshot === null || !snap.active || !snap.tags.includes(KVMBAK_TAG)) {
         throw new KvmbakError(
@@ -407,7 +432,6 @@ export class Lvm {
     }
   }
 
-  /** Best-effort removal of a snapshot this call created (never cancelled: cleanup must run even after an abort). */
   async #removeLeftover(name: LvName): Promise<void> {
     try {
       const lv = await this.find(name);

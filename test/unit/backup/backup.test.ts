@@ -111,6 +111,18 @@ describe('backup in each mode', () => {
     expect(existsSync(join(r.setPath, 'memory.state'))).toBe(false);
   });
 
+  it('the window runs lvcreate only: no lvm2 report while the VM is held', async () => {
+    const seen: { state: string; reports: number }[] = [];
+    const note = async (): Promise<void> =>
+      void seen.push({ state: await stateOf(env.hv, 'web-01'), reports: env.fake.calls('lvs').length + env.fake.calls('vgs').length });
+    env.fake.at('lvcreate', 1, note);
+    env.fake.at('lvcreate', 2, note, true);
+    const r = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
+    expect(r.stateAfter).toBe('running');
+    expect(seen.map((x) => x.state)).toEqual(['paused', 'paused']);
+    expect(seen[1]!.reports).toBe(seen[0]!.reports);
+  });
+
   it('quiesce: the guest agent freezes and thaws; no downtime (the test driver has no agent timeout call)', async () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'web-root').file), vdb: await readFile(env.fake.lv('vg0', 'web-data').file) };
     const warnings: string[] = [];
