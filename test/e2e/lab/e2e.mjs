@@ -71,14 +71,26 @@ async function main() {
   log(`image ${image.built ? 'built' : 'reused'} in ${seconds(image.ms)}; package built in ${seconds(packageMs)}`);
 
   const timeoutMinutes = defaultTimeoutMinutes();
-  const result = await runJob({
-    imageDir: image.dir,
-    argv: ['bash', 'test/e2e/guest/e2e-job.sh', ...process.argv.slice(2)],
-    // Colours only when a person watches (vitest would otherwise guess from the guest's side).
-    env: { KVMBAK_LAB_PHASES: '/lab/ctl/phases', ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }) },
-    timeoutMinutes,
-    keep: process.env.KVMBAK_LAB_KEEP === '1',
-  });
+  const job = () =>
+    runJob({
+      imageDir: image.dir,
+      argv: ['bash', 'test/e2e/guest/e2e-job.sh', ...process.argv.slice(2)],
+      // Colours only when a person watches (vitest would otherwise guess from the guest's side).
+      env: { KVMBAK_LAB_PHASES: '/lab/ctl/phases', ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }) },
+      timeoutMinutes,
+      keep: process.env.KVMBAK_LAB_KEEP === '1',
+    });
+  let result;
+  try {
+    result = await job();
+  } catch (err) {
+    // The VM itself died without a result (seen about once in 15 boots of QEMU/TCG with nested
+    // SVM): that says nothing about kvmbak, so boot once more. A test failure, a timeout or an
+    // interrupt is never retried.
+    if (!(err instanceof LabError) || !/^the guest (did not report an exit status|never started the job)/.test(err.message)) throw err;
+    log(`${err.message.split('\n')[0]}: the lab VM died without a result; booting it once more`);
+    result = await job();
+  }
   const guest = Object.fromEntries(readPhases(result.runDir));
   const rows = [
     [`image (${image.built ? 'cold build' : 'cached'})`, image.ms],
