@@ -325,6 +325,36 @@ describe('kvmbak backup in the lab', () => {
     expect(readdirSync(join(d, 'lab-two'))).toEqual([]);
   });
 
+  it('kill -9 while the VM is paused for its snapshots: the next backup of it resumes the VM first, then backs up', async () => {
+    const d = freshDest();
+    let killed = false;
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json', '--mode', 'pause'], (e, kill) => {
+      if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
+        killed = true;
+        kill();
+      }
+    });
+    expect(run.signal).toBe('SIGKILL');
+    await lvmSettled();
+    expect(await domState('lab-two')).toBe('paused');
+    const warnings: string[] = [];
+    const r = await backup({
+      domain: 'lab-two',
+      dest: d,
+      uri: fx.uri,
+      mode: 'pause',
+      onProgress: (e) => {
+        if (e.type === 'warning') warnings.push(e.message);
+      },
+    });
+    expect(warnings.join('\n')).toMatch(/resumed lab-two/);
+    expect(r).toMatchObject({ stateBefore: 'running', stateAfter: 'running' });
+    expect(await domState('lab-two')).toBe('running');
+    expect(readdirSync(join(d, 'lab-two')).filter((n) => n.startsWith('.journal'))).toEqual([]);
+    expect(readdirSync(join(d, 'lab-two')).filter((n) => !n.startsWith('.'))).toEqual([r.setPath.split('/').pop()]);
+    await checkSet(r, work);
+  });
+
   it('kill -9 mid-archive, then kvmbak recover: snapshots removed, partial set deleted, the VM kept running', async () => {
     const d = freshDest();
     let killed = false;
