@@ -1,4 +1,5 @@
 /** Small flow-control primitives for the archive pipelines. */
+import { AbortError } from '../errors.js';
 
 /** Counts free slots; acquire() waits for one. abort() rejects every waiter, now and later. */
 export class Semaphore {
@@ -87,4 +88,59 @@ export class AsyncQueue<T> {
 export function settleQuietly<T>(p: Promise<T>): Promise<T> {
   p.catch(() => undefined);
   return p;
+}
+
+/**
+ * The failure and I/O bookkeeping shared by one parallel pack or unpack run:
+ * the first failure (or the signal's abort) is kept and handed to `onFail`
+ * (which stops the queues and workers); every read and write is tracked so
+ * the files are never closed under one still running.
+ */
+export class RunTracker {
+  #failure: unknown;
+  #failed = false;
+  readonly #io = new Set<Promise<unknown>>();
+  readonly #onFail: (e: unknown) => void;
+  readonly #signal: AbortSignal | undefined;
+  readonly #onAbort = (): void => this.fail(new AbortError('The operation was aborted', { cause: this.#signal?.reason }));
+
+  constructor(signal: AbortSignal | undefined, onFail: (e: unknown) => void) {
+    this.#signal = signal;
+    this.#onFail = onFail;
+    signal?.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** Records the first failure and stops the run; later ones are ignored. */
+  fail(e: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#failure = e;
+    this.#onFail(e);
+  }
+
+  /** Tracks an I/O promise until it settles (its rejection is handled by whoever awaits it). */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.#io.add(p);
+    void p.then(
+      () => this.#io.delete(p),
+      () => this.#io.delete(p),
+    );
+    return settleQuietly(p);
+  }
+
+  /** Runs the stages to their end (a stage's error fails the run), waits for all I/O, throws the failure. */
+  async finish(stages: Promise<void>[]): Promise<void> {
+    await Promise.all(stages.map((p) => p.catch((e: unknown) => this.fail(e))));
+    // never close the files under a read or write still running
+    while (this.#io.size > 0) await Promise.allSettled([...this.#io]);
+    if (this.#failed) throw this.#failure;
+  }
+
+  dispose(): void {
+    this.#signal?.removeEventListener('abort', this.#onAbort);
+  }
 }

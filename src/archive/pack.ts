@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { AbortError, throwIfAborted } from '../errors.js';
+import { throwIfAborted } from '../errors.js';
 import { counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
-import { AsyncQueue, Semaphore, settleQuietly } from './flow.js';
+import { AsyncQueue, RunTracker, Semaphore, settleQuietly } from './flow.js';
 import { createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
 import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, MEM_LEVEL, checkChunkSize, checkLevel, checkThreads, chunkWindow } from './options.js';
 import { HashWorker } from './hasher.js';
@@ -86,7 +86,6 @@ async function runPack(
   const slots = new Semaphore(chunkWindow(threads));
   const readQ = new AsyncQueue<Promise<ReadChunk>>();
   const outQ = new AsyncQueue<Promise<Member>>();
-  const io = new Set<Promise<unknown>>();
   const freeBuffers: ArrayBuffer[] = [];
   const hasher = new HashWorker();
   const fileHash = createHash('sha256');
@@ -97,28 +96,13 @@ async function runPack(
   let storedChunks = 0;
   let eof = false;
   let inFlight = 0;
-  let failure: unknown;
-
-  const fail = (e: unknown): void => {
-    if (failure !== undefined) return;
-    failure = e;
+  const run = new RunTracker(signal, (e) => {
     slots.abort(e);
     readQ.abort(e);
     outQ.abort(e);
     pool.fail(e);
     hasher.fail(e);
-  };
-  const onAbort = (): void => fail(new AbortError('The operation was aborted', { cause: signal?.reason }));
-  signal?.addEventListener('abort', onAbort, { once: true });
-
-  const track = <T>(p: Promise<T>): Promise<T> => {
-    io.add(p);
-    void p.then(
-      () => io.delete(p),
-      () => io.delete(p),
-    );
-    return settleQuietly(p);
-  };
+  });
   const started = (): void => {
     inFlight++;
     counters.chunksInFlight++;
@@ -135,10 +119,10 @@ async function runPack(
     let index = 0;
     let previous: Promise<unknown> = Promise.resolve();
     for (;;) {
-      if (eof || failure !== undefined) break;
+      if (eof || run.failed) break;
       if (src.size !== undefined && index * chunkSize > src.size) break;
       await slots.acquire();
-      if (eof || failure !== undefined) {
+      if (eof || run.failed) {
         slots.release();
         break;
       }
@@ -151,7 +135,7 @@ async function runPack(
           throw sourceError(src.path, e);
         });
       // Pipes and character devices have no positions: one read at a time, in order.
-      const p = track((src.seekable ? doRead() : previous.then(doRead)).then((len) => {
+      const p = run.track((src.seekable ? doRead() : previous.then(doRead)).then((len) => {
         if (len < chunkSize) eof = true;
         return { index: i, ab, len };
       }));
@@ -168,7 +152,7 @@ async function runPack(
       const p = await readQ.shift();
       if (p === undefined) break;
       const c = await p;
-      if (failure !== undefined) return;
+      if (run.failed) return;
       if (ended || (c.len === 0 && c.index > 0)) {
         // a read past the end of the source
         ended = true;
@@ -210,9 +194,9 @@ async function runPack(
       const p = await outQ.shift();
       if (p === undefined) break;
       const m = await p;
-      if (failure !== undefined) return;
+      if (run.failed) return;
       members.push(storedBytes);
-      await track(
+      await run.track(
         writeFully(out.fh, m.data, storedBytes).catch((e: unknown) => {
           throw destError(out.partial, e);
         }),
@@ -226,10 +210,7 @@ async function runPack(
   };
 
   try {
-    await Promise.all([reader(), dispatcher(), writer()].map((p) => p.catch(fail)));
-    // never close the files under a read or write still running
-    while (io.size > 0) await Promise.allSettled([...io]);
-    if (failure !== undefined) throw failure;
+    await run.finish([reader(), dispatcher(), writer()]);
     if (members.length === 0) throw new ArchiveError(`internal error: no gzip member written for ${src.path}`, 'KVMBAK_ARCHIVE_WORKER');
     const sha256 = await hasher.digest();
     meter.flush();
@@ -243,7 +224,7 @@ async function runPack(
       storedChunks,
     };
   } finally {
-    signal?.removeEventListener('abort', onAbort);
+    run.dispose();
     counters.chunksInFlight -= inFlight;
     await Promise.all([pool.destroy(), hasher.destroy()]);
   }

@@ -5,7 +5,7 @@ import { createGunzip } from 'node:zlib';
 import { AbortError, isAbortError, isKvmbakError, throwIfAborted } from '../errors.js';
 import { counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
-import { AsyncQueue, Semaphore, settleQuietly } from './flow.js';
+import { AsyncQueue, RunTracker, Semaphore, settleQuietly } from './flow.js';
 import { openSource, openUnpackDest, readFully, writeFully, type BlockDest, type PartialFile, type Source } from './io.js';
 import { checkByteCount, checkSha256, checkThreads, chunkWindow } from './options.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
@@ -255,7 +255,6 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   const slots = new Semaphore(chunkWindow(threads));
   const readQ = new AsyncQueue<Promise<ReadMember>>();
   const outQ = new AsyncQueue<Promise<Decoded>>();
-  const io = new Set<Promise<unknown>>();
   const rawHash = createHash('sha256');
   const fileHash = cfg.hashFile ? createHash('sha256') : undefined;
   // compressed members already seen to decode to zeros: identical bytes decode identically
@@ -266,26 +265,12 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   let bytes = 0;
   let zeroChunks = 0;
   let inFlight = 0;
-  let failure: unknown;
-
-  const fail = (e: unknown): void => {
-    if (failure !== undefined) return;
-    failure = e;
+  const run = new RunTracker(signal, (e) => {
     slots.abort(e);
     readQ.abort(e);
     outQ.abort(e);
     pool.fail(e);
-  };
-  const onAbort = (): void => fail(new AbortError('The operation was aborted', { cause: signal?.reason }));
-  signal?.addEventListener('abort', onAbort, { once: true });
-  const track = <T>(p: Promise<T>): Promise<T> => {
-    io.add(p);
-    void p.then(
-      () => io.delete(p),
-      () => io.delete(p),
-    );
-    return settleQuietly(p);
-  };
+  });
   const memberEnd = (i: number): number => (i + 1 < n ? members[i + 1]! : end);
   const rawLen = (i: number): number => (i + 1 < n ? chunkSize : totalRaw - (n - 1) * chunkSize);
   const where = (i: number): string => `gzip member #${i} at compressed offset ${members[i]} (raw offset ${i * chunkSize})`;
@@ -293,13 +278,13 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   const reader = async (): Promise<void> => {
     for (let i = 0; i < n; i++) {
       await slots.acquire();
-      if (failure !== undefined) return;
+      if (run.failed) return;
       inFlight++;
       counters.chunksInFlight++;
       if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
       const len = memberEnd(i) - members[i]!;
       const ab = len <= inCap ? (inputs.pop() ?? new ArrayBuffer(inCap)) : new ArrayBuffer(len);
-      const p = track(
+      const p = run.track(
         readFully(img.fh, new Uint8Array(ab), len, members[i]!).then(
           (got) => {
             if (got < len) {
@@ -358,7 +343,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       const p = await readQ.shift();
       if (p === undefined) break;
       const m = await p;
-      if (failure !== undefined) return;
+      if (run.failed) return;
       const view = new Uint8Array(m.ab, 0, m.len);
       fileHash?.update(view);
       const raw = rawLen(m.index);
@@ -399,7 +384,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       const p = await outQ.shift();
       if (p === undefined) break;
       const d = await p;
-      if (failure !== undefined) return;
+      if (run.failed) return;
       const pos = d.index * chunkSize;
       let data: Uint8Array | undefined;
       if (d.zero) {
@@ -415,14 +400,14 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
         done(d);
         continue;
       }
-      const w = track(writeFully(sink.fh, data, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e)))).then(
+      const w = run.track(writeFully(sink.fh, data, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e)))).then(
         () => {
           writes.delete(w);
-          if (failure === undefined) done(d);
+          if (!run.failed) done(d);
         },
         (e: unknown) => {
           writes.delete(w);
-          fail(e);
+          run.fail(e);
         },
       );
       writes.add(w);
@@ -432,15 +417,13 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   };
 
   try {
-    await Promise.all([reader(), dispatcher(), writer()].map((p) => p.catch(fail)));
-    while (io.size > 0) await Promise.allSettled([...io]);
-    if (failure !== undefined) throw failure;
+    await run.finish([reader(), dispatcher(), writer()]);
     meter.flush();
     const r: RunResult = { bytes, sha256: rawHash.digest('hex'), storedBytes: end, zeroChunks };
     if (fileHash) r.fileSha256 = fileHash.digest('hex');
     return r;
   } finally {
-    signal?.removeEventListener('abort', onAbort);
+    run.dispose();
     counters.chunksInFlight -= inFlight;
     await pool.destroy();
   }
