@@ -10,7 +10,7 @@ import {
   type BackupResult,
 } from '../../src/index.js';
 import { UsageError, asUsage } from '../errors.js';
-import { createProgressRenderer, formatBytes, formatRate } from '../render/index.js';
+import { createLabelledProgress, formatBytes, formatRate } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
 
 interface GlobalArgs {
@@ -72,12 +72,10 @@ function resultLines(r: BackupResult): string[] {
 
 /** Shows backup progress on stderr: phase lines, and a bar while archiving. */
 function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: BackupProgress) => void; done: () => void } {
-  let bar: ReturnType<typeof createProgressRenderer> | null = null;
-  let barTarget = '';
+  const bar = createLabelledProgress({ quiet: argv.quiet ?? false });
   const line = (text: string): void => {
     if (argv.quiet) return;
-    bar?.done();
-    bar = null;
+    bar.done();
     process.stderr.write(`${text}\n`);
   };
   return {
@@ -97,12 +95,7 @@ function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: Backup
           line(`kvmbak: ${domain}: snapshot of ${e.target} was ${e.percent.toFixed(1)}% full: extended from ${formatBytes(e.fromBytes)} to ${formatBytes(e.toBytes)}`);
           break;
         case 'archive':
-          if (bar === null || barTarget !== e.target) {
-            bar?.done();
-            barTarget = e.target;
-            bar = createProgressRenderer({ label: `${domain} ${e.target}`, quiet: argv.quiet ?? false });
-          }
-          bar.update({
+          bar.update(`${domain} ${e.target}`, {
             phase: 'archive',
             bytesDone: e.bytesDone,
             ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
@@ -112,10 +105,7 @@ function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: Backup
           break;
       }
     },
-    done: () => {
-      bar?.done();
-      bar = null;
-    },
+    done: bar.done,
   };
 }
 

@@ -7,9 +7,9 @@ import {
   type PackResult,
   type UnpackResult,
 } from '../../src/index.js';
-import { UsageError, asUsage } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { createProgressRenderer, formatBytes, formatRate, formatSeconds } from '../render/index.js';
-import { abortOnSignals } from '../signals.js';
+import { runCancellable } from '../signals.js';
 
 interface GlobalArgs {
   json?: boolean;
@@ -71,24 +71,19 @@ const pack: CommandModule<GlobalArgs, PackArgs> = {
       .option('chunk-size', { type: 'string', default: '4M', describe: 'raw bytes per gzip member, multiple of 4K' })
       .option('force', { alias: 'f', type: 'boolean', describe: 'replace DEST if it exists' }) as unknown as Argv<PackArgs>,
   handler: async (argv) => {
-    const sig = abortOnSignals();
     const progress = createProgressRenderer({ label: 'pack', json: argv.json, quiet: argv.quiet });
-    let r: PackResult;
-    try {
-      r = await packImage(argv.source, argv.dest, {
-        level: argv.level,
-        chunkSize: argv['chunk-size'],
-        ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
-        overwrite: argv.force ?? false,
-        signal: sig.signal,
-        onProgress: progress.update,
-      });
-    } catch (e) {
-      throw asUsage(e);
-    } finally {
-      progress.done();
-      sig.dispose();
-    }
+    const r: PackResult = await runCancellable(
+      (signal) =>
+        packImage(argv.source, argv.dest, {
+          level: argv.level,
+          chunkSize: argv['chunk-size'],
+          ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+          overwrite: argv.force ?? false,
+          signal,
+          onProgress: progress.update,
+        }),
+      { cleanup: progress.done },
+    );
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ ok: true, command: 'image pack', source: argv.source, dest: argv.dest, ...r }, null, 2)}\n`);
       return;
@@ -124,25 +119,20 @@ const unpack: CommandModule<GlobalArgs, UnpackArgs> = {
   handler: async (argv) => {
     const index = argv.index === undefined ? undefined : await readIndex(argv.index);
     const expectSha256 = argv.sha256 ?? index?.sha256;
-    const sig = abortOnSignals();
     const progress = createProgressRenderer({ label: 'unpack', json: argv.json, quiet: argv.quiet });
-    let r: UnpackResult;
-    try {
-      r = await unpackImage(argv.image, argv.dest, {
-        ...(index ? { index } : {}),
-        ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
-        ...(expectSha256 !== undefined ? { expectSha256 } : {}),
-        ...(argv.size !== undefined ? { expectBytes: argv.size } : {}),
-        overwrite: argv.force ?? false,
-        signal: sig.signal,
-        onProgress: progress.update,
-      });
-    } catch (e) {
-      throw asUsage(e);
-    } finally {
-      progress.done();
-      sig.dispose();
-    }
+    const r: UnpackResult = await runCancellable(
+      (signal) =>
+        unpackImage(argv.image, argv.dest, {
+          ...(index ? { index } : {}),
+          ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+          ...(expectSha256 !== undefined ? { expectSha256 } : {}),
+          ...(argv.size !== undefined ? { expectBytes: argv.size } : {}),
+          overwrite: argv.force ?? false,
+          signal,
+          onProgress: progress.update,
+        }),
+      { cleanup: progress.done },
+    );
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ ok: true, command: 'image unpack', image: argv.image, dest: argv.dest, ...r }, null, 2)}\n`);
       return;

@@ -3,8 +3,7 @@ import { type PruneResult, type RetentionRules, pruneSets } from '../../src/inde
 import { UsageError } from '../errors.js';
 import { formatBytes } from '../render/index.js';
 import { type GlobalArgs } from './restore.js';
-import { asUsage } from '../errors.js';
-import { abortOnSignals } from '../signals.js';
+import { runCancellable } from '../signals.js';
 
 interface PruneArgs extends GlobalArgs {
   dest: string;
@@ -81,15 +80,9 @@ export const pruneCommand: CommandModule<GlobalArgs, PruneArgs> = {
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'show what would be removed, remove nothing' }) as unknown as Argv<PruneArgs>,
   handler: async (argv) => {
     const rules = rulesFrom(argv);
-    const sig = abortOnSignals();
-    let r: PruneResult;
-    try {
-      r = await pruneSets(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal: sig.signal });
-    } catch (e) {
-      throw asUsage(e);
-    } finally {
-      sig.dispose();
-    }
+    const r: PruneResult = await runCancellable((signal) =>
+      pruneSets(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal }),
+    );
     const skipped = r.domains.filter((d) => d.error !== undefined);
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok: skipped.length === 0, command: 'prune', ...r }, null, 2)}\n`);
     else process.stdout.write(`${formatPrune(r).join('\n')}\n`);

@@ -10,7 +10,7 @@ import {
   type RestoreResult,
 } from '../../src/index.js';
 import { asUsage } from '../errors.js';
-import { abortOnSignals } from '../signals.js';
+import { runCancellable } from '../signals.js';
 import { type ProgressRenderer, createProgressRenderer, formatBytes, formatSeconds } from '../render/index.js';
 
 export interface GlobalArgs {
@@ -132,17 +132,11 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     } catch (e) {
       throw asUsage(e);
     }
-    const sig = abortOnSignals();
     const progress = restoreProgress(argv);
-    let r: RestoreResult;
-    try {
-      r = await restore({ ...options, signal: sig.signal, onProgress: progress.onProgress });
-    } catch (e) {
-      throw asUsage(e, RESTORE_OPTION_NAMES);
-    } finally {
-      progress.done();
-      sig.dispose();
-    }
+    const r: RestoreResult = await runCancellable((signal) => restore({ ...options, signal, onProgress: progress.onProgress }), {
+      cleanup: progress.done,
+      usageOptions: RESTORE_OPTION_NAMES,
+    });
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ ok: true, command: 'restore', ...r }, null, 2)}\n`);
       return;

@@ -1,9 +1,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { type SetVerifyResult, verifySet } from '../../src/index.js';
-import { type ProgressRenderer, createProgressRenderer, formatBytes, formatSeconds } from '../render/index.js';
+import { createLabelledProgress, formatBytes, formatSeconds } from '../render/index.js';
 import { type GlobalArgs } from './restore.js';
-import { asUsage } from '../errors.js';
-import { abortOnSignals } from '../signals.js';
+import { runCancellable } from '../signals.js';
 
 interface VerifyArgs extends GlobalArgs {
   set: string;
@@ -62,31 +61,23 @@ export const verifyCommand: CommandModule<GlobalArgs, VerifyArgs> = {
       .option('quick', { type: 'boolean', describe: 'check the file checksums only (no decompression)' })
       .option('threads', { type: 'number', describe: 'decompression threads (default: one per CPU)' }) as unknown as Argv<VerifyArgs>,
   handler: async (argv) => {
-    const sig = abortOnSignals();
-    let bar: ProgressRenderer | null = null;
-    let label = '';
-    let r: SetVerifyResult;
-    try {
-      r = await verifySet(argv.set, {
-        quick: argv.quick ?? false,
-        ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
-        signal: sig.signal,
-        onProgress: (p) => {
-          const l = `${p.phase === 'hash' ? 'decompress' : 'checksum'} ${p.file}`;
-          if (bar === null || l !== label) {
-            bar?.done();
-            label = l;
-            bar = createProgressRenderer({ label: l, json: argv.json, quiet: argv.quiet });
-          }
-          bar.update({ phase: p.phase, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, ...(p.rate !== undefined ? { rate: p.rate } : {}) });
-        },
-      });
-    } catch (e) {
-      throw asUsage(e);
-    } finally {
-      (bar as ProgressRenderer | null)?.done();
-      sig.dispose();
-    }
+    const bar = createLabelledProgress({ json: argv.json, quiet: argv.quiet });
+    const r: SetVerifyResult = await runCancellable(
+      (signal) =>
+        verifySet(argv.set, {
+          quick: argv.quick ?? false,
+          ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
+          signal,
+          onProgress: (p) =>
+            bar.update(`${p.phase === 'hash' ? 'decompress' : 'checksum'} ${p.file}`, {
+              phase: p.phase,
+              bytesDone: p.bytesDone,
+              bytesTotal: p.bytesTotal,
+              ...(p.rate !== undefined ? { rate: p.rate } : {}),
+            }),
+        }),
+      { cleanup: bar.done },
+    );
     if (argv.json) process.stdout.write(`${JSON.stringify({ command: 'verify', ...r }, null, 2)}\n`);
     else process.stdout.write(`${formatVerify(r).join('\n')}\n`);
     if (!r.ok) {

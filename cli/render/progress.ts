@@ -101,3 +101,29 @@ export function renderLine(label: string, ev: ProgressEvent, width: number): str
   const line = parts.join('  ');
   return line.length > width ? `${line.slice(0, width - 1)}…` : line;
 }
+
+/** One bar at a time, under a label that changes (a file, a disk): a new label clears the old bar and starts a fresh one. */
+export interface LabelledProgress {
+  update: (label: string, event: ProgressEvent) => void;
+  /** Clears the current bar (before printing anything else, and at the end). */
+  done: () => void;
+}
+
+export function createLabelledProgress(options: Omit<ProgressRendererOptions, 'label'>): LabelledProgress {
+  let bar: ProgressRenderer | null = null;
+  let label = '';
+  return {
+    update: (l, event) => {
+      if (bar === null || l !== label) {
+        bar?.done();
+        label = l;
+        bar = createProgressRenderer({ ...options, label: l });
+      }
+      bar.update(event);
+    },
+    done: () => {
+      bar?.done();
+      bar = null;
+    },
+  };
+}
