@@ -5,38 +5,25 @@
  * executables answer from a simulated world kept in a JSON file (the same
  * world as the unit tests', transpiled once here).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { currentBootId, readManifest } from '../../src/index.js';
 import { type WorldState, createWorld, loadState, loadTemplates, saveState } from '../unit/backup/fake-lvm-world.js';
 import { defaultWorld } from '../unit/backup/helpers.js';
+import { ensureBuilt, kvmbak as run, root } from './helpers.js';
 
-const root = resolve(import.meta.dirname, '../..');
-const cli = join(root, 'dist', 'cli.js');
 const bin = join(root, 'test', 'fixtures', 'bin');
-
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 let shared: string;
 let worldModule: string;
 beforeAll(async () => {
-  // `npm run test:cli` builds first; when run directly, build a missing or stale bundle.
-  if (!existsSync(cli) || statSync(cli).mtimeMs < Math.max(newest(join(root, 'src')), newest(join(root, 'cli')))) {
-    execFileSync('npx', ['tsup'], { cwd: root, stdio: 'ignore' });
-  }
+  ensureBuilt();
   shared = await mkdtemp(join(tmpdir(), 'kvmbak-cli-backup-'));
   // The fake executables load the world module as plain JavaScript.
   const source = readFileSync(join(root, 'test', 'unit', 'backup', 'fake-lvm-world.ts'), 'utf8');
@@ -87,7 +74,7 @@ async function makeCase(spec = defaultWorld()): Promise<Case> {
     statePath,
     world: () => loadState(statePath),
     kvmbak: (args, onStderr) =>
-      new Promise((done, reject) => {
+      (() => {
         const env: NodeJS.ProcessEnv = {
           ...process.env,
           PATH: `${bin}:${process.env.PATH ?? ''}`,
@@ -96,17 +83,8 @@ async function makeCase(spec = defaultWorld()): Promise<Case> {
           FORCE_COLOR: '0',
         };
         delete env.LIBVIRT_DEFAULT_URI;
-        const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-        child.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-          onStderr?.(stderr, (sig) => child.kill(sig));
-        });
-        child.on('error', reject);
-        child.on('close', (code) => done({ code, stdout, stderr }));
-      }),
+        return run(args, { env, ...(onStderr ? { onStderr: (text, child) => onStderr(text, (sig) => child.kill(sig)) } : {}) });
+      })(),
   };
 }
 

@@ -1,57 +1,23 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProgressRenderer, formatBytes, formatDuration, renderLine } from '../../cli/render/index.js';
+import { type CliOptions, ensureBuilt, kvmbak as run } from './helpers.js';
 
-const root = resolve(import.meta.dirname, '../..');
-const cli = join(root, 'dist', 'cli.js');
-
-/** Newest mtime under a folder (sources the bundle is built from). */
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `node dist/cli.js ...args`; `onStderr` may act on the running child (e.g. send SIGINT). */
-function kvmbak(args: string[], onStderr?: (text: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      onStderr?.(stderr, child);
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
-  });
-}
+/** The CLI without colours; `onStderr` may act on the running child (e.g. send SIGINT). */
+const kvmbak = (args: string[], onStderr?: CliOptions['onStderr']) =>
+  run(args, { env: { ...process.env, FORCE_COLOR: '0' }, ...(onStderr ? { onStderr } : {}) });
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 let dir: string;
 let data: Buffer;
 beforeAll(async () => {
-  // `npm run test:cli` builds first; when run directly, build a missing or stale bundle
-  if (!existsSync(cli) || statSync(cli).mtimeMs < Math.max(newest(join(root, 'src')), newest(join(root, 'cli')))) {
-    execFileSync('npx', ['tsup'], { cwd: root, stdio: 'ignore' });
-  }
+  ensureBuilt();
   dir = await mkdtemp(join(tmpdir(), 'kvmbak-cli-image-'));
   // text, zeros and random data over several 64 KiB chunks
   const text = Buffer.from('kvmbak disk image test line\n'.repeat(5000));

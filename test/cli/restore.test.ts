@@ -1,24 +1,8 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BuiltSet, buildSet, tempDir } from '../unit/store/helpers.js';
-
-const root = resolve(import.meta.dirname, '../..');
-const cli = join(root, 'dist', 'cli.js');
-
-function kvmbak(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
+import { ensureBuilt, kvmbak } from './helpers.js';
 
 const USAGE = "\nRun 'kvmbak --help' for usage.\n";
 
@@ -26,7 +10,7 @@ let dest: string;
 let complete: BuiltSet;
 let incomplete: BuiltSet;
 beforeAll(async () => {
-  if (!existsSync(cli)) execFileSync('npx', ['tsup'], { cwd: root, stdio: 'ignore' });
+  ensureBuilt();
   dest = await tempDir('kvmbak-cli-restore-');
   complete = await buildSet(dest, 'web01', new Date('2026-11-26T03:15:00Z'));
   incomplete = await buildSet(dest, 'web01', new Date('2026-11-26T04:15:00Z'), { commit: false });

@@ -1,29 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildSet, tempDir } from '../unit/store/helpers.js';
-
-const root = resolve(import.meta.dirname, '../..');
-const cli = join(root, 'dist', 'cli.js');
-
-/** Runs `node dist/cli.js ...args`. */
-function kvmbak(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
+import { ensureBuilt, kvmbak } from './helpers.js';
 
 beforeAll(() => {
-  // `npm run test:cli` builds first; build here only when run on its own without a bundle
-  if (!existsSync(cli)) execFileSync('npx', ['tsup'], { cwd: root, stdio: 'ignore' });
+  ensureBuilt();
 }, 120_000);
 
 let dest: string;
