@@ -6,19 +6,10 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lvm, packImage, unpackImage, type PackResult } from '../../../src/index.js';
-import { lab, pipeline, sh, sha256Of, writePattern, type LabFixture } from './lab.js';
+import { rejection, lab, pipeline, sh, sha256Of, writePattern, type LabFixture } from './lab.js';
 
 const MiB = 1024 * 1024;
 const PREFIX = 'e2e-arc-';
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection, but the call succeeded');
-}
 
 describe('archive layer on real snapshot devices', () => {
   let fx: LabFixture;

@@ -8,19 +8,10 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backup, readManifest, type BackupProgress, type BackupResult } from '../../../src/index.js';
-import { domState, lab, pipeline, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
+import { rejection, domState, lab, pipeline, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
 
 const MiB = 1024 * 1024;
 const CLI = join(process.cwd(), 'dist', 'cli.js');
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection, but the call succeeded');
-}
 
 /** sha256sum -c SHA256SUMS in a set folder (the set is checkable without kvmbak). */
 function sha256sumCheck(setPath: string): Promise<{ code: number | null; out: string }> {

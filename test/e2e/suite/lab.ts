@@ -33,6 +33,16 @@ export interface LabFixture {
 
 let cached: LabFixture | undefined;
 
+/** Resolves to the error a promise rejects with; fails the test when it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a rejection, but the call succeeded');
+}
+
 /** The fixture the lab's fixture.sh set up; a clear error outside the lab. */
 export function lab(): LabFixture {
   if (cached) return cached;

@@ -6,17 +6,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isLibvirtError, openHypervisor, type Domain, type Hypervisor } from '../../../src/index.js';
-import { domState, lab, lvsReport, virsh, type LabFixture } from './lab.js';
-
-/** Resolves to the error a promise rejects with (fails the test when it resolves). */
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection, but the call succeeded');
-}
+import { rejection, domState, lab, lvsReport, virsh, type LabFixture } from './lab.js';
 
 describe('libvirt layer on qemu:///system', () => {
   let fx: LabFixture;

@@ -4,20 +4,11 @@
 import { readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lvm } from '../../../src/index.js';
-import { lab, sh, sha256Of, writePattern, type LabFixture } from './lab.js';
+import { rejection, lab, sh, sha256Of, writePattern, type LabFixture } from './lab.js';
 
 const MiB = 1024 * 1024;
 const PREFIX = 'e2e-lvm-';
 const RUN_TAG = 'kvmbak-run-e2e';
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection, but the call succeeded');
-}
 
 describe('LVM driver on real lvm2', () => {
   let fx: LabFixture;
