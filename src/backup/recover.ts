@@ -48,9 +48,14 @@ export interface RecoverResult {
   errors: string[];
 }
 
+/** The first 8 hex digits of a boot id, as owner tags carry it. */
+function bootTag(bootId: string): string {
+  return bootId.replace(/-/g, '').slice(0, 8);
+}
+
 /** Tag naming the process that made a snapshot: kvmbak-owner-PID-START-BOOT. */
 export function ownerTag(owner: { pid: number; pidStart: number | null; bootId: string | null }): string {
-  return `kvmbak-owner-${owner.pid}-${owner.pidStart ?? 0}-${(owner.bootId ?? 'nobootid').replace(/-/g, '').slice(0, 8)}`;
+  return `kvmbak-owner-${owner.pid}-${owner.pidStart ?? 0}-${bootTag(owner.bootId ?? 'nobootid')}`;
 }
 
 function parseOwnerTag(tag: string): { pid: number; pidStart: number | null; boot: string } | null {
@@ -59,25 +64,16 @@ function parseOwnerTag(tag: string): { pid: number; pidStart: number | null; boo
   return { pid: Number(m[1]), pidStart: Number(m[2]) || null, boot: m[3]! };
 }
 
-/** Whether the process named by a snapshot's owner tag is gone. */
+/** Whether the process named by a snapshot's owner tag is gone (another boot, or no such process now). */
 function ownerTagDead(tags: readonly string[]): boolean {
   for (const t of tags) {
     const o = parseOwnerTag(t);
     if (o === null) continue;
-    const status = ownerStatus({ pid: o.pid, pidStart: o.pidStart, bootId: null, host: hostnameNow() });
-    const bootNow = currentBoot8();
-    if (bootNow !== null && bootNow !== o.boot) return true;
-    return status === 'dead';
+    const bootNow = currentBootId();
+    if (bootNow !== null && bootTag(bootNow) !== o.boot) return true;
+    return ownerStatus({ pid: o.pid, pidStart: o.pidStart, bootId: null, host: hostname() }) === 'dead';
   }
   return false;
-}
-
-function hostnameNow(): string {
-  return hostname();
-}
-function currentBoot8(): string | null {
-  const b = currentBootId();
-  return b === null ? null : b.replace(/-/g, '').slice(0, 8);
 }
 
 /**
