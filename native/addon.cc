@@ -1,5 +1,6 @@
 // Entry point of the kvmbak addon: a thin, faithful mapping of the libvirt
-// calls kvmbak needs (STYLE 2.2). Policy lives in TypeScript (src/libvirt/).
+// calls kvmbak needs. Policy lives in TypeScript (src/libvirt/), where it can
+// be tested without a hypervisor.
 #include <mutex>
 #include <string>
 

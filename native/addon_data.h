@@ -1,4 +1,4 @@
-// Per-environment addon state (STYLE 2.2.8): the wrapper constructors live
+// Per-environment addon state: the wrapper constructors live
 // here, stored with Env::SetInstanceData, never in static FunctionReferences,
 // so the addon works in several environments (worker_threads) at once.
 #ifndef KVMBAK_NATIVE_ADDON_DATA_H_

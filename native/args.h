@@ -1,5 +1,6 @@
 // Argument conversion on the JS thread. Bad arguments throw a TypeError
-// (the only C++ exceptions the addon raises on purpose, STYLE 2.2.11).
+// (the only C++ exceptions the addon raises on purpose; libvirt failures are
+// rejected Promises carrying a LibvirtError instead).
 #ifndef KVMBAK_NATIVE_ARGS_H_
 #define KVMBAK_NATIVE_ARGS_H_
 

@@ -1,4 +1,4 @@
-// Connection: wraps a virConnectPtr (STYLE 2.2.1). Created only by the static
+// Connection: wraps a virConnectPtr, one ObjectWrap per libvirt object. Created only by the static
 // Connection.open(); JS code cannot construct one directly.
 #ifndef KVMBAK_NATIVE_CONNECTION_H_
 #define KVMBAK_NATIVE_CONNECTION_H_

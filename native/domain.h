@@ -1,5 +1,6 @@
 // Domain: wraps a virDomainPtr (one VM). Created only by Connection methods;
-// holds a reference to its Connection's JS wrapper (STYLE 2.2.6).
+// holds a reference to its Connection's JS wrapper, so the connection cannot
+// be collected (and closed) while a domain of it is still reachable.
 #ifndef KVMBAK_NATIVE_DOMAIN_H_
 #define KVMBAK_NATIVE_DOMAIN_H_
 

@@ -2,7 +2,8 @@
 // reference and releases it once: virConnectClose, virDomainFree,
 // virStoragePoolFree, virStorageVolFree. Used for results travelling from a
 // worker thread to the JS thread, and for the extra reference a worker takes
-// on the object it operates on (STYLE 2.2.5).
+// on the object it operates on, so a JS-side free() during the call cannot
+// release the handle under it.
 #ifndef KVMBAK_NATIVE_HANDLES_H_
 #define KVMBAK_NATIVE_HANDLES_H_
 

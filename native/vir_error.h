@@ -1,5 +1,6 @@
 // VirErrorInfo: a plain copy of libvirt's thread-local virError, taken on the
-// thread where the call failed (STYLE 2.2.3), turned into a JS Error later on
+// thread where the call failed (the error is thread-local: read anywhere
+// else, it would be empty or another call's), turned into a JS Error later on
 // the JS thread.
 #ifndef KVMBAK_NATIVE_VIR_ERROR_H_
 #define KVMBAK_NATIVE_VIR_ERROR_H_

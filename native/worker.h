@@ -1,5 +1,5 @@
 // VirWorker<T>: runs one libvirt call on the libuv thread pool and settles a
-// Promise with its result (STYLE 2.2.2-2.2.5).
+// Promise with its result, so the event loop never waits on libvirt.
 //
 //  - Arguments are converted to std::string/integers on the JS thread and
 //    captured by value in `run`; Execute touches only libvirt and those.

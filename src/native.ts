@@ -3,7 +3,8 @@
  * build/Debug/kvmbak.node) at run time and declares its raw shape.
  *
  * The addon is loaded with createRequire and a computed path, never through
- * an import, so a bundler cannot swallow the failure (STYLE 2.3.2). The
+ * an import, so a bundler cannot swallow the failure (tsup's native-module
+ * plugin would otherwise turn a failed dlopen into a silent empty module). The
  * NativeBinding interface is internal: positional arguments, plain objects,
  * flags as numbers. The public, typed API is src/libvirt/.
  */

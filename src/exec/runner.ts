@@ -4,8 +4,12 @@
  * non-zero exit is a result, not an error: the caller knows what the program
  * means by it. Errors are reserved for "the program could not be run to the
  * end": not found, aborted, timed out, output too large.
+ *
+ * The process handling itself (timeouts, the SIGTERM→SIGKILL grace, output
+ * limits, cancellation, not waiting for grandchildren that hold the pipes) is
+ * execa's; this module only maps its outcomes onto kvmbak's errors.
  */
-import { spawn } from 'node:child_process';
+import { execa } from 'execa';
 import { AbortError, ConfigError, KvmbakError } from '../errors.js';
 import { CommandNotFoundError, CommandOutputTooLargeError, CommandTimeoutError, formatCommand } from './errors.js';
 
@@ -82,8 +86,10 @@ function hasNul(s: string): boolean {
   return s.includes('\0');
 }
 
+const decoder = (bytes: Uint8Array | undefined): string => (bytes ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8') : '');
+
 /**
- * The default runner: local processes through `spawn` with `shell: false`.
+ * The default runner: local processes through execa with no shell.
  * The environment always carries LC_ALL=C and LVM_SUPPRESS_FD_WARNINGS=1
  * (overridable per call), and PATH is completed with the sbin directories.
  */
@@ -100,144 +106,66 @@ export class LocalCommandRunner implements CommandRunner {
     this.#env = options.env;
   }
 
-  run(file: string, args: readonly string[], options: CommandRunOptions = {}): Promise<CommandResult> {
+  async run(file: string, args: readonly string[], options: CommandRunOptions = {}): Promise<CommandResult> {
     if (typeof file !== 'string' || file.length === 0 || hasNul(file)) {
-      return Promise.reject(new ConfigError(`program name must be a non-empty string without NUL bytes, got ${JSON.stringify(file)}`, 'file'));
+      throw new ConfigError(`program name must be a non-empty string without NUL bytes, got ${JSON.stringify(file)}`, 'file');
     }
     if (!Array.isArray(args) || args.some((a) => typeof a !== 'string' || hasNul(a))) {
-      return Promise.reject(new ConfigError(`arguments of ${file} must be strings without NUL bytes`, 'args'));
+      throw new ConfigError(`arguments of ${file} must be strings without NUL bytes`, 'args');
     }
-    try {
-      checkNonNegativeInteger(options.timeoutMs, 'timeoutMs');
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    checkNonNegativeInteger(options.timeoutMs, 'timeoutMs');
     const { signal, timeoutMs, input } = options;
     const argv = [...args];
     if (signal?.aborted) {
-      return Promise.reject(new AbortError(`${formatCommand(file, argv)} was aborted before it started`, { cause: signal.reason }));
+      throw new AbortError(`${formatCommand(file, argv)} was aborted before it started`, { cause: signal.reason });
     }
     const env = buildEnv(this.#env ?? process.env, options.env);
-    const killGraceMs = this.#killGraceMs;
-    const maxOutputBytes = this.#maxOutputBytes;
-
-    return new Promise<CommandResult>((resolve, reject) => {
-      const child = spawn(file, argv, {
-        shell: false,
-        env,
-        stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-        windowsHide: true,
-      });
-
-      const stdoutChunks: Buffer[] = [];
-      const stderrChunks: Buffer[] = [];
-      let stdoutBytes = 0;
-      let stderrBytes = 0;
-      let settled = false;
-      let exited = false;
-      let failure: Error | undefined;
-      let timeoutTimer: NodeJS.Timeout | undefined;
-      let killTimer: NodeJS.Timeout | undefined;
-
-      const collected = (): { stdout: string; stderr: string } => ({
-        stdout: Buffer.concat(stdoutChunks).toString('utf8'),
-        stderr: Buffer.concat(stderrChunks).toString('utf8'),
-      });
-
-      const cleanup = (): void => {
-        if (timeoutTimer) clearTimeout(timeoutTimer);
-        if (killTimer) clearTimeout(killTimer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-
-      const settleReject = (error: Error): void => {
-        if (settled) return;
-        settled = true;
-        cleanup();
-        // Do not wait for grandchildren that may still hold the pipes.
-        child.stdout?.destroy();
-        child.stderr?.destroy();
-        child.stdin?.destroy();
-        reject(error);
-      };
-
-      /** Ends the child for `error`; rejects once the child is gone. */
-      const terminate = (error: Error): void => {
-        if (settled || failure) return;
-        failure = error;
-        if (exited) {
-          settleReject(error);
-          return;
-        }
-        child.kill('SIGTERM');
-        killTimer = setTimeout(() => {
-          if (!exited) child.kill('SIGKILL');
-        }, killGraceMs);
-        killTimer.unref?.();
-      };
-
-      function onAbort(): void {
-        terminate(new AbortError(`${formatCommand(file, argv)} was aborted`, { cause: signal?.reason }));
-      }
-
-      const collect = (chunks: Buffer[], which: 'stdout' | 'stderr') => (chunk: Buffer) => {
-        if (which === 'stdout') stdoutBytes += chunk.length;
-        else stderrBytes += chunk.length;
-        const total = which === 'stdout' ? stdoutBytes : stderrBytes;
-        if (total > maxOutputBytes) {
-          terminate(new CommandOutputTooLargeError(file, argv, which, maxOutputBytes));
-          return;
-        }
-        chunks.push(chunk);
-      };
-      child.stdout?.on('data', collect(stdoutChunks, 'stdout'));
-      child.stderr?.on('data', collect(stderrChunks, 'stderr'));
-
-      if (child.stdin) {
-        // A child that exits without reading its input makes the write fail with EPIPE: not our error.
-        child.stdin.on('error', () => {});
-        child.stdin.end(input);
-      }
-
-      child.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') {
-          settleReject(new CommandNotFoundError(file, env.PATH ?? '', { cause: err }));
-        } else if (err.code === 'EACCES') {
-          settleReject(
-            new KvmbakError(`${file} cannot be executed (permission denied): check its file mode or PATH`, 'KVMBAK_COMMAND_NOT_EXECUTABLE', {
-              cause: err,
-            }),
-          );
-        } else if (!exited && child.pid === undefined) {
-          settleReject(new KvmbakError(`${file} could not be started: ${err.message}`, 'KVMBAK_COMMAND_START_FAILED', { cause: err }));
-        }
-        // Other errors (a kill() failing after exit) end through 'exit'/'close'.
-      });
-
-      child.on('exit', () => {
-        exited = true;
-        if (failure) settleReject(failure);
-      });
-
-      child.on('close', (exitCode: number | null, sig: NodeJS.Signals | null) => {
-        exited = true;
-        if (failure) {
-          settleReject(failure);
-          return;
-        }
-        if (settled) return;
-        settled = true;
-        cleanup();
-        resolve({ ...collected(), exitCode, signal: sig });
-      });
-
-      if (signal) signal.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined && timeoutMs > 0) {
-        timeoutTimer = setTimeout(() => {
-          const sofar = collected();
-          terminate(new CommandTimeoutError(file, argv, timeoutMs, sofar.stdout, sofar.stderr));
-        }, timeoutMs);
+    const subprocess = execa(file, argv, {
+      shell: false,
+      env,
+      extendEnv: false,
+      reject: false,
+      encoding: 'buffer',
+      stripFinalNewline: false,
+      ...(input === undefined ? { stdin: 'ignore' as const } : { input: typeof input === 'string' ? Buffer.from(input) : input }),
+      maxBuffer: this.#maxOutputBytes,
+      ...(timeoutMs ? { timeout: timeoutMs } : {}),
+      ...(signal ? { cancelSignal: signal } : {}),
+      killSignal: 'SIGTERM',
+      forceKillAfterDelay: this.#killGraceMs > 0 ? this.#killGraceMs : true,
+      windowsHide: true,
+    });
+    // execa waits for the pipes to close, and a grandchild (a daemon the
+    // program started, a backgrounded shell job) may hold them for ever. Once
+    // the program itself is gone after an abort, a timeout or an output overflow, what it printed
+    // is all we need: close our ends instead of waiting for theirs.
+    // `killed` is set only by execa's own kill (abort, timeout, output limit).
+    subprocess.once('exit', () => {
+      if (subprocess.killed || signal?.aborted) {
+        subprocess.stdout?.destroy();
+        subprocess.stderr?.destroy();
       }
     });
+    const result = await subprocess;
+    const stdout = decoder(result.stdout);
+    const stderr = decoder(result.stderr);
+    if (result.isCanceled) {
+      throw new AbortError(`${formatCommand(file, argv)} was aborted`, { cause: signal?.reason });
+    }
+    if (result.timedOut) throw new CommandTimeoutError(file, argv, timeoutMs ?? 0, stdout, stderr);
+    if (result.isMaxBuffer) {
+      const which = (result.stdout?.byteLength ?? 0) >= this.#maxOutputBytes ? 'stdout' : 'stderr';
+      throw new CommandOutputTooLargeError(file, argv, which, this.#maxOutputBytes);
+    }
+    const cause = result.cause as NodeJS.ErrnoException | undefined;
+    if (result.failed && result.exitCode === undefined && result.signal === undefined) {
+      // The program never ran: spawn itself failed.
+      if (cause?.code === 'ENOENT') throw new CommandNotFoundError(file, env.PATH ?? '', { cause });
+      if (cause?.code === 'EACCES') {
+        throw new KvmbakError(`${file} cannot be executed (permission denied): check its file mode or PATH`, 'KVMBAK_COMMAND_NOT_EXECUTABLE', { cause });
+      }
+      throw new KvmbakError(`${file} could not be started: ${cause?.message ?? result.message}`, 'KVMBAK_COMMAND_START_FAILED', { cause });
+    }
+    return { stdout, stderr, exitCode: result.exitCode ?? null, signal: (result.signal as NodeJS.Signals | undefined) ?? null };
   }
 }

@@ -1,5 +1,6 @@
 /**
- * The one boundary between the native addon and the typed API (STYLE 2.3.4).
+ * The one boundary between the native addon and the typed API: every raw
+ * call goes through here, so no addon error can reach a caller unconverted.
  *
  * Errors from the addon are converted here: a libvirt failure becomes a
  * LibvirtError with libvirt's symbolic names, a call on a released handle a

@@ -1,7 +1,6 @@
 /**
  * A small FIFO concurrency limiter, used to run at most one
- * virDomainSaveFlags/virDomainRestoreFlags at a time per process
- * (STYLE 2.2.9, 2.3.9).
+ * virDomainSaveFlags/virDomainRestoreFlags at a time per process.
  *
  * Why: every native libvirt call runs on libuv's thread pool, which by
  * default has only 4 threads (UV_THREADPOOL_SIZE) shared with fs, dns, zlib

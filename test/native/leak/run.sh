@@ -1,5 +1,5 @@
 #!/bin/sh
-# Memory check of the native addon under valgrind (STYLE 2.6.5).
+# Memory check of the native addon under valgrind: every handle freed exactly once.
 # Runs exercise.cjs (every wrapped libvirt call, 20 rounds, leaked wrappers
 # included) against a private copy of the test-driver node fixture and fails
 # when valgrind reports an invalid read/write or a definite leak whose stack

@@ -147,6 +147,14 @@ describe('LocalCommandRunner', () => {
     for (const line of processesWith(marker)) process.kill(Number(line.split(':')[0]), 'SIGKILL');
   });
 
+  it('does not wait for grandchildren that keep the pipes open after a timeout', async () => {
+    const marker = `${process.pid}12.25`;
+    // The grandchild would hold the pipes past the test's own time limit.
+    const err = await runner.run('/bin/sh', ['-c', `sleep ${marker} & wait`], { timeoutMs: 200 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandTimeoutError);
+    for (const line of processesWith(marker)) process.kill(Number(line.split(':')[0]), 'SIGKILL');
+  });
+
   it('names the program and its apt package when it does not exist', async () => {
     const err = await runner.run('lvs', ['--version'], { env: { PATH: '/nonexistent' } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommandNotFoundError);
