@@ -94,6 +94,8 @@ export class ChunkStore {
   private readonly knownDirs = new Set<string>();
   private readonly dirtyDirs = new Set<string>();
   private inflight = 0;
+  /** Chunks being written by this instance: a second put of the same id waits for the first. */
+  private readonly writing_ = new Map<string, Promise<void>>();
   private closed = false;
 
   private constructor(root: string, options: ChunkStoreOptions) {
@@ -162,11 +164,31 @@ export class ChunkStore {
       const zero = isAllZero(raw);
       const zc = zero ? await zeroChunk(raw.byteLength) : undefined;
       const id = zc?.id ?? (options.id === undefined ? await sha256Hex(raw) : checkId(options.id));
+      const pending = this.writing_.get(id);
+      if (pending) {
+        await pending;
+        return { id, added: false, bytesAdded: 0, zero };
+      }
       if (await this.touch(id)) return { id, added: false, bytesAdded: 0, zero };
       throwIfAborted(options.signal);
-      const member = zc?.member ?? (await compressMember(raw, this.level));
-      await this.writeFile(id, member, options.deferDirSync === true);
-      return { id, added: true, bytesAdded: member.byteLength, zero };
+      const again = this.writing_.get(id); // another put of it started while this one looked
+      if (again) {
+        await again;
+        return { id, added: false, bytesAdded: 0, zero };
+      }
+      let bytesAdded = 0;
+      const write = (async () => {
+        const member = zc?.member ?? (await compressMember(raw, this.level));
+        await this.writeFile(id, member, options.deferDirSync === true);
+        bytesAdded = member.byteLength;
+      })();
+      this.writing_.set(id, write);
+      try {
+        await write;
+      } finally {
+        this.writing_.delete(id);
+      }
+      return { id, added: true, bytesAdded, zero };
     } finally {
       this.inflight--;
     }
