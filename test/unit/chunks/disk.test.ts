@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -53,6 +53,10 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     const second = await writeDiskToStore(src, store);
     expect(second).toMatchObject({ chunksNew: 0, chunksReused: 11, bytesAdded: 0, rawSha256: first.rawSha256 });
     expect(second.list.ids.equals(first.list.ids)).toBe(true);
+    const noWhole = await writeDiskToStore(src, store, { wholeSha256: false });
+    expect(noWhole.rawSha256).toBeUndefined();
+    expect(noWhole.list.rawSha256).toBeUndefined();
+    expect(noWhole.list.ids.equals(first.list.ids)).toBe(true);
 
     // rewrite two chunks
     const changed = Buffer.from(image);
@@ -73,7 +77,7 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     expect(readFileSync(out).equals(changed)).toBe(true);
   });
 
-  it('reads from a stream and a FileHandle alike', async () => {
+  it('reads from a stream, a FileHandle and a file descriptor alike', async () => {
     const image = diskImage(3 * 4 * MiB - 1, 2);
     await using store = await ChunkStore.forDestination(dir);
     const pieces = [];
@@ -83,6 +87,9 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     const fh = await open(join(dir, 'd'));
     const fromHandle = await writeDiskToStore(fh, store);
     await fh.close();
+    const fd = openSync(join(dir, 'd'), 'r');
+    const fromFd = await writeDiskToStore(fd, store).finally(() => closeSync(fd));
+    expect(fromFd.list.ids.equals(fromStream.list.ids)).toBe(true);
     expect(fromStream.rawSha256).toBe(sha(image));
     expect(fromHandle.list.ids.equals(fromStream.list.ids)).toBe(true);
     expect(fromHandle.chunksNew).toBe(0);
