@@ -53,6 +53,7 @@ if (process.argv[2] === '--child') {
   } else throw new Error(`unknown op ${op}`);
   const ru = process.resourceUsage();
   line.maxRssKiB = ru.maxRSS;
+  line.cpuS = (ru.userCPUTime + ru.systemCPUTime) / 1e6;
   process.stdout.write(`${JSON.stringify(line)}\n`);
   process.exit(0);
 }
@@ -150,6 +151,7 @@ const packS = [];
 const firstS = [];
 const secondS = [];
 const noShaS = [];
+const cpu = { pack: [], first: [], second: [], nosha: [] };
 let first;
 let second;
 let packBytes;
@@ -159,16 +161,21 @@ for (let r = 0; r < reps; r++) {
   warm(img);
   const p = await pack(img, join(OUT, 'pack.gz'));
   packS.push(p.seconds);
+  cpu.pack.push(p.cpuUserS + p.cpuSystemS);
   packBytes = p.storedBytes;
   await rm(store, { recursive: true, force: true });
   warm(img);
   first = await storeRun(img, store);
   firstS.push(first.seconds);
+  cpu.first.push(first.cpuS);
   warm(img);
   second = await storeRun(img, store);
   secondS.push(second.seconds);
+  cpu.second.push(second.cpuS);
   warm(img);
-  noShaS.push((await storeRun(img, store, 'store-nosha')).seconds);
+  const nosha = await storeRun(img, store, 'store-nosha');
+  noShaS.push(nosha.seconds);
+  cpu.nosha.push(nosha.cpuS);
   log(`#${r + 1}: image pack ${p.seconds.toFixed(2)} s, first store backup ${first.seconds.toFixed(2)} s (${(first.maxRssKiB / 1024).toFixed(0)} MiB RSS), unchanged re-backup ${second.seconds.toFixed(2)} s (${noShaS.at(-1).toFixed(2)} s without the whole-disk sha256)`);
 }
 const storeBytes = duBytes(store);
@@ -213,6 +220,8 @@ row(`after rewriting 2% of the chunks (${rewrite} of ${nChunks}): bytes added`, 
 row('serial whole-disk sha256 (one core, from memory)', `${shaRate.toFixed(0)} MB/s`, '');
 row('  unchanged re-backup rate / sha256 rate', `${(rebackupRate / shaRate).toFixed(2)}`, 'near 1 = the serial hash caps it');
 row('  the same without the whole-disk sha256', `${(median(firstS) / median(noShaS)).toFixed(2)}× (${mbps(size, median(noShaS)).toFixed(0)} MB/s)`, 'wholeSha256: false');
+row('CPU seconds (user+sys): pack / first / unchanged', `${median(cpu.pack).toFixed(1)} / ${median(cpu.first).toFixed(1)} / ${median(cpu.second).toFixed(1)}`, 'load-independent view');
+row('  first / unchanged CPU seconds', `${(median(cpu.first) / median(cpu.second)).toFixed(2)}× (${(median(cpu.first) / median(cpu.nosha)).toFixed(2)}× without the sha256)`, '');
 row('peak RSS, first store backup', `${(first.maxRssKiB / 1024).toFixed(0)} MiB`, '< 256 MiB');
 lines.push('');
 lines.push('reproduce: node bench/chunks.mjs [--reps N]; one run alone:');
@@ -221,4 +230,4 @@ lines.push('  --child store-nosha for the same without the whole-disk sha256)');
 lines.push('  node bench/child.mjs pack bench/.data/realistic.img /tmp/x.gz');
 lines.push('  node bench/chunks.mjs --child sha256 bench/.data/realistic.img');
 console.log(lines.join('\n'));
-await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, packS, firstS, secondS, noShaS, first, second, third, sha, storeBytes, packBytes }, null, 2));
+await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, packS, firstS, secondS, noShaS, cpu, first, second, third, sha, storeBytes, packBytes }, null, 2));
