@@ -5,9 +5,11 @@
  *
  * 1. Exclusion. The GC announces itself and withdraws at once if any writer is announced
  *    (presence.ts): it then returns `{status: 'busy'}` and removes nothing. A writer that starts
- *    while the GC runs waits for it before its first put. So no chunk is written, nor found and
- *    reused, while a GC sweeps: "a chunk a running backup has written or is about to reference"
- *    always belongs to an announced writer, and the GC does not sweep then.
+ *    while the GC runs waits for it before its first put (or reuse/beginWriting). So no chunk is
+ *    written, nor found and reused, while a GC sweeps: "a chunk a running backup has written or is
+ *    about to reference" always belongs to an announced writer, and the GC does not sweep then. A
+ *    backup that takes chunk ids from an earlier set's list (thin_delta) calls beginWriting() before
+ *    reading that list.
  * 2. Mark, PBS-style, in the file system rather than in memory: the GC takes a mark time T (its start,
  *    whole seconds) and sets the times of every chunk that a list references to T (utimes, explicit
  *    values, so noatime/relatime mounts do not matter). Lists are streamed one line at a time. The

@@ -17,8 +17,8 @@
  * its folder, fsync, rename, then the folder fsynced; a reader never sees a partial chunk, and a
  * crash leaves at most a `.tmp-*` file that garbage collection removes.
  *
- * Writing (put) announces the store as in use by a writer, once per ChunkStore instance, until
- * close(): garbage collection never runs while a writer is announced (see gc.ts). An existing
+ * Writing (put, reuse, beginWriting) announces the store as in use by a writer, once per ChunkStore
+ * instance, until close(): garbage collection never runs while a writer is announced (see gc.ts). An existing
  * chunk that put() finds is touched (mtime set to now), so a grace period, if one is configured,
  * counts from its last use.
  */
@@ -192,6 +192,26 @@ export class ChunkStore {
     } finally {
       this.inflight--;
     }
+  }
+
+  /**
+   * Announces this instance as a writer now (waiting while a garbage collection runs), without
+   * writing anything. A backup calls it before it relies on chunks the store already has, e.g. ids
+   * taken from the previous set's list: from then until close(), no GC removes anything.
+   */
+  async beginWriting(signal?: AbortSignal): Promise<void> {
+    if (this.closed) throw new ChunkError(`the chunk store ${this.root} is closed`, 'KVMBAK_CHUNK_STORE_IO', { path: this.root });
+    await this.enterAsWriter(signal);
+  }
+
+  /**
+   * Uses a chunk the store has without its data (an id from an earlier list): announces the writer
+   * (beginWriting), touches the chunk and returns true; false when the store lacks it (then the
+   * caller must put() the data).
+   */
+  async reuse(id: string, signal?: AbortSignal): Promise<boolean> {
+    await this.beginWriting(signal);
+    return this.touch(checkId(id));
   }
 
   /** Sets a present chunk's times to now; false when the store lacks it. */

@@ -106,6 +106,21 @@ describe('ChunkStore', () => {
     await expect(store.put(Buffer.from('b'))).rejects.toThrow(/is closed/);
   });
 
+  it('reuse() announces the writer and touches a chunk it has, without its data; false for one it lacks', async () => {
+    const first = await ChunkStore.forDestination(dir);
+    const { id } = await first.put(Buffer.from('from the previous set'));
+    await first.close();
+    const { utimesSync } = await import('node:fs');
+    utimesSync(first.pathOf(id), 1000, 1000);
+    await using store = await ChunkStore.forDestination(dir);
+    expect(store.writing).toBe(false);
+    expect(await store.reuse(id)).toBe(true);
+    expect(store.writing).toBe(true);
+    expect(readdirSync(join(store.root, '.writers'))).toHaveLength(1);
+    expect(Date.now() - statSync(store.pathOf(id)).mtimeMs).toBeLessThan(60_000);
+    expect(await store.reuse('cd'.repeat(32))).toBe(false);
+  });
+
   it('refuses a bad level and an oversized chunk', async () => {
     await expect(ChunkStore.open(join(dir, 's'), { level: 0 })).rejects.toThrow(/level must be a whole number from 1 to 9/);
     await using store = await ChunkStore.open(join(dir, 's'));
