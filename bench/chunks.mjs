@@ -1,0 +1,235 @@
+#!/usr/bin/env node
+// kvmbak chunk store benchmark (issue 11): the store against `kvmbak image pack`, on the same
+// realistic 1 GiB image, in the same run.
+//
+//   node bench/chunks.mjs                 2 repetitions
+//   node bench/chunks.mjs --reps 3
+//
+// Prints, with the command that reproduces each figure:
+//   - first backup into an empty store vs `kvmbak image pack` of the same image (speed ratio);
+//   - second backup of the unchanged image: speed-up over the first, bytes added;
+//   - after rewriting 2% of the image's 4 MiB chunks: bytes added / bytes of the first backup;
+//   - the serial whole-disk sha256 rate, against the unchanged re-backup's rate (does it cap it?).
+// The image is bench/run.mjs's "realistic" one (ext4 of /usr files, fully allocated), shared through
+// bench/.data: whichever bench runs first makes it. Inputs are read once before every timed run
+// (warm page cache) so both sides read from memory; runs alternate so background load hits both.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DATA = join(root, 'bench', '.data');
+const OUT = join(root, 'bench', '.out', 'chunks');
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const log = (...a) => console.error('[bench:chunks]', ...a);
+
+// ---------------------------------------------------------------- child: one measured run per process
+if (process.argv[2] === '--child') {
+  const [, , , op, src, dst] = process.argv;
+  const { ChunkStore, writeDiskToStore } = await import('../dist/index.js');
+  const t0 = performance.now();
+  let line;
+  if (op === 'store' || op === 'store-nosha') {
+    const store = await ChunkStore.open(dst);
+    const r = await writeDiskToStore(src, store, { wholeSha256: op === 'store' });
+    await store.close();
+    line = { op, seconds: (performance.now() - t0) / 1000, bytesRead: r.bytesRead, bytesAdded: r.bytesAdded, chunksNew: r.chunksNew, chunksReused: r.chunksReused, zeroChunks: r.zeroChunks, rawSha256: r.rawSha256 };
+  } else if (op === 'sha256') {
+    // The serial whole-disk hash alone, from memory: 256 MiB read once, hashed 4 times.
+    const buf = Buffer.allocUnsafe(256 * MiB);
+    const fh = await open(src);
+    await fh.read(buf, 0, buf.length, 0);
+    await fh.close();
+    const t1 = performance.now();
+    const c1 = process.cpuUsage();
+    const h = createHash('sha256');
+    for (let i = 0; i < 4; i++) h.update(buf);
+    h.digest();
+    const c = process.cpuUsage(c1);
+    line = { op, seconds: (performance.now() - t1) / 1000, hashCpuS: (c.user + c.system) / 1e6, bytes: 4 * buf.length };
+  } else throw new Error(`unknown op ${op}`);
+  const ru = process.resourceUsage();
+  line.maxRssKiB = ru.maxRSS;
+  line.cpuS = (ru.userCPUTime + ru.systemCPUTime) / 1e6;
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+  process.exit(0);
+}
+
+const args = process.argv.slice(2);
+const reps = Number(args.includes('--reps') ? args[args.indexOf('--reps') + 1] : 2);
+
+// ---------------------------------------------------------------- build
+function newest(dir) {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+const dist = join(root, 'dist', 'index.js');
+if (!existsSync(dist) || statSync(dist).mtimeMs < newest(join(root, 'src'))) {
+  log('dist/ is missing or older than src/: building with tsup');
+  if (spawnSync('npx', ['tsup'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] }).status !== 0) throw new Error('tsup failed');
+}
+
+// ---------------------------------------------------------------- the image (bench/run.mjs's recipe)
+async function walkFiles(dir, out, limit) {
+  let entries;
+  try {
+    entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    if (out.bytes >= limit) return;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await walkFiles(p, out, limit);
+    else if (e.isFile()) {
+      out.files.push(p);
+      out.bytes += (await lstat(p)).size;
+    }
+  }
+}
+async function realisticImage() {
+  const img = join(DATA, 'realistic.img');
+  if (existsSync(`${img}.json`)) return img;
+  log('generating realistic.img (ext4 of /usr files, 1 GiB, fully allocated) ...');
+  await mkdir(DATA, { recursive: true });
+  const staging = join(DATA, 'staging-usr');
+  if (!existsSync(join(staging, '.complete'))) {
+    await rm(staging, { recursive: true, force: true });
+    const found = { files: [], bytes: 0 };
+    for (const f of ['/usr/lib/x86_64-linux-gnu', '/usr/bin', '/usr/share', '/usr/lib']) await walkFiles(f, found, 560 * MiB);
+    for (const f of found.files) {
+      const to = join(staging, relative('/', f));
+      await mkdir(dirname(to), { recursive: true });
+      await copyFile(f, to);
+    }
+    await writeFile(join(staging, '.complete'), JSON.stringify({ files: found.files.length, bytes: found.bytes }));
+  }
+  const tmp = `${img}.sparse`;
+  execFileSync('truncate', ['-s', String(GiB), tmp]);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-N', '131072', '-L', 'kvmbak-bench', '-d', staging, tmp], { stdio: 'inherit' });
+  execFileSync('cp', ['--sparse=never', tmp, img]);
+  await rm(tmp);
+  await writeFile(`${img}.json`, JSON.stringify({ size: GiB, sparse: false }));
+  return img;
+}
+
+// ---------------------------------------------------------------- running
+function run(argv) {
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('close', (code) => (code === 0 ? res({ ...JSON.parse(out.trim().split('\n').at(-1)), wall: (performance.now() - t0) / 1000 }) : rej(new Error(`${argv.join(' ')} exited ${code}`))));
+  });
+}
+const warm = (f) => execFileSync('cat', [f], { stdio: ['ignore', 'ignore', 'ignore'] });
+const self = fileURLToPath(import.meta.url);
+const pack = (src, dst) => run([join(root, 'bench', 'child.mjs'), 'pack', src, dst]);
+const storeRun = (src, store, op = 'store') => run([self, '--child', op, src, store]);
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const mbps = (bytes, s) => bytes / s / 1e6;
+function duBytes(dir) {
+  return Number(execFileSync('du', ['-sb', dir]).toString().split('\t')[0]);
+}
+
+await mkdir(OUT, { recursive: true });
+const img = await realisticImage();
+const size = statSync(img).size;
+const startLoad = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+const packS = [];
+const firstS = [];
+const secondS = [];
+const noShaS = [];
+const cpu = { pack: [], first: [], second: [], nosha: [] };
+let first;
+let second;
+let packBytes;
+const store = join(OUT, 'store');
+for (let r = 0; r < reps; r++) {
+  await rm(join(OUT, 'pack.gz'), { force: true });
+  warm(img);
+  const p = await pack(img, join(OUT, 'pack.gz'));
+  packS.push(p.seconds);
+  cpu.pack.push(p.cpuUserS + p.cpuSystemS);
+  packBytes = p.storedBytes;
+  await rm(store, { recursive: true, force: true });
+  warm(img);
+  first = await storeRun(img, store);
+  firstS.push(first.seconds);
+  cpu.first.push(first.cpuS);
+  warm(img);
+  second = await storeRun(img, store);
+  secondS.push(second.seconds);
+  cpu.second.push(second.cpuS);
+  warm(img);
+  const nosha = await storeRun(img, store, 'store-nosha');
+  noShaS.push(nosha.seconds);
+  cpu.nosha.push(nosha.cpuS);
+  log(`#${r + 1}: image pack ${p.seconds.toFixed(2)} s, first store backup ${first.seconds.toFixed(2)} s (${(first.maxRssKiB / 1024).toFixed(0)} MiB RSS), unchanged re-backup ${second.seconds.toFixed(2)} s (${noShaS.at(-1).toFixed(2)} s without the whole-disk sha256)`);
+}
+const storeBytes = duBytes(store);
+
+// 2% of the chunks rewritten (4 KiB of random data at the start of each, as a guest rewriting files).
+const changed = join(OUT, 'changed.img');
+execFileSync('cp', ['--reflink=auto', img, changed]);
+const nChunks = Math.ceil(size / (4 * MiB));
+const rewrite = Math.max(1, Math.round(nChunks * 0.02));
+{
+  const fh = await open(changed, 'r+');
+  const picked = new Set();
+  while (picked.size < rewrite) picked.add(Math.floor(Math.random() * nChunks));
+  for (const c of picked) await fh.write(randomBytes(4096), 0, 4096, c * 4 * MiB + 8192);
+  await fh.close();
+}
+warm(changed);
+const third = await storeRun(changed, store);
+await rm(changed, { force: true });
+
+const sha = await run([self, '--child', 'sha256', img]);
+await rm(join(OUT, 'pack.gz'), { force: true });
+await rm(store, { recursive: true, force: true });
+
+const shaRate = mbps(sha.bytes, sha.seconds);
+const rebackupRate = mbps(size, median(secondS));
+const lines = [];
+const cpus = os.cpus();
+lines.push(`kvmbak chunk store benchmark — ${new Date().toISOString()}`);
+lines.push(`machine: ${cpus.length} CPUs (${cpus[0]?.model}), node ${process.version}, ${reps} repetition(s), medians; warm page cache; load ${startLoad} → ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+lines.push(`image: bench/.data/realistic.img (${(size / GiB).toFixed(0)} GiB, ext4 of /usr files, fully allocated); MB = 10^6 bytes`);
+lines.push('');
+lines.push(`${'figure'.padEnd(52)} ${'value'.padStart(22)}  goal`);
+const row = (k, v, goal) => lines.push(`${k.padEnd(52)} ${v.padStart(22)}  ${goal}`);
+row('image pack (kvmbak image pack)', `${mbps(size, median(packS)).toFixed(0)} MB/s`, '');
+row('first backup into an empty store', `${mbps(size, median(firstS)).toFixed(0)} MB/s`, '');
+row('  first store backup / image pack speed', `${(median(packS) / median(firstS)).toFixed(2)}×`, '≥ 0.95×');
+row('  bytes: store / image pack .gz', `${(storeBytes / 1e6).toFixed(1)} / ${(packBytes / 1e6).toFixed(1)} MB`, '');
+row('second backup, unchanged: speed-up over the first', `${(median(firstS) / median(secondS)).toFixed(2)}× (${rebackupRate.toFixed(0)} MB/s)`, '≥ 5×');
+row('  bytes added / first backup\'s bytes', `${((second.bytesAdded / first.bytesAdded) * 100).toFixed(3)} %`, '< 0.1 %');
+row(`after rewriting 2% of the chunks (${rewrite} of ${nChunks}): bytes added`, `${((third.bytesAdded / first.bytesAdded) * 100).toFixed(2)} % (${third.chunksNew} new)`, '≤ 3 %');
+row('serial whole-disk sha256 (one core, from memory)', `${shaRate.toFixed(0)} MB/s (${mbps(sha.bytes, sha.hashCpuS).toFixed(0)} per CPU s)`, '');
+row('  unchanged re-backup rate / sha256 rate', `${(rebackupRate / shaRate).toFixed(2)}`, 'near 1 = the serial hash caps it');
+row('  the same without the whole-disk sha256', `${(median(firstS) / median(noShaS)).toFixed(2)}× (${mbps(size, median(noShaS)).toFixed(0)} MB/s)`, 'wholeSha256: false');
+row('CPU seconds (user+sys): pack / first / unchanged', `${median(cpu.pack).toFixed(1)} / ${median(cpu.first).toFixed(1)} / ${median(cpu.second).toFixed(1)}`, 'load-independent view');
+row('  first / unchanged CPU seconds', `${(median(cpu.first) / median(cpu.second)).toFixed(2)}× (${(median(cpu.first) / median(cpu.nosha)).toFixed(2)}× without the sha256)`, '');
+row('peak RSS, first store backup', `${(first.maxRssKiB / 1024).toFixed(0)} MiB`, '< 256 MiB');
+lines.push('');
+lines.push('reproduce: node bench/chunks.mjs [--reps N]; one run alone:');
+lines.push('  node bench/chunks.mjs --child store bench/.data/realistic.img /tmp/store     (again for the unchanged re-backup;');
+lines.push('  --child store-nosha for the same without the whole-disk sha256)');
+lines.push('  node bench/child.mjs pack bench/.data/realistic.img /tmp/x.gz');
+lines.push('  node bench/chunks.mjs --child sha256 bench/.data/realistic.img');
+console.log(lines.join('\n'));
+await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, packS, firstS, secondS, noShaS, cpu, first, second, third, sha, storeBytes, packBytes }, null, 2));

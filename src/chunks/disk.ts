@@ -1,0 +1,381 @@
+/**
+ * A whole disk into the chunk store and back.
+ *
+ * writeDiskToStore reads the source sequentially in 4 MiB chunks and keeps up to `concurrency`
+ * chunks in flight: each is checked for all-zero (a memcmp), else hashed on libuv's thread pool,
+ * looked up by path, and compressed and written only when the store lacks it. The sha256 of the
+ * whole disk is one serial hash, fed in disk order on the JS thread as chunks are read (bench/chunks.mjs
+ * measures its rate). Memory: `concurrency + 1` chunk buffers, plus 32 bytes per chunk for the list.
+ *
+ * readDiskFromStore fetches and checks chunks ahead in parallel (read, decompress, sha256 against
+ * the id), writes them in order, hashes the whole disk and compares it with the list's raw-sha256.
+ * With `sparse`, all-zero chunks are not written: for a destination that already reads as zeros
+ * (a new thin LV, or a regular file, which it truncates first and leaves sparse).
+ */
+import { createHash } from 'node:crypto';
+import { read as fsRead } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { AbortError, ConfigError, throwIfAborted } from '../errors.js';
+import { ChunkError } from './errors.js';
+import { CHUNK_SIZE, hashZeros, isAllZero, sha256Hex, zeroChunk } from './codec.js';
+import { chunkCount, chunkIdAt, chunkLength, validateChunkList, type ChunkList } from './list.js';
+import type { ChunkStore } from './store.js';
+
+/** A file or device path, an open file descriptor or FileHandle (read from offset 0), or a byte stream. */
+export type DiskSource = string | number | FileHandle | AsyncIterable<Uint8Array>;
+
+export interface ChunkDiskProgress {
+  phase: 'store' | 'restore';
+  bytesDone: number;
+  /** Known when the caller gave `size` (write) or from the list (read). */
+  bytesTotal: number | undefined;
+  chunksDone: number;
+}
+
+export interface WriteDiskOptions {
+  signal?: AbortSignal;
+  onProgress?: (event: ChunkDiskProgress) => void;
+  /** Chunks in flight at once (default: the number of cores, at least 2). */
+  concurrency?: number;
+  /** Expected bytes, for progress only. */
+  size?: number;
+  /**
+   * Compute the sha256 of the whole disk (default true). It is one serial hash on the JS thread,
+   * about 1-2 GB/s: on a fast disk it caps an unchanged re-backup, whose other work spreads over the
+   * cores. Without it the list has no raw-sha256 and the disk is identified by its chunk ids (each
+   * the sha256 of its chunk, checked on every read).
+   */
+  wholeSha256?: boolean;
+}
+
+export interface WriteDiskResult {
+  list: ChunkList;
+  /** sha256 of the whole disk (undefined with `wholeSha256: false`). */
+  rawSha256: string | undefined;
+  bytesRead: number;
+  chunks: number;
+  /** Chunks the store lacked, written now. */
+  chunksNew: number;
+  /** Chunks the store had (from earlier disks, or earlier in this disk). */
+  chunksReused: number;
+  /** All-zero chunks (neither hashed nor compressed), new or reused. */
+  zeroChunks: number;
+  /** Bytes of chunk files written now. */
+  bytesAdded: number;
+}
+
+function checkConcurrency(n: number | undefined): number {
+  if (n === undefined) return Math.max(2, availableParallelism());
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new ConfigError(`concurrency must be a whole number from 1 to 64, got ${String(n)}`, 'concurrency');
+  return n;
+}
+
+/** Reads chunk after chunk of exactly CHUNK_SIZE bytes (the last shorter) into buffers it is given. */
+type ChunkReader = (buf: Buffer) => Promise<number>;
+
+function fileReader(fh: FileHandle): ChunkReader {
+  let pos = 0;
+  return async (buf) => {
+    let filled = 0;
+    while (filled < buf.byteLength) {
+      const { bytesRead } = await fh.read(buf, filled, buf.byteLength - filled, pos);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+      pos += bytesRead;
+    }
+    return filled;
+  };
+}
+
+function streamReader(source: AsyncIterable<Uint8Array>): ChunkReader {
+  const it = source[Symbol.asyncIterator]();
+  let pending: Uint8Array | undefined;
+  let done = false;
+  return async (buf) => {
+    let filled = 0;
+    while (filled < buf.byteLength) {
+      if (!pending || pending.byteLength === 0) {
+        if (done) break;
+        const r = await it.next();
+        if (r.done) {
+          done = true;
+          break;
+        }
+        pending = r.value;
+        continue;
+      }
+      const n = Math.min(pending.byteLength, buf.byteLength - filled);
+      buf.set(pending.subarray(0, n), filled);
+      pending = pending.subarray(n);
+      filled += n;
+    }
+    return filled;
+  };
+}
+
+/** Grows a buffer of 32-byte ids as chunks arrive (when the size is not known beforehand). */
+class IdBuffer {
+  private buf = Buffer.alloc(32 * 256);
+  set(i: number, id: string): void {
+    while ((i + 1) * 32 > this.buf.byteLength) {
+      const next = Buffer.alloc(this.buf.byteLength * 2);
+      this.buf.copy(next);
+      this.buf = next;
+    }
+    this.buf.write(id, i * 32, 'hex');
+  }
+  take(n: number): Buffer {
+    return Buffer.from(this.buf.subarray(0, n * 32));
+  }
+}
+
+/**
+ * Stores a disk: reads `source` to its end in 4 MiB chunks, writes the chunks the store lacks,
+ * and returns the chunk list and figures. The chunks are durable (folders fsynced) when it returns.
+ * On failure or abort, chunks already written stay in the store unreferenced (garbage collection
+ * removes them); nothing else is left.
+ */
+export async function writeDiskToStore(source: DiskSource, store: ChunkStore, options: WriteDiskOptions = {}): Promise<WriteDiskResult> {
+  const concurrency = checkConcurrency(options.concurrency);
+  const { signal, onProgress } = options;
+  throwIfAborted(signal);
+  let ownHandle: FileHandle | undefined;
+  let read: ChunkReader;
+  if (typeof source === 'string') {
+    try {
+      ownHandle = await open(source, 'r');
+    } catch (e) {
+      throw new ChunkError(`cannot read the disk ${source}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', { path: source }, { cause: e });
+    }
+    read = fileReader(ownHandle);
+  } else if (typeof source === 'number') {
+    const fd = source;
+    let pos = 0;
+    read = (buf) =>
+      new Promise((resolve, reject) => {
+        let filled = 0;
+        const step = (): void =>
+          fsRead(fd, buf, filled, buf.byteLength - filled, pos, (err, n) => {
+            if (err) return reject(err);
+            filled += n;
+            pos += n;
+            if (n === 0 || filled === buf.byteLength) resolve(filled);
+            else step();
+          });
+        step();
+      });
+  } else if (Symbol.asyncIterator in source) {
+    read = streamReader(source);
+  } else {
+    read = fileReader(source);
+  }
+
+  const whole = options.wholeSha256 === false ? undefined : createHash('sha256');
+  const ids = new IdBuffer();
+  const free: Buffer[] = [];
+  for (let i = 0; i <= concurrency; i++) free.push(Buffer.allocUnsafeSlow(CHUNK_SIZE));
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown;
+  let bytesRead = 0;
+  let chunks = 0;
+  let chunksNew = 0;
+  let chunksReused = 0;
+  let zeroChunks = 0;
+  let bytesAdded = 0;
+  let lastReport = 0;
+  const report = (force: boolean): void => {
+    const now = Date.now();
+    if (!onProgress || (!force && now - lastReport < 200)) return;
+    lastReport = now;
+    onProgress({ phase: 'store', bytesDone: bytesRead, bytesTotal: options.size, chunksDone: chunksNew + chunksReused });
+  };
+
+  try {
+    for (;;) {
+      if (signal?.aborted) throw new AbortError('The operation was aborted', { cause: signal.reason });
+      if (failure !== undefined) throw failure;
+      while (free.length === 0) await Promise.race(inflight);
+      if (failure !== undefined) throw failure;
+      const buf = free.pop() as Buffer;
+      let n: number;
+      try {
+        n = await read(buf);
+      } catch (e) {
+        free.push(buf);
+        throw new ChunkError(`cannot read the disk at byte ${bytesRead}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', typeof source === 'string' ? { path: source } : {}, { cause: e });
+      }
+      if (n === 0) {
+        free.push(buf);
+        break;
+      }
+      const index = chunks++;
+      bytesRead += n;
+      const view = buf.subarray(0, n);
+      whole?.update(view);
+      const p = (async () => {
+        try {
+          const zero = isAllZero(view);
+          const id = zero ? (await zeroChunk(n)).id : await sha256Hex(view);
+          const r = await store.put(view, { id, signal, deferDirSync: true });
+          ids.set(index, r.id);
+          if (r.added) chunksNew++;
+          else chunksReused++;
+          if (r.zero) zeroChunks++;
+          bytesAdded += r.bytesAdded;
+          report(false);
+        } catch (e) {
+          failure ??= e;
+        } finally {
+          free.push(buf);
+        }
+      })();
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p));
+      if (n < CHUNK_SIZE) break;
+    }
+    await Promise.all(inflight);
+    if (failure !== undefined) throw failure;
+    await store.flush();
+  } catch (e) {
+    await Promise.allSettled(inflight);
+    throw e;
+  } finally {
+    await ownHandle?.close().catch(() => undefined);
+  }
+  report(true);
+  const list: ChunkList = { rawSize: bytesRead, chunkSize: CHUNK_SIZE, rawSha256: whole?.digest('hex'), ids: ids.take(chunks) };
+  return { list, rawSha256: list.rawSha256, bytesRead, chunks, chunksNew, chunksReused, zeroChunks, bytesAdded };
+}
+
+export interface ReadDiskOptions {
+  signal?: AbortSignal;
+  onProgress?: (event: ChunkDiskProgress) => void;
+  /** Chunks fetched ahead (default: the number of cores, at least 2). */
+  concurrency?: number;
+  /**
+   * Do not write all-zero chunks. Only for a destination that reads as zeros where nothing is
+   * written: a regular file (it is truncated first, so it stays sparse) or a new thin LV.
+   */
+  sparse?: boolean;
+}
+
+export interface ReadDiskResult {
+  rawSha256: string;
+  bytesWritten: number;
+  /** All-zero chunks left unwritten (sparse). */
+  zeroChunksSkipped: number;
+}
+
+/**
+ * Rebuilds a disk from its chunk list into `dest` (a file path, created 0600 when missing, or a
+ * device path; or an open FileHandle). Every chunk is checked against its id, the whole disk
+ * against the list's raw-sha256 (when the list has one); a mismatch is a ChunkError. The data is
+ * fsynced before it returns.
+ */
+export async function readDiskFromStore(list: ChunkList, store: ChunkStore, dest: string | FileHandle, options: ReadDiskOptions = {}): Promise<ReadDiskResult> {
+  validateChunkList(list);
+  const concurrency = checkConcurrency(options.concurrency);
+  const { signal, onProgress } = options;
+  throwIfAborted(signal);
+  let fh: FileHandle;
+  let own = false;
+  if (typeof dest === 'string') {
+    try {
+      fh = await open(dest, 'r+').catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return open(dest, 'wx', 0o600);
+        throw e;
+      });
+    } catch (e) {
+      throw new ChunkError(`cannot open ${dest} for writing: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', { path: dest }, { cause: e });
+    }
+    own = true;
+  } else {
+    fh = dest;
+  }
+  const n = chunkCount(list);
+  const whole = createHash('sha256');
+  let bytesWritten = 0;
+  let zeroChunksSkipped = 0;
+  const ahead = new Map<number, Promise<Buffer | null>>();
+  try {
+    const st = await fh.stat();
+    const regular = st.isFile();
+    if (regular) {
+      await fh.truncate(0);
+      await fh.truncate(list.rawSize);
+    }
+    const zeroIds = new Map<number, string>();
+    const zeroIdOf = async (len: number): Promise<string> => {
+      let id = zeroIds.get(len);
+      if (id === undefined) zeroIds.set(len, (id = (await zeroChunk(len)).id));
+      return id;
+    };
+    const fetch = async (i: number): Promise<Buffer | null> => {
+      const len = chunkLength(list, i);
+      const id = chunkIdAt(list, i);
+      if (id === (await zeroIdOf(len))) return null;
+      const raw = await store.get(id, { signal, maxBytes: len });
+      if (raw.byteLength !== len) {
+        throw new ChunkError(`chunk ${i} (${id}) holds ${raw.byteLength} bytes, the list expects ${len}: the list does not match the store`, 'KVMBAK_CHUNK_DISK_MISMATCH', { chunkId: id });
+      }
+      return raw;
+    };
+    let next = 0;
+    const fill = (): void => {
+      while (next < n && ahead.size < concurrency) {
+        const p = fetch(next);
+        p.catch(() => undefined);
+        ahead.set(next++, p);
+      }
+    };
+    let zeroBuf: Buffer | undefined;
+    let lastReport = 0;
+    for (let i = 0; i < n; i++) {
+      throwIfAborted(signal);
+      fill();
+      const raw = await (ahead.get(i) as Promise<Buffer | null>);
+      ahead.delete(i);
+      const len = chunkLength(list, i);
+      const pos = i * list.chunkSize;
+      if (raw === null) {
+        hashZeros(whole, len);
+        if (options.sparse === true || regular) {
+          // A regular file was truncated to the size: its holes read as zeros already.
+          zeroChunksSkipped++;
+        } else {
+          zeroBuf ??= Buffer.alloc(list.chunkSize);
+          await writeAll(fh, zeroBuf.subarray(0, len), pos);
+          bytesWritten += len;
+        }
+      } else {
+        whole.update(raw);
+        await writeAll(fh, raw, pos);
+        bytesWritten += len;
+      }
+      if (onProgress && (Date.now() - lastReport >= 200 || i === n - 1)) {
+        lastReport = Date.now();
+        onProgress({ phase: 'restore', bytesDone: Math.min(list.rawSize, (i + 1) * list.chunkSize), bytesTotal: list.rawSize, chunksDone: i + 1 });
+      }
+    }
+    await fh.sync();
+  } catch (e) {
+    await Promise.allSettled(ahead.values());
+    throw e;
+  } finally {
+    if (own) await fh.close().catch(() => undefined);
+  }
+  const rawSha256 = whole.digest('hex');
+  if (list.rawSha256 !== undefined && rawSha256 !== list.rawSha256) {
+    throw new ChunkError(`the rebuilt disk hashes to ${rawSha256}, its chunk list says ${list.rawSha256}: the list or the store is damaged`, 'KVMBAK_CHUNK_DISK_MISMATCH');
+  }
+  return { rawSha256, bytesWritten, zeroChunksSkipped };
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
+  let done = 0;
+  while (done < buf.byteLength) {
+    const { bytesWritten } = await fh.write(buf, done, buf.byteLength - done, pos + done);
+    done += bytesWritten;
+  }
+}
