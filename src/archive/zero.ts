@@ -35,15 +35,15 @@ export function zeroBuffer(len: number): Buffer {
 const cache = new Map<string, Promise<Buffer>>();
 const MAX_CACHED = 16;
 
-/** libdeflate's slowest, smallest level: used for the zero member only. */
-const ZERO_MEMBER_LEVEL = 12;
+/** The zero member's libdeflate level: as small as 12 (4260 bytes per 4 MiB) at a fifteenth of the time. */
+const ZERO_MEMBER_LEVEL = 9;
 
 /**
  * The gzip member of `len` zero bytes, computed once (in a worker) per size
  * and kept for later runs. Every all-zero chunk of an image is written as
- * this member without compressing anything. It is made at the codec's
- * highest level whatever the image's level: computed once, it costs nothing,
- * and it is several times smaller than fast-level output.
+ * this member without compressing anything. It is made at level 9 whatever
+ * the image's level: computed once, it costs little, and it is smaller than
+ * level 1 output (4260 instead of 4885 bytes per 4 MiB of zeros).
  */
 export function zeroMember(pool: WorkerPool, len: number): Promise<Buffer> {
   const key = String(len);
