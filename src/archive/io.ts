@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { open, readFile, rename, stat, lstat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { ArchiveError, destError, errnoCode, sourceError } from './errors.js';
+import { errnoCode } from '../util/errno.js';
+import { ArchiveError, destError, sourceError } from './errors.js';
 
 export interface Source {
   fh: FileHandle;
