@@ -330,7 +330,8 @@ for (const r of results) {
 }
 if (profiles.length) {
   lines.push('');
-  lines.push('where the time goes — each stage alone on one thread, seconds per GiB of raw data (bench/profile.mjs):');
+  lines.push('where the time goes — each stage alone on one thread, seconds per GiB of raw data (bench/profile.mjs;');
+  lines.push('CPU seconds for sha256, zero check, compression and inflation, wall-clock seconds for reads, writes and fsync):');
   const cols = [
     ['readCold', canDrop ? 'read (cold)' : 'read (warm)'],
     ['sha256', 'sha256'],
@@ -351,7 +352,7 @@ if (profiles.length) {
     lines.push(`  ${pad(p.name, 10)} ${cols.map(([k]) => lpad(p[k].toFixed(2), 12)).join(' ')} ${lpad(`${p.transferRoundTripMs.toFixed(3)} ms`, 15)}`);
   }
   lines.push('');
-  lines.push('codec speed on one core, same non-zero chunks (MB of raw data per second):');
+  lines.push('codec speed on one core, same non-zero chunks (MB of raw data per CPU second):');
   for (const p of profiles) {
     lines.push(
       `  ${pad(p.name, 10)} compress: node:zlib L${p.level} ${p.mbpsZlibCompress.toFixed(0)}, ${p.codec.library} ${p.codec.version} L${p.codecLevel} ${p.mbpsCodecCompress.toFixed(0)} (${(p.mbpsCodecCompress / p.mbpsZlibCompress).toFixed(1)}×);` +
