@@ -19,7 +19,9 @@ import { hashZeros, isAllZero } from './zero.js';
 const port = parentPort;
 if (!port) throw new Error('kvmbak: archive-worker.js runs as a worker thread only');
 
-const codec: NativeCodec = loadNative();
+// loaded on the first codec task: the hash worker never needs it, and starts faster without it
+let loaded: NativeCodec | undefined;
+const codec = (): NativeCodec => (loaded ??= loadNative());
 
 /** gzip header + trailer around a deflate stream (libdeflate writes no optional fields). */
 const GZIP_OVERHEAD = 18;
@@ -37,11 +39,11 @@ function incompressible(input: Uint8Array): boolean {
   const len = input.byteLength;
   const s = Math.min(SAMPLE, len >>> 3);
   if (s < 512) return false;
-  scratch ??= new Uint8Array(codec.gzipCompressBound(SAMPLE));
+  scratch ??= new Uint8Array(codec().gzipCompressBound(SAMPLE));
   let out = 0;
   for (let k = 0; k < 4; k++) {
     const off = Math.floor(((len - s) * k) / 3);
-    out += codec.gzipCompress(input.subarray(off, off + s), 1, scratch) - GZIP_OVERHEAD;
+    out += codec().gzipCompress(input.subarray(off, off + s), 1, scratch) - GZIP_OVERHEAD;
   }
   return out >= 4 * s * 0.99;
 }
@@ -59,7 +61,7 @@ class TaskFailure extends Error {
 function gzip(m: GzipRequest): WorkerReply {
   const input = new Uint8Array(m.ab, 0, m.len);
   const stored = m.sample && m.level > 0 && incompressible(input);
-  const outLen = codec.gzipCompress(input, stored ? 0 : m.level, new Uint8Array(m.out));
+  const outLen = codec().gzipCompress(input, stored ? 0 : m.level, new Uint8Array(m.out));
   if (outLen === 0) throw new TaskFailure('internal', `output buffer of ${m.out.byteLength} bytes too small for a member of ${m.len} bytes`);
   return { id: m.id, ab: m.ab, out: m.out, outLen, stored };
 }
@@ -67,7 +69,7 @@ function gzip(m: GzipRequest): WorkerReply {
 function gunzip(m: GunzipRequest): WorkerReply {
   const input = new Uint8Array(m.ab, 0, m.len);
   const out = new Uint8Array(m.out, 0, m.expect);
-  const r = codec.gzipDecompress(input, out);
+  const r = codec().gzipDecompress(input, out);
   if (r.result !== 'ok' || r.outBytes !== m.expect || r.inBytes !== m.len) throw diagnose(input, m.expect);
   return { id: m.id, ab: m.ab, out: m.out, zero: isAllZero(out) };
 }
