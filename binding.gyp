@@ -1,13 +1,16 @@
-# Builds the kvmbak native addon against the system libvirt.
-# Run through `npm run build:native`: scripts/check-libvirt.mjs checks
-# pkg-config and the libvirt version first, so a missing libvirt-dev gives a
-# clear fix instead of gyp's "Call to 'pkg-config ...' returned exit status 1".
+# Builds the kvmbak native addon: the libvirt wrappers against the system libvirt,
+# and the gzip-member codec against libdeflate, linked statically (-l:libdeflate.a,
+# Debian's libdeflate-dev ships it) so the addon needs no libdeflate0 where it runs.
+# Run through `npm run build:native`: scripts/preflight.mjs checks pkg-config,
+# libvirt and libdeflate first, so a missing -dev package gives a clear fix
+# instead of gyp's "Call to 'pkg-config ...' returned exit status 1".
 {
   "targets": [
     {
       "target_name": "kvmbak",
       "sources": [
         "native/addon.cc",
+        "native/codec.cc",
         "native/connection.cc",
         "native/domain.cc",
         "native/quiet.cc",
@@ -27,7 +30,7 @@
         "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"
       ],
       "cflags": [
-        "<!@(pkg-config --cflags libvirt)",
+        "<!@(pkg-config --cflags libvirt libdeflate)",
         "-Wall",
         "-Wextra"
       ],
@@ -37,11 +40,14 @@
         "-Wextra"
       ],
       "libraries": [
-        "<!@(pkg-config --libs libvirt)"
+        "<!@(pkg-config --libs libvirt)",
+        "<!@(pkg-config --libs-only-L libdeflate)",
+        "-l:libdeflate.a",
+        "-Wl,--exclude-libs,libdeflate.a"
       ],
       "xcode_settings": {
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
-        "OTHER_CFLAGS": ["<!@(pkg-config --cflags libvirt)"]
+        "OTHER_CFLAGS": ["<!@(pkg-config --cflags libvirt libdeflate)"]
       }
     }
   ]

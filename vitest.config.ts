@@ -7,6 +7,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // the archive engine's worker threads run dist/archive-worker.js: build it when stale
+          globalSetup: ['test/unit/archive/build-worker.ts'],
           testTimeout: 30_000,
         },
       },

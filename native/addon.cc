@@ -5,6 +5,7 @@
 #include <string>
 
 #include "addon_data.h"
+#include "codec.h"
 #include "common.h"
 #include "connection.h"
 #include "counters.h"
@@ -82,6 +83,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Domain", domain);
   exports.Set("StoragePool", pool);
   exports.Set("StorageVol", vol);
+  InitCodec(env, exports);
   exports.Set("counters", Napi::Function::New<GetCounters>(env, "counters"));
   exports.Set("libraryVersion", Napi::Function::New<GetLibraryVersion>(env, "libraryVersion"));
   exports.Set("headerVersion", Napi::Number::New(env, LIBVIR_VERSION_NUMBER));

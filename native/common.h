@@ -5,7 +5,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
-// Keep in step with MIN_LIBVIRT in scripts/check-libvirt.mjs. Everything the
+// Keep in step with MIN_LIBVIRT in scripts/preflight.mjs. Everything the
 // addon calls exists in libvirt 8.0.0 (the newest API used is
 // virDomainAgentSetResponseTimeout, libvirt 5.10).
 #ifndef LIBVIR_CHECK_VERSION

@@ -9,6 +9,6 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  libvirt-dev libvirt-clients pkg-config g++ make python3 \
+  libvirt-dev libdeflate-dev libvirt-clients pkg-config g++ make python3 \
   gzip coreutils ca-certificates >/dev/null
-echo "kvmbak setup: system packages installed ($(pkg-config --modversion libvirt) libvirt)"
+echo "kvmbak setup: system packages installed (libvirt $(pkg-config --modversion libvirt), libdeflate $(pkg-config --modversion libdeflate))"

@@ -117,7 +117,33 @@ export interface NativeCounters {
   workers: number;
 }
 
-export interface NativeBinding {
+/** Result of gzipDecompress. */
+export interface NativeGunzipResult {
+  /** 'bad-data': not gzip, corrupt, truncated or a failed CRC-32/ISIZE check; 'no-space': the member holds more than output.length bytes. */
+  result: 'ok' | 'bad-data' | 'no-space';
+  /** Size of the member read (0 unless ok): less than input.length when data follows it. */
+  inBytes: number;
+  /** Bytes written to output (0 unless ok). */
+  outBytes: number;
+}
+
+/**
+ * The gzip-member codec (native/codec.cc, libdeflate). Synchronous
+ * whole-buffer calls: for worker threads only (src/archive/worker.ts), never
+ * the main thread.
+ */
+export interface NativeCodec {
+  /** One gzip member of `input` at libdeflate `level` (0 = stored .. 12) into `output`; its size, or 0 when output is too small. */
+  gzipCompress(input: Uint8Array, level: number, output: Uint8Array): number;
+  /** An output size that always suffices for gzipCompress of `length` bytes. */
+  gzipCompressBound(length: number): number;
+  /** Decompresses the gzip member at the start of `input` into `output`, checking CRC-32 and ISIZE. */
+  gzipDecompress(input: Uint8Array, output: Uint8Array): NativeGunzipResult;
+  /** The codec library compiled in. */
+  codecInfo(): { library: string; version: string };
+}
+
+export interface NativeBinding extends NativeCodec {
   Connection: { open(uri: string | null): Promise<NativeConnection> };
   counters(): NativeCounters;
   /** virGetVersion: the libvirt library loaded at run time (major*1e6 + minor*1e3 + micro). */

@@ -119,6 +119,11 @@ const unpack: CommandModule<GlobalArgs, UnpackArgs> = {
   handler: async (argv) => {
     const index = argv.index === undefined ? undefined : await readIndex(argv.index);
     const expectSha256 = argv.sha256 ?? index?.sha256;
+    if (index === undefined && argv.size === undefined && expectSha256 === undefined && !argv.quiet) {
+      // gzip members are self-contained: a copy cut exactly between two of them is itself valid gzip
+      const note = 'without --index, --size or --sha256, an image cut exactly at a gzip member boundary cannot be told from a complete one';
+      process.stderr.write(argv.json ? `${JSON.stringify({ type: 'note', message: note })}\n` : `kvmbak: note: ${note}\n`);
+    }
     const progress = createProgressRenderer({ label: 'unpack', json: argv.json, quiet: argv.quiet });
     const r: UnpackResult = await runCancellable(
       (signal) =>

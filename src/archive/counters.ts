@@ -24,11 +24,13 @@ export function archiveCounters(options: { resetPeak?: boolean } = {}): ArchiveC
   return snap;
 }
 
+/** A chunk entered the pipeline (read started). */
 export function chunkStarted(): void {
   counters.chunksInFlight++;
   if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
 }
 
-export function chunkFinished(): void {
-  counters.chunksInFlight--;
+/** `n` chunks left the pipeline (written, or dropped when a run ends). */
+export function chunksFinished(n = 1): void {
+  counters.chunksInFlight -= n;
 }

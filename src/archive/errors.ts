@@ -1,4 +1,5 @@
 import { KvmbakError, isKvmbakError, type KvmbakErrorOptions } from '../errors.js';
+import { errnoCode } from '../util/errno.js';
 
 export const ARCHIVE_ERROR_CODES = [
   /** The source to pack (or the image to unpack) does not exist. */
@@ -69,11 +70,6 @@ export function isArchiveError(e: unknown, code?: ArchiveErrorCode): e is Archiv
   return isKvmbakError(e) && e.name === 'ArchiveError' && (code === undefined || e.code === code);
 }
 
-/** errno code of a Node system error, if any. */
-export function errnoCode(e: unknown): string | undefined {
-  const c = (e as { code?: unknown } | null)?.code;
-  return typeof c === 'string' ? c : undefined;
-}
 
 /** Maps a failed read of the source to an ArchiveError. */
 export function sourceError(path: string, e: unknown, what = 'source'): ArchiveError {

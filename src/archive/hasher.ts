@@ -1,7 +1,8 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { ArchiveError } from './errors.js';
 import { counters } from './counters.js';
-import { HASH_WORKER_SOURCE } from './worker-source.js';
+import type { DigestReply, UpdateReply, WorkerRequest } from './messages.js';
+import { startArchiveWorker } from './pool.js';
 
 /**
  * sha256 of a stream of chunks on its own thread. Chunks are hashed in the
@@ -16,7 +17,7 @@ export class HashWorker {
   private destroyed: Promise<void> | undefined;
 
   constructor() {
-    this.worker = new Worker(HASH_WORKER_SOURCE, { eval: true, stdout: false, stderr: false });
+    this.worker = startArchiveWorker();
     counters.workersAlive++;
     this.worker.on('message', (m: { id: number }) => {
       const w = this.waiting.get(m.id);
@@ -31,7 +32,7 @@ export class HashWorker {
     });
   }
 
-  private call<T>(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<T> {
+  private call<T>(msg: WorkerRequest & { id: number }, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -42,18 +43,19 @@ export class HashWorker {
 
   /** Hashes the first `len` bytes of `ab`; resolves to `ab` once done. */
   async update(ab: ArrayBuffer, len: number): Promise<ArrayBuffer> {
-    const r = await this.call<{ ab: ArrayBuffer }>({ op: 'update', ab, len }, [ab]);
+    const r = await this.call<UpdateReply>({ op: 'update', id: 0, ab, len }, [ab]);
     return r.ab;
   }
 
   /** Hashes `len` zero bytes. */
   zeros(len: number): void {
-    if (this.failure === undefined && len > 0) this.worker.postMessage({ op: 'zeros', len });
+    const msg: WorkerRequest = { op: 'zeros', len };
+    if (this.failure === undefined && len > 0) this.worker.postMessage(msg);
   }
 
   /** The sha256 of everything given so far, as hex. */
   async digest(): Promise<string> {
-    return (await this.call<{ hex: string }>({ op: 'digest' })).hex;
+    return (await this.call<DigestReply>({ op: 'digest', id: 0 })).hex;
   }
 
   fail(err: unknown): void {

@@ -3,7 +3,7 @@ export { packImage } from './pack.js';
 export { unpackImage, hashImage } from './unpack.js';
 export { ArchiveError, isArchiveError, ARCHIVE_ERROR_CODES, type ArchiveErrorCode, type ArchiveErrorDetails } from './errors.js';
 export { archiveCounters, type ArchiveCounters } from './counters.js';
-export { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, chunkWindow } from './options.js';
+export { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, chunkWindow, codecLevel } from './options.js';
 export type {
   ArchiveProgress,
   ProgressCallback,

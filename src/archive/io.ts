@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { open, readFile, rename, stat, lstat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { ArchiveError, destError, errnoCode, sourceError } from './errors.js';
+import { errnoCode } from '../util/errno.js';
+import { ArchiveError, destError, sourceError } from './errors.js';
 
 export interface Source {
   fh: FileHandle;
@@ -75,7 +77,7 @@ async function probeSize(fh: FileHandle): Promise<number> {
   return lo + 1;
 }
 
-/** A new file written as `<dest>.partial` (0600) and renamed into place by commit(). */
+/** A new file written as `<dest>.<random>.partial` (0600) and renamed into place by commit(). */
 export interface PartialFile {
   kind: 'file';
   fh: FileHandle;
@@ -112,9 +114,12 @@ async function checkDestFolder(dest: string): Promise<void> {
 }
 
 /**
- * Prepares `<dest>.partial` for a new file. Refuses an existing `dest`
- * unless `overwrite`; a stale partial from a crashed run is replaced (it is
- * unlinked and created exclusively, so a planted symlink is never followed).
+ * Prepares a temporary file beside `dest` for a new file. Refuses an existing
+ * `dest` unless `overwrite`. The temporary name is new for every run
+ * (`<dest>.<random>.partial`) and created exclusively, so nothing that
+ * exists is ever removed or followed: not a planted symlink, not the source
+ * itself when it happens to be named like a partial file, not a leftover of
+ * a crashed run (which keeps the .partial suffix that marks it unfinished).
  */
 export async function createPartial(dest: string, overwrite: boolean): Promise<PartialFile> {
   await checkDestFolder(dest);
@@ -137,15 +142,21 @@ export async function createPartial(dest: string, overwrite: boolean): Promise<P
       throw new ArchiveError(`destination ${dest} is not a regular file; choose a file name`, 'KVMBAK_DEST_UNWRITABLE', { path: dest });
     }
   }
-  const partial = `${dest}.partial`;
-  await unlink(partial).catch((e: unknown) => {
-    if (errnoCode(e) !== 'ENOENT') throw destError(partial, e);
-  });
-  let fh: FileHandle;
+  let partial = '';
+  let fh: FileHandle | undefined;
+  for (let attempt = 0; fh === undefined; attempt++) {
+    partial = `${dest}.${randomBytes(4).toString('hex')}.partial`;
+    try {
+      fh = await open(partial, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    } catch (e) {
+      if (errnoCode(e) !== 'EEXIST' || attempt >= 8) throw destError(partial, e);
+    }
+  }
   try {
-    fh = await open(partial, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
     await fh.chmod(0o600);
   } catch (e) {
+    await fh.close().catch(() => undefined);
+    await unlink(partial).catch(() => undefined);
     throw destError(partial, e);
   }
   let closed = false;

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { throwIfAborted } from '../errors.js';
-import { counters } from './counters.js';
+import { loadNative } from '../native.js';
+import { chunkStarted, chunksFinished, counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, RunTracker, Semaphore, settleQuietly } from './flow.js';
 import { createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
-import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, MEM_LEVEL, checkChunkSize, checkLevel, checkThreads, chunkWindow } from './options.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, checkChunkSize, checkLevel, checkThreads, chunkWindow, codecLevel } from './options.js';
 import { HashWorker } from './hasher.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
@@ -21,6 +22,8 @@ interface Member {
   data: Uint8Array;
   raw: number;
   stored?: boolean;
+  /** The output buffer holding data, recycled once written. */
+  out?: ArrayBuffer;
 }
 
 /**
@@ -28,7 +31,8 @@ interface Member {
  *
  * The source is read sequentially in chunkSize pieces (several reads in
  * flight); each chunk is hashed in order by a hash thread, then compressed by
- * a worker thread as an independent gzip member, unless it is all zeros: those
+ * a worker thread as an independent gzip member (the addon's libdeflate codec,
+ * at the libdeflate level that `level` maps to), unless it is all zeros: those
  * are written as a member computed once per size. A chunk whose samples do
  * not compress (already compressed or encrypted data) is stored (deflate
  * level 0) instead of being searched for matches in vain. Members are
@@ -87,6 +91,10 @@ async function runPack(
   const readQ = new AsyncQueue<Promise<ReadChunk>>();
   const outQ = new AsyncQueue<Promise<Member>>();
   const freeBuffers: ArrayBuffer[] = [];
+  // compressed members land in recycled buffers of the codec's worst-case size
+  const outCap = loadNative().gzipCompressBound(chunkSize);
+  const freeOut: ArrayBuffer[] = [];
+  const deflateLevel = codecLevel(level);
   const hasher = new HashWorker();
   const fileHash = createHash('sha256');
   const members: number[] = [];
@@ -105,12 +113,11 @@ async function runPack(
   });
   const started = (): void => {
     inFlight++;
-    counters.chunksInFlight++;
-    if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
+    chunkStarted();
   };
   const finished = (): void => {
     inFlight--;
-    counters.chunksInFlight--;
+    chunksFinished();
     slots.release();
   };
 
@@ -171,10 +178,10 @@ async function runPack(
         freeBuffers.push(c.ab);
         member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len }));
       } else {
-        member = hasher.update(c.ab, c.len).then((ab) => pool.gzip(ab, c.len, level, MEM_LEVEL)).then(
+        member = hasher.update(c.ab, c.len).then((ab) => pool.gzip(ab, c.len, freeOut.pop() ?? new ArrayBuffer(outCap), deflateLevel, true)).then(
           (r) => {
             freeBuffers.push(r.ab);
-            return { data: new Uint8Array(r.out, r.outOff, r.outLen), raw: c.len, stored: r.stored };
+            return { data: new Uint8Array(r.out, 0, r.outLen), raw: c.len, stored: r.stored, out: r.out };
           },
           (e: unknown) => {
             throw e instanceof WorkerTaskError
@@ -203,6 +210,7 @@ async function runPack(
       );
       fileHash.update(m.data);
       storedBytes += m.data.byteLength;
+      if (m.out) freeOut.push(m.out);
       if (m.stored) storedChunks++;
       finished();
       meter.add(m.raw, m.data.byteLength);
@@ -225,7 +233,7 @@ async function runPack(
     };
   } finally {
     run.dispose();
-    counters.chunksInFlight -= inFlight;
+    chunksFinished(inFlight);
     await Promise.all([pool.destroy(), hasher.destroy()]);
   }
 }

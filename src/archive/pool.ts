@@ -1,37 +1,56 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { loadNative } from '../native.js';
+import { packageRoot } from '../paths.js';
 import { ArchiveError } from './errors.js';
 import { counters } from './counters.js';
-import { WORKER_SOURCE } from './worker-source.js';
+import type { FailureReply, GunzipReply, GzipReply, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
 
-export interface GzipReply {
-  id: number;
-  ab: ArrayBuffer;
-  out: ArrayBuffer;
-  outOff: number;
-  outLen: number;
-  /** The chunk was incompressible and went in as stored deflate blocks. */
-  stored: boolean;
-}
-
-export type GunzipReply =
-  | { id: number; ab: ArrayBuffer; zero: true }
-  | { id: number; ab: ArrayBuffer; zero: false; out: ArrayBuffer; outOff: number; outLen: number };
+export type { GunzipReply, GzipReply } from './messages.js';
 
 /** A failure reported by the worker for one task (bad data, not a crash). */
 export class WorkerTaskError extends Error {
   constructor(
     message: string,
-    readonly kind: 'truncated' | 'corrupt' | 'length' | 'internal',
+    readonly kind: TaskFailureKind,
     readonly zlibCode: string | undefined,
   ) {
     super(message);
   }
 }
 
+const WORKER_FILE = 'archive-worker.js';
+let workerPath: URL | string | undefined;
+
+/**
+ * The worker module: next to the bundle that imports this code (dist/ of the
+ * package, for the library and the CLI alike), else the package's dist/
+ * (running from the TypeScript sources, as under vitest: build it first).
+ * The addon is loaded here once first, so a missing or broken addon fails
+ * with its own clear message instead of a worker's.
+ */
+export function archiveWorkerPath(): URL | string {
+  if (workerPath !== undefined) return workerPath;
+  loadNative();
+  const here = new URL(`./${WORKER_FILE}`, import.meta.url);
+  if (existsSync(here)) return (workerPath = here);
+  const built = join(packageRoot(), 'dist', WORKER_FILE);
+  if (existsSync(built)) return (workerPath = built);
+  throw new ArchiveError(`the archive worker ${built} is missing; build kvmbak (npm run build:ts)`, 'KVMBAK_ARCHIVE_WORKER');
+}
+
+/** A new archive worker thread (pool.ts and hasher.ts). */
+export function startArchiveWorker(): Worker {
+  return new Worker(archiveWorkerPath(), { stdout: false, stderr: false });
+}
+
+type Request = WorkerRequest & { id: number };
+
 interface Task {
-  msg: Record<string, unknown> & { id: number };
+  msg: Request;
   transfer: ArrayBuffer[];
-  resolve: (v: unknown) => void;
+  resolve: (v: WorkerReply) => void;
   reject: (e: unknown) => void;
 }
 
@@ -41,8 +60,8 @@ interface Slot {
 }
 
 /**
- * A fixed-size pool of compression threads for one operation. Workers start
- * on demand (a tiny image uses one), run one task each at a time, and are
+ * A fixed-size pool of codec threads for one operation. Workers start on
+ * demand (a tiny image uses one), run one task each at a time, and are
  * terminated by destroy() — or at once by fail() on abort or error, which
  * rejects every pending task.
  */
@@ -55,15 +74,21 @@ export class WorkerPool {
 
   constructor(private readonly size: number) {}
 
-  gzip(ab: ArrayBuffer, len: number, level: number, memLevel: number, strategy = 0): Promise<GzipReply> {
-    return this.run({ op: 'gzip', ab, len, level, memLevel, strategy }, [ab]) as Promise<GzipReply>;
+  /**
+   * One gzip member of the first `len` bytes of `ab`, at libdeflate `level`,
+   * into `out` (at least gzipCompressBound(len) bytes); with `sample`, an
+   * incompressible chunk is stored instead. Both buffers come back in the reply.
+   */
+  gzip(ab: ArrayBuffer, len: number, out: ArrayBuffer, level: number, sample: boolean): Promise<GzipReply> {
+    return this.run({ op: 'gzip', id: 0, ab, len, out, level, sample }, [ab, out]) as Promise<GzipReply>;
   }
 
-  gunzip(ab: ArrayBuffer, len: number, expect: number): Promise<GunzipReply> {
-    return this.run({ op: 'gunzip', ab, len, expect }, [ab]) as Promise<GunzipReply>;
+  /** Decompresses the member in the first `len` bytes of `ab` into `out`, which it must fill with exactly `expect` bytes. */
+  gunzip(ab: ArrayBuffer, len: number, out: ArrayBuffer, expect: number): Promise<GunzipReply> {
+    return this.run({ op: 'gunzip', id: 0, ab, len, out, expect }, [ab, out]) as Promise<GunzipReply>;
   }
 
-  private run(body: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<unknown> {
+  private run(body: Request, transfer: ArrayBuffer[]): Promise<WorkerReply> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const task: Task = { msg: { ...body, id: this.nextId++ }, transfer, resolve, reject };
@@ -80,26 +105,28 @@ export class WorkerPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, stdout: false, stderr: false });
+    const worker = startArchiveWorker();
     counters.workersAlive++;
     const slot: Slot = { worker, task: undefined };
     this.slots.push(slot);
-    worker.on('message', (m: { id: number; error?: { message: string; kind: WorkerTaskError['kind']; code?: string } }) => {
+    worker.on('message', (m: WorkerReply) => {
       const task = slot.task;
       if (!task || task.msg.id !== m.id) return;
       slot.task = undefined;
-      if (m.error) task.reject(new WorkerTaskError(m.error.message, m.error.kind, m.error.code));
-      else task.resolve(m);
+      if ('error' in m) {
+        const f = m as FailureReply;
+        task.reject(new WorkerTaskError(f.error.message, f.error.kind, f.error.code));
+      } else task.resolve(m);
       const next = this.queue.shift();
       if (next) this.start(slot, next);
     });
     worker.on('error', (e) => {
-      this.fail(new ArchiveError(`a compression worker thread failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {}, { cause: e }));
+      this.fail(new ArchiveError(`an archive worker thread failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {}, { cause: e }));
     });
     worker.once('exit', (code) => {
       counters.workersAlive--;
       if (this.destroyed === undefined) {
-        this.fail(new ArchiveError(`a compression worker thread exited unexpectedly (code ${code})`, 'KVMBAK_ARCHIVE_WORKER'));
+        this.fail(new ArchiveError(`an archive worker thread exited unexpectedly (code ${code})`, 'KVMBAK_ARCHIVE_WORKER'));
       }
     });
     return slot;

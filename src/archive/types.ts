@@ -18,7 +18,10 @@ export interface ArchiveProgress {
 export type ProgressCallback = (event: ArchiveProgress) => void;
 
 export interface PackOptions {
-  /** gzip level 1..9 (default 3, as `gzip -3`). */
+  /**
+   * Compression level 1..9 with gzip's meaning (default 3): output no larger
+   * than `gzip -N`'s, made by the fastest libdeflate level that achieves it.
+   */
   level?: number;
   /** Raw bytes per gzip member: a number or a size such as '4M' (default 4 MiB; multiple of 4 KiB). */
   chunkSize?: number | string;
@@ -41,7 +44,7 @@ export interface PackResult {
   fileSha256: string;
   /** Raw bytes per member (the last member may hold fewer). */
   chunkSize: number;
-  /** gzip level used. */
+  /** Level used (1..9, gzip's scale; see PackOptions.level). */
   level: number;
   /** Compressed offset of each gzip member, in order; members[i] holds raw bytes [i*chunkSize, (i+1)*chunkSize). */
   members: number[];

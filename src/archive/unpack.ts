@@ -3,7 +3,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { AbortError, isAbortError, isKvmbakError, throwIfAborted } from '../errors.js';
-import { counters } from './counters.js';
+import { chunkStarted, chunksFinished, counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, RunTracker, Semaphore, settleQuietly } from './flow.js';
 import { openSource, openUnpackDest, readFully, writeFully, type BlockDest, type PartialFile, type Source } from './io.js';
@@ -242,7 +242,8 @@ interface ReadMember {
   len: number;
 }
 
-type Decoded = { index: number; raw: number; zero: true } | { index: number; raw: number; zero: false; data: Uint8Array };
+/** A decoded chunk; `out` (the buffer holding data, or the zeros) is recycled once written. */
+type Decoded = { index: number; raw: number; zero: true; out?: ArrayBuffer } | { index: number; raw: number; zero: false; data: Uint8Array; out: ArrayBuffer };
 
 /** Parallel decompression driven by the member index. */
 async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg: RunConfig): Promise<RunResult> {
@@ -262,6 +263,8 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   // compressed members are read into recycled buffers big enough for any member of a chunk
   const inCap = chunkSize + (chunkSize >>> 10) + 1024;
   const inputs: ArrayBuffer[] = [];
+  // members are decompressed into recycled chunk-sized buffers
+  const outputs: ArrayBuffer[] = [];
   let bytes = 0;
   let zeroChunks = 0;
   let inFlight = 0;
@@ -280,8 +283,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       await slots.acquire();
       if (run.failed) return;
       inFlight++;
-      counters.chunksInFlight++;
-      if (counters.chunksInFlight > counters.peakChunksInFlight) counters.peakChunksInFlight = counters.chunksInFlight;
+      chunkStarted();
       const len = memberEnd(i) - members[i]!;
       const ab = len <= inCap ? (inputs.pop() ?? new ArrayBuffer(inCap)) : new ArrayBuffer(len);
       const p = run.track(
@@ -352,13 +354,14 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
         outQ.push(Promise.resolve({ index: m.index, raw, zero: true }));
         continue;
       }
-      const d = pool.gunzip(m.ab, m.len, raw).then(
+      const out = outputs.pop() ?? new ArrayBuffer(chunkSize);
+      const d = pool.gunzip(m.ab, m.len, out, raw).then(
         (r): Decoded => {
           const known = r.zero && raw === chunkSize && m.len <= 1 << 20 && zeroMembers.length < 4;
           if (known) zeroMembers.push(new Uint8Array(r.ab, 0, m.len).slice());
           if (r.ab.byteLength === inCap) inputs.push(r.ab);
-          if (r.zero) return { index: m.index, raw, zero: true };
-          return { index: m.index, raw, zero: false, data: new Uint8Array(r.out, r.outOff, r.outLen) };
+          if (r.zero) return { index: m.index, raw, zero: true, out: r.out };
+          return { index: m.index, raw, zero: false, data: new Uint8Array(r.out, 0, raw), out: r.out };
         },
         (e: unknown) => {
           throw decodeError(m.index, e);
@@ -376,7 +379,8 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
     const done = (d: Decoded): void => {
       bytes += d.raw;
       inFlight--;
-      counters.chunksInFlight--;
+      chunksFinished();
+      if (d.out) outputs.push(d.out);
       slots.release();
       meter.add(d.raw, memberEnd(d.index) - members[d.index]!);
     };
@@ -391,7 +395,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
         hashZeros(rawHash, d.raw);
         if (d.raw > 0) zeroChunks++;
         // a new file is already zero there (a hole); a device must get the zeros
-        if (sink?.kind === 'block' && d.raw > 0) data = zeroBuffer(d.raw);
+        if (sink?.kind === 'block' && d.raw > 0) data = d.out ? new Uint8Array(d.out, 0, d.raw) : zeroBuffer(d.raw);
       } else {
         rawHash.update(d.data);
         if (sink) data = d.data;
@@ -424,7 +428,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
     return r;
   } finally {
     run.dispose();
-    counters.chunksInFlight -= inFlight;
+    chunksFinished(inFlight);
     await pool.destroy();
   }
 }

@@ -1,7 +1,5 @@
-import { constants } from 'node:zlib';
+import { loadNative } from '../native.js';
 import type { WorkerPool } from './pool.js';
-
-const Z_RLE = constants.Z_RLE;
 
 const PIECE = 64 * 1024;
 const ZERO_PIECE = Buffer.alloc(PIECE);
@@ -37,19 +35,22 @@ export function zeroBuffer(len: number): Buffer {
 const cache = new Map<string, Promise<Buffer>>();
 const MAX_CACHED = 16;
 
+/** The zero member's libdeflate level: as small as 12 (4260 bytes per 4 MiB) at a fifteenth of the time. */
+const ZERO_MEMBER_LEVEL = 9;
+
 /**
  * The gzip member of `len` zero bytes, computed once (in a worker) per size
  * and kept for later runs. Every all-zero chunk of an image is written as
- * this member without compressing anything. It is made at level 9 (with the
- * run-length strategy, which finds the same matches 4× faster) whatever the
- * image's level: computed once, it costs nothing, and it is 4.5 times smaller
- * than level 1-3 output (4 KiB instead of 18 KiB per 4 MiB of zeros).
+ * this member without compressing anything. It is made at level 9 whatever
+ * the image's level: computed once, it costs little, and it is smaller than
+ * level 1 output (4260 instead of 4885 bytes per 4 MiB of zeros).
  */
 export function zeroMember(pool: WorkerPool, len: number): Promise<Buffer> {
   const key = String(len);
   const hit = cache.get(key);
   if (hit) return hit;
-  const p = pool.gzip(new ArrayBuffer(len), len, 9, 9, Z_RLE).then((r) => Buffer.from(r.out, r.outOff, r.outLen));
+  const out = new ArrayBuffer(loadNative().gzipCompressBound(len));
+  const p = pool.gzip(new ArrayBuffer(len), len, out, ZERO_MEMBER_LEVEL, false).then((r) => Buffer.from(r.out.slice(0, r.outLen)));
   if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value as string);
   cache.set(key, p);
   p.catch(() => {

@@ -1,9 +1,9 @@
-import { mkdir, readFile, truncate, writeFile, appendFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAbortError, isKvmbakError } from '../../../src/errors.js';
 import { archiveCounters, hashImage, isArchiveError, packImage, chunkWindow, unpackImage, type PackResult } from '../../../src/archive/index.js';
-import { CHUNK, gone, mixedData, rejectionOf, runToFile, tempDir, writeData } from './helpers.js';
+import { CHUNK, gone, mixedData, rejectionOf, runToFile, tempDir, writeData, noPartial } from './helpers.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -18,14 +18,14 @@ beforeAll(async () => {
 });
 afterAll(async () => cleanup());
 
-/** One clear line, a kvmbak code, nothing left at dest or dest.partial. */
+/** One clear line, a kvmbak code, nothing left at dest or a temporary file of it. */
 function expectClean(e: Error & { code?: string }, code: string, dest?: string): void {
   expect(isKvmbakError(e)).toBe(true);
   expect(e.code).toBe(code);
   expect(e.message).not.toContain('\n');
   if (dest) {
     expect(gone(dest)).toBe(true);
-    expect(gone(`${dest}.partial`)).toBe(true);
+    expect(noPartial(dest)).toBe(true);
   }
 }
 
@@ -189,7 +189,7 @@ describe('bad input: one clear line, nothing left behind', () => {
     // offsets shifted by one member: decodes, but chunk sizes do not add up
     const shifted = { chunkSize: CHUNK, bytes: good.bytes, members: [0, ...good.members.slice(2), good.storedBytes - 1] };
     const e = await rejectionOf(unpackImage(join(dir, 'good.gz'), dest, { index: shifted }));
-    expect(gone(dest) && gone(`${dest}.partial`)).toBe(true);
+    expect(gone(dest) && noPartial(dest)).toBe(true);
     expect(isArchiveError(e)).toBe(true);
   });
 
@@ -210,7 +210,7 @@ describe('abort', () => {
     ac.abort();
     const e = await rejectionOf(packImage(join(dir, 'src.raw'), join(dir, 'pre.gz'), { signal: ac.signal }));
     expect(isAbortError(e)).toBe(true);
-    expect(gone(join(dir, 'pre.gz.partial'))).toBe(true);
+    expect(noPartial(join(dir, 'pre.gz'))).toBe(true);
   });
 
   it('pack stops mid-way, removes the partial file and the workers', async () => {
@@ -232,7 +232,7 @@ describe('abort', () => {
     );
     expect(isAbortError(e)).toBe(true);
     expect(events).toBe(1);
-    expect(gone(dest) && gone(`${dest}.partial`)).toBe(true);
+    expect(gone(dest) && noPartial(dest)).toBe(true);
     expect(archiveCounters()).toMatchObject({ operations: 0, chunksInFlight: 0, workersAlive: 0 });
   });
 
@@ -243,7 +243,7 @@ describe('abort', () => {
       const dest = join(dir, 'abort.out');
       const e = await rejectionOf(unpackImage(join(dir, 'big.gz'), dest, { index, signal: ac.signal, onProgress: () => ac.abort() }));
       expect(isAbortError(e)).toBe(true);
-      expect(gone(dest) && gone(`${dest}.partial`)).toBe(true);
+      expect(gone(dest) && noPartial(dest)).toBe(true);
     }
     expect(archiveCounters()).toMatchObject({ operations: 0, chunksInFlight: 0, workersAlive: 0 });
   });
@@ -266,15 +266,42 @@ describe('bounded memory', () => {
   });
 });
 
-describe('stale partial files', () => {
-  it('a leftover <dest>.partial from a crashed run is replaced, not followed', async () => {
+describe('temporary files', () => {
+  it('a leftover <dest>.partial (or a symlink there) is neither removed nor followed', async () => {
     await mkdir(join(dir, 'stale'), { recursive: true });
     const dest = join(dir, 'stale', 'x.gz');
     await writeFile(`${dest}.partial`, 'left over');
+    await symlink(join(dir, 'stale', 'target'), `${dest}.0000.partial`);
     const r = await packImage(join(dir, 'src.raw'), dest, { chunkSize: CHUNK });
     expect(r.bytes).toBe(good.bytes);
-    expect(gone(`${dest}.partial`)).toBe(true);
-    await truncate(dest, 0);
+    expect(await readFile(`${dest}.partial`, 'utf8')).toBe('left over');
+    expect(gone(join(dir, 'stale', 'target'))).toBe(true);
+    expect((await readdir(join(dir, 'stale'))).sort()).toEqual(['x.gz', 'x.gz.0000.partial', 'x.gz.partial']);
+  });
+
+  // issue 9, defect 2: the input was deleted when named like the output's temporary file
+  it('unpack z.partial z keeps its input', async () => {
+    await mkdir(join(dir, 'named'), { recursive: true });
+    const img = join(dir, 'named', 'z.partial');
+    await writeFile(img, goodGz);
+    const r = await unpackImage(img, join(dir, 'named', 'z'), { index: good });
+    expect(r.sha256).toBe(good.sha256);
+    expect((await readFile(img)).equals(goodGz)).toBe(true);
+    // and a damaged one fails without taking the input with it
+    const cut = join(dir, 'named', 'c.partial');
+    await writeFile(cut, goodGz.subarray(0, goodGz.byteLength - 7));
+    expectClean(await rejectionOf(unpackImage(cut, join(dir, 'named', 'c'))), 'KVMBAK_ARCHIVE_TRUNCATED');
+    expect((await readFile(cut)).byteLength).toBe(goodGz.byteLength - 7);
+    expect((await readdir(join(dir, 'named'))).sort()).toEqual(['c.partial', 'z', 'z.partial']);
+  });
+
+  it('pack x.partial x keeps its input', async () => {
+    const src = join(dir, 'named', 'x.partial');
+    const raw = await readFile(join(dir, 'src.raw'));
+    await writeFile(src, raw);
+    const r = await packImage(src, join(dir, 'named', 'x'), { chunkSize: CHUNK });
+    expect(r.sha256).toBe(good.sha256);
+    expect((await readFile(src)).equals(raw)).toBe(true);
   });
 });
 

@@ -1,9 +1,9 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
 export const execFileP = promisify(execFile);
@@ -106,6 +106,13 @@ export async function gzipTest(path: string): Promise<void> {
 
 export function gone(path: string): boolean {
   return !existsSync(path);
+}
+
+/** True when no temporary file of `dest` (`<dest>.<random>.partial`) is left beside it. */
+export function noPartial(dest: string): boolean {
+  const base = basename(dest);
+  if (!existsSync(dirname(dest))) return true;
+  return !readdirSync(dirname(dest)).some((f) => f.startsWith(`${base}.`) && f.endsWith('.partial'));
 }
 
 /** Captures the rejection of a promise (fails the test if it resolves). */

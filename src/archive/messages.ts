@@ -1,0 +1,99 @@
+/**
+ * The messages between the archive engine and its worker threads
+ * (src/archive/worker.ts). Buffers travel as transferred ArrayBuffers (no
+ * copy) and come back in the reply, so the engine recycles them: memory stays
+ * bounded by the chunks in flight.
+ */
+
+/** Compress `len` bytes of `ab` into one gzip member written to `out` (see pool.ts). */
+export interface GzipRequest {
+  op: 'gzip';
+  id: number;
+  ab: ArrayBuffer;
+  len: number;
+  /** Output buffer, at least gzipCompressBound(len) bytes. */
+  out: ArrayBuffer;
+  /** libdeflate level (0..12). */
+  level: number;
+  /** Sample the chunk first and store it (level 0) when it does not compress. */
+  sample: boolean;
+}
+
+/** Decompress the one gzip member in the first `len` bytes of `ab` into `out`, which it must fill exactly. */
+export interface GunzipRequest {
+  op: 'gunzip';
+  id: number;
+  ab: ArrayBuffer;
+  len: number;
+  /** Output buffer: the member must hold exactly `expect` bytes. */
+  out: ArrayBuffer;
+  expect: number;
+}
+
+/** Hash worker: add `len` bytes of `ab` to the running sha256; `ab` is handed back. */
+export interface UpdateRequest {
+  op: 'update';
+  id: number;
+  ab: ArrayBuffer;
+  len: number;
+}
+
+/** Hash worker: add `len` zero bytes (no reply). */
+export interface ZerosRequest {
+  op: 'zeros';
+  len: number;
+}
+
+/** Hash worker: the sha256 of everything added, as hex. */
+export interface DigestRequest {
+  op: 'digest';
+  id: number;
+}
+
+export type WorkerRequest = GzipRequest | GunzipRequest | UpdateRequest | ZerosRequest | DigestRequest;
+
+export interface GzipReply {
+  id: number;
+  /** The input, handed back. */
+  ab: ArrayBuffer;
+  /** The output buffer, holding the member in its first outLen bytes. */
+  out: ArrayBuffer;
+  outLen: number;
+  /** The chunk was incompressible and went in as stored deflate blocks. */
+  stored: boolean;
+}
+
+export interface GunzipReply {
+  id: number;
+  ab: ArrayBuffer;
+  out: ArrayBuffer;
+  /** The member decoded to `expect` zero bytes (out holds them, and need not be written to a new file). */
+  zero: boolean;
+}
+
+export interface UpdateReply {
+  id: number;
+  ab: ArrayBuffer;
+}
+
+export interface DigestReply {
+  id: number;
+  hex: string;
+}
+
+/**
+ * Why a task failed. 'truncated': the member ends early; 'corrupt': it does
+ * not decompress or is followed by other data; 'length': it decompresses to
+ * another size than expected; 'internal': anything else.
+ */
+export type TaskFailureKind = 'truncated' | 'corrupt' | 'length' | 'internal';
+
+export interface FailureReply {
+  id: number;
+  error: { kind: TaskFailureKind; message: string; code?: string | undefined };
+  /** Buffers handed back even on failure. */
+  ab?: ArrayBuffer;
+  out?: ArrayBuffer;
+}
+
+export type WorkerReply = GzipReply | GunzipReply | UpdateReply | DigestReply | FailureReply;
