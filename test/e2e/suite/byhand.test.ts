@@ -3,7 +3,7 @@
 // `bash -e -o pipefail`. Then the domain must run again from its saved memory on the new LV, and
 // the LV must hold the manifest's rawSha256. lab-one is put back on its own LV afterwards.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, readManifest, type BackupResult } from '../../../src/index.js';
@@ -71,7 +71,9 @@ describe('restore by hand into other LVs, exactly as the README shows it', () =>
     fx = lab();
     work = mkdtempSync('/var/tmp/kvmbak-e2e-byhand-');
     if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
-    set = await backup({ domain: DOMAIN, dest: join(work, 'dest'), uri: fx.uri, mode: 'save' });
+    const dest = join(work, 'dest');
+    mkdirSync(dest, { mode: 0o700 });
+    set = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save' });
   });
 
   afterAll(async () => {

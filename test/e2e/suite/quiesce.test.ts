@@ -27,12 +27,14 @@ import {
   type LabFixture,
 } from './lab.js';
 
+/** --agent-timeout where the agent is stopped: each call to it gives up after this. */
 const AGENT_TIMEOUT = 3;
 /**
- * How long a kvmbak command facing a hung agent may take before it counts as hung itself (and is
- * killed): a few agent timeouts plus the backup's own work, far below "forever".
+ * How long a kvmbak command facing a stopped agent may take before it counts as hung itself (and
+ * is killed): a few agent timeouts plus the command's own work on a busy 2-core host (planning
+ * alone took 30 s there), far below "forever". The agent stays stopped for longer.
  */
-const HUNG_AFTER_MS = 60_000;
+const HUNG_AFTER_MS = 180_000;
 const FREEZE = /executing fsfreeze hook with arg 'freeze'/;
 const THAW = /executing fsfreeze hook with arg 'thaw'/;
 const STOPPED = /stopping qemu-ga \(pid \d+\) with SIGSTOP/;
@@ -123,9 +125,16 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   it('with the agent stopped (SIGSTOP), a quiesce backup fails within the agent timeout and --quiesce-fallback pause backs up instead', async () => {
     await stopAgent();
     const dest = freshDest();
-    const args = ['backup', dom, '--dest', dest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', String(AGENT_TIMEOUT)];
-    const failed = await runCli(args, { deadlineMs: HUNG_AFTER_MS });
-    console.log(`[measure] quiesce backup with a hung agent failed after ${(failed.ms / 1000).toFixed(1)} s`);
+    const args = ['backup', dom, '--dest', dest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', String(AGENT_TIMEOUT), '--json'];
+    let freezeAt = 0;
+    const onEvent = (e: Record<string, unknown>): void => {
+      if (e.type === 'phase' && e.phase === 'freeze') freezeAt = performance.now();
+    };
+    const failed = await runCli(args, { deadlineMs: HUNG_AFTER_MS, onEvent });
+    console.log(
+      `[measure] quiesce backup with a stopped agent (--agent-timeout ${AGENT_TIMEOUT}) failed ${((performance.now() - freezeAt) / 1000).toFixed(1)} s ` +
+        `after the freeze began (${(failed.ms / 1000).toFixed(1)} s in all)`,
+    );
     expect(failed.hung, 'kvmbak backup hung on the stopped agent').toBe(false);
     expect(failed.code, failed.stderr).toBe(1);
     expect(failed.stderr).toMatch(/guest agent of lab-linux did not freeze .*qemu-guest-agent/);
@@ -133,8 +142,11 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     expect(sets(dest)).toEqual([]);
     expect(await kvmbakLvs()).toEqual([]);
 
-    const fell = await runCli([...args, '--quiesce-fallback', 'pause'], { deadlineMs: HUNG_AFTER_MS + 120_000 });
-    console.log(`[measure] quiesce backup falling back to pause: ${(fell.ms / 1000).toFixed(1)} s`);
+    const fell = await runCli([...args, '--quiesce-fallback', 'pause'], { deadlineMs: HUNG_AFTER_MS + 120_000, onEvent });
+    console.log(
+      `[measure] quiesce backup falling back to pause: ${((performance.now() - freezeAt) / 1000).toFixed(1)} s from the freeze to the end ` +
+        `(${(fell.ms / 1000).toFixed(1)} s in all)`,
+    );
     expect(fell.hung, 'kvmbak backup --quiesce-fallback pause hung on the stopped agent').toBe(false);
     expect(fell.code, fell.stderr).toBe(0);
     expect(fell.stderr).toMatch(/falling back to --mode pause/);
@@ -146,35 +158,49 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     expect(await agentAnswers(dom, 2)).toBe(false);
   });
 
-  it('with the agent stopped right after a freeze and kvmbak killed (kill -9) in the window, kvmbak recover returns within the agent timeout and the VM runs', async () => {
-    // The guest's fsfreeze hook stops the agent 4 s after the next freeze (once).
-    await guestWriteFile(dom, '/run/kvmbak-lab-stop-agent-after-freeze', '');
+  // The agent stops (its fsfreeze hook arranges it) after a freeze that worked, with kvmbak killed
+  // in the window before its thaw: the guest stays frozen and the next agent call goes unanswered.
+  let killedDest = '';
+  it('kill -9 in the window of a quiesce backup, then the agent stops: the guest stays frozen, the run is left for recover', async () => {
+    // The guest's fsfreeze hook stops the agent 20 s after its next run (once), well after the
+    // freeze returned and kvmbak was killed.
+    await guestWriteFile(dom, '/run/kvmbak-lab-stop-agent-after-freeze', '20');
     const log = new LogFollower(fx.linux.serialLog);
-    const dest = freshDest();
+    killedDest = freshDest();
     let killed = false;
-    const run = await runCli(
-      ['backup', dom, '--dest', dest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', String(AGENT_TIMEOUT), '--json'],
-      {
-        onEvent: (e, kill) => {
-          if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
-            killed = true;
-            kill();
-          }
-        },
+    const run = await runCli(['backup', dom, '--dest', killedDest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', '60', '--json'], {
+      onEvent: (e, kill) => {
+        if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
+          killed = true;
+          kill();
+        }
       },
-    );
+    });
     expect(run.signal, run.stderr).toBe('SIGKILL');
-    agentStopped = true;
     await lvmSettled();
-    await log.waitFor([FREEZE, STOPPED]);
-    // libvirt's own default for a domain's agent timeout: block (wait for the agent forever).
-    await virsh('guest-agent-timeout', dom, '--timeout', '-2');
-    const rec = await runCli(['recover', '--dest', dest, '-c', fx.uri], { deadlineMs: HUNG_AFTER_MS });
-    console.log(`[measure] recover with a hung agent: ${(rec.ms / 1000).toFixed(1)} s (exit ${rec.code ?? rec.signal})`);
-    console.log(rec.stdout + rec.stderr);
-    expect(rec.hung, 'kvmbak recover hung on the stopped agent').toBe(false);
+    await log.waitFor([FREEZE, STOPPED], 90_000);
+    agentStopped = true;
     expect(await domState(dom)).toBe('running');
-    expect(await kvmbakLvs()).toEqual([]);
-    expect(sets(dest)).toEqual([]);
+    expect(readdirSync(join(killedDest, dom)).some((n) => n.startsWith('.journal'))).toBe(true);
+  });
+
+  // Needs recover to bound its agent calls (issue 9: "kvmbak recover calls fsThaw with no timeout");
+  // until then it hangs here and is killed at HUNG_AFTER_MS: re-enable (`it`) with that fix.
+  it.fails('kvmbak recover then returns within the agent timeout, even with libvirt\'s default agent timeout (block): the VM runs, no snapshot is left', async () => {
+    expect(agentStopped, 'the previous test left no stopped agent').toBe(true);
+    try {
+      // libvirt's own default for a domain's agent timeout: block (wait for the agent forever).
+      await virsh('guest-agent-timeout', dom, '--timeout', '-2');
+      const rec = await runCli(['recover', '--dest', killedDest, '-c', fx.uri], { deadlineMs: HUNG_AFTER_MS });
+      console.log(`[measure] recover with a stopped agent: ${(rec.ms / 1000).toFixed(1)} s (${rec.hung ? 'hung, killed' : `exit ${rec.code}`})\n${rec.stdout}${rec.stderr}`);
+      expect(rec.hung, 'kvmbak recover hung on the stopped agent').toBe(false);
+      expect(await domState(dom)).toBe('running');
+      expect(await kvmbakLvs()).toEqual([]);
+      expect(sets(killedDest)).toEqual([]);
+    } finally {
+      // What a hung recover left (snapshots, journal) goes with a second one, the agent answering.
+      await continueAgent();
+      await runCli(['recover', '--dest', killedDest, '-c', fx.uri], { deadlineMs: HUNG_AFTER_MS });
+    }
   });
 });
