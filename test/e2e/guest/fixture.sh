@@ -1,6 +1,8 @@
 #!/bin/bash
 # Lab guest fixture (run at job start, as root, in a fresh boot): the volume group on the data disk,
-# a `logical` libvirt pool on it, LVs filled with known distinct data, and the inner domains.
+# a `logical` libvirt pool on it, LVs filled with known distinct data, and the inner domains: small
+# SeaBIOS-only ones, and lab-linux, the lab's own image booted again (read-only, through an overlay)
+# with a real qemu-guest-agent, for the quiesce tests.
 # Writes OUT_DIR/fixture.json (read by the e2e suite through KVMBAK_LAB_FIXTURE).
 # Usage: fixture.sh OUT_DIR
 set -euo pipefail
@@ -8,6 +10,7 @@ out=${1:?usage: fixture.sh OUT_DIR}
 here=$(dirname "$(readlink -f "$0")")
 vg=vgkvmbak
 pv_link=/dev/disk/by-id/virtio-labdata
+image_link=/dev/disk/by-id/virtio-labimage
 images=/var/lib/libvirt/images
 uri=qemu:///system
 export LIBVIRT_DEFAULT_URI=$uri LC_ALL=C
@@ -36,6 +39,67 @@ step "inner domain type: $dtype"
 pvcreate -q "$pv"
 vgcreate -q "$vg" "$pv"
 step "VG $vg on $pv"
+
+# lab-linux boots first (its Linux takes the longest to a running agent: 40-90 s, minutes on a
+# busy host) and in parallel with everything below; the fixture waits for its agent at the end.
+# Its root is a qcow2 overlay on the read-only image disk (a file disk: backups leave it out with
+# --exclude vda); its data disk is an LV holding an ext4 file system that the guest mounts. Direct
+# kernel boot with the lab's own kernel. Its kernel command line boots it only to sysinit.target
+# (file systems, udev, journald; qemu-ga is started by udev when its port appears), so neither the
+# lab's job nor libvirt runs in it, gives slow devices time, and forwards its journal (where qemu-ga
+# logs each freeze and thaw) to its serial console, which libvirt writes to a file.
+lvcreate -q -y -W y -Z y -n lab-linux-data -L 32M "$vg" >/dev/null
+udevadm settle --timeout=30
+linux_serial=/var/log/libvirt/qemu/lab-linux-serial.log
+linux_resume=/var/lib/libvirt/qemu/lab-linux.resume
+linux_root=$images/lab-linux-root.qcow2
+linux_error=
+if [ "$dtype" != kvm ]; then
+  linux_error="no nested KVM in the lab VM: an inner Linux would take minutes to boot under TCG"
+elif [ ! -b "$image_link" ]; then
+  linux_error="the read-only image disk ($image_link) is missing: is the VM started by lab/run.mjs?"
+else
+  kernel=$(ls /boot/vmlinuz-* | sort | tail -n 1)
+  initrd=$(ls /boot/initrd.img-* | sort | tail -n 1)
+  install -m 0644 "$kernel" "$images/lab-linux-vmlinuz"
+  install -m 0644 "$initrd" "$images/lab-linux-initrd.img"
+  qemu-img create -q -f qcow2 -F raw -b "$(readlink -f "$image_link")" "$linux_root"
+  mkfs.ext4 -q -L guestdata "/dev/$vg/lab-linux-data"
+  cmdline="root=/dev/vda rw console=ttyS0,115200 panic=1 mitigations=off apparmor=0 quiet"
+  cmdline+=" systemd.unit=sysinit.target systemd.mask=lab-job.service systemd.mask=systemd-modules-load.service"
+  cmdline+=" systemd.mask=lvm2-monitor.service systemd.default_timeout_start_sec=600"
+  cmdline+=" systemd.journald.forward_to_console=1"
+  cat >"$out/lab-linux.xml" <<EOF
+<domain type='kvm'>
+  <name>lab-linux</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$images/lab-linux-vmlinuz</kernel>
+    <initrd>$images/lab-linux-initrd.img</initrd>
+    <cmdline>$cmdline</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='unsafe'/><source file='$linux_root'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='block' device='disk'><driver name='qemu' type='raw' cache='none' io='native'/><source dev='/dev/$vg/lab-linux-data'/><target dev='vdb' bus='virtio'/><serial>guestdata</serial></disk>
+    <serial type='file'><source path='$linux_serial'/><target port='0'/></serial>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <channel type='unix'><source mode='bind' path='$linux_resume'/><target type='virtio' name='kvmbak.resume'/></channel>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+  virsh -q define "$out/lab-linux.xml" >/dev/null
+  virsh -q start lab-linux >/dev/null &
+  linux_start=$!
+fi
 
 # name:MiB — every LV gets a distinct deterministic pattern.
 lvs_spec=(
@@ -130,9 +194,37 @@ if ! wait "$fill_pid"; then
 fi
 step "LVs filled"
 
+if [ -z "$linux_error" ] && ! wait "$linux_start"; then
+  linux_error="virsh start lab-linux failed (see above)"
+fi
+if [ -z "$linux_error" ]; then
+  # Bounded: an inner Linux whose agent never answers fails the quiesce tests, not the whole lab.
+  deadline=$(( $(date +%s) + 300 ))
+  until virsh -q qemu-agent-command lab-linux '{"execute":"guest-ping"}' --timeout 5 >/dev/null 2>&1; do
+    state=$(virsh -q domstate lab-linux 2>/dev/null || echo unknown)
+    if [ "$state" != running ]; then
+      linux_error="lab-linux is '$state' before its guest agent answered (console: $linux_serial)"
+      break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      linux_error="the guest agent of lab-linux did not answer within 300 s (console: $linux_serial)"
+      break
+    fi
+    sleep 1
+  done
+  if [ -n "$linux_error" ]; then
+    echo "fixture: $linux_error; its console ends with:" >&2
+    tail -n 20 "$linux_serial" >&2 || true
+  else
+    step "lab-linux: guest agent answers"
+  fi
+fi
+
 jq -n \
   --arg vg "$vg" --arg pv "$pv" --arg uri "$uri" --arg dtype "$dtype" \
   --arg qcow "$qcow" --arg cdrom "$cdrom" --arg xmlDir "$out" \
+  --arg linuxRoot "$linux_root" --arg linuxSerial "$linux_serial" --arg linuxResume "$linux_resume" \
+  --arg linuxError "$linux_error" \
   --slurpfile lvs "$out/lvs.json" \
   '{
     uri: $uri, vg: $vg, pv: $pv, pool: $vg, domainType: $dtype, xmlDir: $xmlDir,
@@ -143,7 +235,12 @@ jq -n \
       "lab-two":   { running: true,  disks: { vda: "lab-two-disk0", vdb: "lab-two-disk1" } },
       "lab-agent": { running: true,  disks: { vda: "lab-agent-disk0" }, agentChannel: true },
       "lab-qcow":  { running: false, disks: { vda: "lab-qcow-disk0" }, fileDisks: { vdb: $qcow } },
-      "lab-cdrom": { running: false, disks: { vda: "lab-cdrom-disk0" }, cdrom: { hdc: $cdrom } }
+      "lab-cdrom": { running: false, disks: { vda: "lab-cdrom-disk0" }, cdrom: { hdc: $cdrom } },
+      "lab-linux": { running: ($linuxError == ""), disks: { vdb: "lab-linux-data" }, fileDisks: { vda: $linuxRoot }, agentChannel: true }
+    },
+    linux: {
+      domain: "lab-linux", error: (if $linuxError == "" then null else $linuxError end),
+      serialLog: $linuxSerial, resumeSocket: $linuxResume, dataMount: "/mnt/data"
     }
   }' >"$out/fixture.json"
 step "done: $out/fixture.json"

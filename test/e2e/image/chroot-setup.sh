@@ -11,6 +11,7 @@ packages=(
   libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils
   iproute2 jq gzip zstd
+  qemu-guest-agent
 )
 
 cat >/etc/apt/sources.list <<'EOF'
@@ -38,9 +39,14 @@ apt-get upgrade -y -q --no-install-recommends
 echo kvmbak-lab >/etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tkvmbak-lab\n' >/etc/hosts
 echo 6b766d62616b2d6c61622d6d61636869 >/etc/machine-id
+# The second line only matters in the inner Linux guest of the quiesce tests (the same image, booted
+# inside the lab by guest/fixture.sh): its data disk, an LV of the lab, has the virtio serial
+# "guestdata", which no disk of the lab VM itself has (nofail: nothing waits for it there).
 cat >/etc/fstab <<'EOF'
 /dev/vda  /  ext4  rw,noatime,errors=remount-ro  0 1
+/dev/disk/by-id/virtio-guestdata  /mnt/data  ext4  rw,noatime,nofail  0 0
 EOF
+mkdir -p /mnt/data
 # Empty root password: the lab has no network; this only serves the serial console kept for debugging.
 passwd -d root >/dev/null
 
@@ -60,6 +66,14 @@ for unit in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub
   systemctl mask "$unit" >/dev/null 2>&1 || true
 done
 systemctl set-default multi-user.target
+
+# qemu-guest-agent, for the inner Linux guest of the quiesce tests: it starts only where the virtio
+# port org.qemu.guest_agent.0 exists (never in the lab VM itself). The fsfreeze hook lets the tests
+# see each freeze and thaw in the guest's journal and hang the agent on purpose.
+install -m 0755 /tmp/kvmbak-lab-recipe/kvmbak-lab-fsfreeze-hook /usr/local/sbin/kvmbak-lab-fsfreeze-hook
+install -m 0755 /tmp/kvmbak-lab-recipe/kvmbak-lab-agent-stop /usr/local/sbin/kvmbak-lab-agent-stop
+mkdir -p /etc/qemu
+printf '[general]\nfsfreeze-hook=/usr/local/sbin/kvmbak-lab-fsfreeze-hook\n' >/etc/qemu/qemu-ga.conf
 
 # The job unit (files copied in by enter-chroot.sh).
 install -m 0755 /tmp/kvmbak-lab-recipe/lab-job /usr/local/sbin/lab-job

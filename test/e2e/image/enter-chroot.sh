@@ -16,7 +16,8 @@ mount --bind "$debs" "$root/var/cache/apt/archives"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
 mkdir -p "$root/tmp/kvmbak-lab-recipe"
-cp "$here/lab-job" "$here/lab-job.service" "$here/chroot-setup.sh" "$root/tmp/kvmbak-lab-recipe/"
+cp "$here/lab-job" "$here/lab-job.service" "$here/chroot-setup.sh" "$here/kvmbak-lab-fsfreeze-hook" \
+  "$here/kvmbak-lab-agent-stop" "$root/tmp/kvmbak-lab-recipe/"
 install -m 0755 "$node" "$root/usr/local/bin/node"
 
 chroot "$root" /bin/bash /tmp/kvmbak-lab-recipe/chroot-setup.sh </dev/null

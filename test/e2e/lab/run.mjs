@@ -1,6 +1,7 @@
 // The lab runner: boots the cached image under QEMU/TCG with a throw-away overlay, a fresh sparse
-// data disk (the LVM physical volume), the checkout (9p tag "src") and a control folder (9p tag
-// "ctl"); the image's lab-job unit runs the job found there and powers off. The job's output is
+// data disk (the LVM physical volume), the image again as a read-only disk (for the inner Linux
+// guest), the checkout (9p tag "src") and a control folder (9p tag "ctl"); the image's lab-job
+// unit runs the job found there and powers off. The job's output is
 // streamed to our stdout while it runs; its exit status is returned. QEMU is always killed on the
 // hard deadline, on SIGINT/SIGTERM/SIGHUP, and (through PR_SET_PDEATHSIG) if this process dies.
 //
@@ -145,6 +146,10 @@ export async function runJob({
     '-device', 'virtio-blk-pci,drive=root,serial=labroot',
     '-drive', `file=${dataDisk},if=none,id=data,format=raw,cache=unsafe,discard=unmap`,
     '-device', 'virtio-blk-pci,drive=data,serial=labdata',
+    // The image itself, read-only: guest/fixture.sh boots it again inside the lab, through a qcow2
+    // overlay, as the inner Linux guest with a real qemu-guest-agent (the quiesce tests).
+    '-drive', `file=${join(imageDir, 'rootfs.raw')},if=none,id=image,format=raw,readonly=on`,
+    '-device', 'virtio-blk-pci,drive=image,serial=labimage',
     '-virtfs', `local,path=${checkoutDir},mount_tag=src,security_model=none,multidevs=remap`,
     '-virtfs', `local,path=${ctl},mount_tag=ctl,security_model=none,multidevs=remap`,
     '-device', 'virtio-rng-pci',

@@ -2,7 +2,9 @@
 // Commands are spawned with argument arrays; pipelines check the exit status of every stage.
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { createReadStream, openSync, closeSync, fsyncSync, readFileSync, writeSync } from 'node:fs';
+import { createReadStream, openSync, closeSync, fsyncSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
 
 export interface LabLv {
   path: string;
@@ -19,6 +21,19 @@ export interface LabDomain {
   cdrom?: Record<string, string>;
 }
 
+/** lab-linux: the lab's own image booted inside the lab, with a real qemu-guest-agent. */
+export interface LabLinux {
+  domain: string;
+  /** Why the inner Linux guest is not there (no nested KVM, no agent answer), or null. */
+  error: string | null;
+  /** Its serial console (its journal, where qemu-ga logs each freeze and thaw), written by libvirt. */
+  serialLog: string;
+  /** Host end of its virtio port kvmbak.resume: a line "cont" continues a stopped agent. */
+  resumeSocket: string;
+  /** Where the guest mounts its data disk (the LV). */
+  dataMount: string;
+}
+
 export interface LabFixture {
   uri: string;
   vg: string;
@@ -29,6 +44,7 @@ export interface LabFixture {
   lvs: Record<string, LabLv>;
   files: { qcow2: string; cdrom: string };
   domains: Record<string, LabDomain>;
+  linux: LabLinux;
 }
 
 let cached: LabFixture | undefined;
@@ -182,4 +198,174 @@ export function writePattern(path: string, seed: string, bytes: number, offset =
     closeSync(fd);
   }
   return hash.digest('hex');
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The built CLI (dist/cli.js). */
+export const CLI = join(process.cwd(), 'dist', 'cli.js');
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+  /** Killed by the deadline: the command hung. */
+  hung: boolean;
+}
+
+/**
+ * Runs the CLI; a run still going after `deadlineMs` is killed (SIGKILL) and reported `hung`.
+ * `onEvent` gets every JSON event line of stderr (--json) and can kill the run.
+ */
+export function runCli(
+  args: string[],
+  { deadlineMs = 600_000, onEvent }: { deadlineMs?: number; onEvent?: (e: Record<string, unknown>, kill: () => void) => void } = {},
+): Promise<CliRun> {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const kill = (): void => {
+    child.kill('SIGKILL');
+  };
+  let hung = false;
+  const deadline = setTimeout(() => {
+    hung = true;
+    kill();
+  }, deadlineMs);
+  let stdout = '';
+  let stderr = '';
+  let buf = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+    if (!onEvent) return;
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let event: Record<string, unknown> | undefined;
+      try {
+        event = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        // not an event line
+      }
+      if (event) onEvent(event, kill);
+    }
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(deadline);
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - t0, hung });
+    });
+  });
+}
+
+/** LVs carrying the `kvmbak` tag (leftover snapshots), as VG/LV. */
+export async function kvmbakLvs(): Promise<string[]> {
+  const { stdout } = await sh('lvs', ['--noheadings', '-o', 'lv_full_name', '@kvmbak']);
+  return stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+}
+
+/** Waits until no lvm2 command started by a killed kvmbak is still running. */
+export async function lvmSettled(): Promise<void> {
+  for (let i = 0; i < 60; i++) {
+    const r = await sh('pgrep', ['-x', 'lvcreate|lvremove|lvextend|lvs|vgs'], { check: false });
+    if (r.code !== 0) return;
+    await sleep(500);
+  }
+}
+
+/**
+ * One guest-agent command through libvirt (`virsh qemu-agent-command`); resolves to its `return`.
+ * Rejects when the agent does not answer within `timeoutSeconds` or answers with an error.
+ */
+export async function agentCommand(domain: string, execute: string, args?: Record<string, unknown>, timeoutSeconds = 10): Promise<unknown> {
+  const cmd = JSON.stringify(args === undefined ? { execute } : { execute, arguments: args });
+  const { stdout } = await virsh('qemu-agent-command', domain, cmd, '--timeout', String(timeoutSeconds));
+  return (JSON.parse(stdout) as { return: unknown }).return;
+}
+
+/** Whether the guest agent answers a guest-ping within `timeoutSeconds`. */
+export async function agentAnswers(domain: string, timeoutSeconds = 2): Promise<boolean> {
+  return agentCommand(domain, 'guest-ping', undefined, timeoutSeconds).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Waits (at most `withinMs`) until the guest agent answers. */
+export async function waitForAgent(domain: string, withinMs = 60_000): Promise<void> {
+  const end = Date.now() + withinMs;
+  while (!(await agentAnswers(domain, 5))) {
+    if (Date.now() > end) throw new Error(`the guest agent of ${domain} did not answer within ${withinMs / 1000} s`);
+    await sleep(1000);
+  }
+}
+
+/** Writes a file in the guest through its agent (guest-file-open/write/close: no fsync). */
+export async function guestWriteFile(domain: string, path: string, content: string): Promise<void> {
+  const handle = await agentCommand(domain, 'guest-file-open', { path, mode: 'w' });
+  try {
+    await agentCommand(domain, 'guest-file-write', { handle, 'buf-b64': Buffer.from(content).toString('base64') });
+  } finally {
+    await agentCommand(domain, 'guest-file-close', { handle });
+  }
+}
+
+/**
+ * Writes the line "cont" to the host end of lab-linux's virtio port kvmbak.resume, where the
+ * guest's kvmbak-lab-agent-stop waits to continue the agent it stopped (test/e2e/image/).
+ */
+export function sendResume(socket: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = createConnection(socket, () => {
+      c.write('cont\n', (err) => {
+        if (err) reject(err);
+        // Stay connected a moment: the guest reads the line while the host end is open.
+        else
+          setTimeout(() => {
+            c.destroy();
+            resolve();
+          }, 1000);
+      });
+    });
+    c.on('error', reject);
+  });
+}
+
+/** Follows a growing text file (a guest's serial console) from its current end. */
+export class LogFollower {
+  private readonly start: number;
+  constructor(readonly path: string) {
+    this.start = statSync(path).size;
+  }
+  /** What was appended since construction. */
+  text(): string {
+    return readFileSync(this.path).subarray(this.start).toString('utf8');
+  }
+  /** Waits (at most `withinMs`) until the appended text matches every pattern, in order; returns it. */
+  async waitFor(patterns: RegExp[], withinMs = 30_000): Promise<string> {
+    const end = Date.now() + withinMs;
+    for (;;) {
+      const text = this.text();
+      let from = 0;
+      const inOrder = patterns.every((p) => {
+        const m = p.exec(text.slice(from));
+        if (!m) return false;
+        from += m.index + m[0].length;
+        return true;
+      });
+      if (inOrder) return text;
+      if (Date.now() > end) {
+        throw new Error(`${this.path}: no ${patterns.map(String).join(' then ')} within ${withinMs / 1000} s; it got:\n${text.slice(-2000)}`);
+      }
+      await sleep(250);
+    }
+  }
 }

@@ -1,0 +1,118 @@
+// The README's restore by hand into other LVs, run as the README shows it: its code block is read
+// from README.md, the variable lines get this lab's values, every other line runs unchanged under
+// `bash -e -o pipefail`. Then the domain must run again from its saved memory on the new LV, and
+// the LV must hold the manifest's rawSha256. lab-one is put back on its own LV afterwards.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backup, readManifest, type BackupResult } from '../../../src/index.js';
+import { domState, lab, sh, sha256Of, virsh, type LabFixture } from './lab.js';
+
+const DOMAIN = 'lab-one';
+const NEW_LV = 'lab-one-byhand';
+const README = join(process.cwd(), 'README.md');
+/** The values the README's block takes; its lines `NAME=value  # comment` are replaced by ours. */
+const VARIABLES = ['SET', 'OLD', 'IMG', 'SIZE', 'VG', 'LV'];
+
+/** The README's code block for a restore into other LVs. */
+function readmeBlock(): string {
+  const text = readFileSync(README, 'utf8');
+  const start = text.indexOf('## Restore without kvmbak');
+  expect(start, 'README.md has no section "Restore without kvmbak"').toBeGreaterThanOrEqual(0);
+  const end = text.indexOf('\n## ', start + 1);
+  const section = text.slice(start, end < 0 ? undefined : end);
+  const blocks = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const block = blocks.find((b) => b.includes('virsh restore memory.state --xml'));
+  expect(block, 'README.md shows no `virsh restore memory.state --xml` block').toBeDefined();
+  return block!;
+}
+
+const shellQuote = (v: string): string => `'${v.replace(/'/g, `'\\''`)}'`;
+
+/** The block with its variable lines set to `values` (each must be there exactly once). */
+function fillIn(block: string, values: Record<string, string>): string {
+  const seen: string[] = [];
+  const script = block
+    .split('\n')
+    .map((line) => {
+      const m = /^([A-Z]+)=\S*(\s+#.*)?$/.exec(line);
+      if (!m) return line;
+      seen.push(m[1]!);
+      expect(values, `README variable ${m[1]} has no value in this test`).toHaveProperty(m[1]!);
+      return `${m[1]}=${shellQuote(values[m[1]!]!)}`;
+    })
+    .join('\n');
+  expect(seen.sort()).toEqual(Object.keys(values).sort());
+  return script;
+}
+
+function bash(script: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-e', '-o', 'pipefail', '-c', script], {
+      cwd: '/',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env, LC_ALL: 'C' },
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+describe('restore by hand into other LVs, exactly as the README shows it', () => {
+  let fx: LabFixture;
+  let work: string;
+  let set: BackupResult;
+
+  beforeAll(async () => {
+    fx = lab();
+    work = mkdtempSync('/var/tmp/kvmbak-e2e-byhand-');
+    if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
+    const dest = join(work, 'dest');
+    mkdirSync(dest, { mode: 0o700 });
+    set = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save' });
+  });
+
+  afterAll(async () => {
+    // lab-one back on its own LV, running, for the other suites.
+    await virsh('destroy', DOMAIN).catch(() => undefined);
+    await virsh('undefine', DOMAIN).catch(() => undefined);
+    if (set) await virsh('define', join(set.setPath, 'domain.xml'));
+    await virsh('start', DOMAIN);
+    await sh('lvremove', ['-q', '-y', `${fx.vg}/${NEW_LV}`], { check: false });
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('the README lines restore lab-one onto a new LV: it resumes from its memory there, the LV holds rawSha256, SHA256SUMS still matches', async () => {
+    const m = await readManifest(set.setPath);
+    expect(m.disks).toHaveLength(1);
+    const d = m.disks[0]!;
+    const script = fillIn(readmeBlock(), {
+      SET: set.setPath,
+      OLD: d.source,
+      IMG: d.image.file,
+      SIZE: String(d.lvSize),
+      VG: fx.vg,
+      LV: NEW_LV,
+    });
+    // The README's precondition: the domain is shut off.
+    await virsh('destroy', DOMAIN);
+    const run = await bash(script, { LIBVIRT_DEFAULT_URI: fx.uri });
+    expect(run.code, `${script}\n---\n${run.out}`).toBe(0);
+
+    expect((await virsh('domstate', '--reason', DOMAIN)).stdout.trim()).toBe('running (restored)');
+    const newPath = `/dev/${fx.vg}/${NEW_LV}`;
+    for (const xml of [(await virsh('dumpxml', DOMAIN)).stdout, (await virsh('dumpxml', '--inactive', DOMAIN)).stdout]) {
+      expect(xml).toContain(`'${newPath}'`);
+      expect(xml).not.toContain(`'${d.source}'`);
+    }
+    expect(await sha256Of(newPath, d.image.rawBytes)).toBe(d.image.rawSha256);
+    const sums = await new Promise<number | null>((resolve) => {
+      spawn('sha256sum', ['-c', '--strict', 'SHA256SUMS'], { cwd: set.setPath, stdio: 'ignore' }).on('close', resolve);
+    });
+    expect(sums).toBe(0);
+  });
+});
