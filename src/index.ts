@@ -9,3 +9,4 @@ export * from './backup/index.js';
 export * from './manifest/index.js';
 export * from './store/index.js';
 export * from './restore/index.js';
+export * from './jobs/index.js';
