@@ -124,7 +124,7 @@ async function runPack(
     for (;;) {
       if (eof || run.failed) break;
       if (src.size !== undefined && index * chunkSize > src.size) break;
-      await cfg.throttle?.take(src.size === undefined ? chunkSize : Math.min(chunkSize, src.size - index * chunkSize), signal);
+      if (cfg.throttle) await cfg.throttle.take(src.size === undefined ? chunkSize : Math.min(chunkSize, src.size - index * chunkSize), signal);
       await slots.acquire();
       if (eof || run.failed) {
         slots.release();

@@ -8,7 +8,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConfigError, isAbortError, isKvmbakError, isLibvirtError } from '../errors.js';
+import { AbortError, ConfigError, isAbortError, isKvmbakError, isLibvirtError } from '../errors.js';
 import { openHypervisor } from '../libvirt/index.js';
 import {
   type BackupOptions,
@@ -274,6 +274,8 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
     if (stop !== null) break;
   }
 
+  // Cancelled while a hook ran (the hook was killed): the run ends as cancelled.
+  if (stop === null && options.signal?.aborted) stop = new AbortError('backup cancelled');
   result.ok = result.outcomes.every((o) => o.ok && o.retention?.error === undefined) && jobError === null;
   if (!options.dryRun && metricsFile !== undefined) {
     try {
