@@ -1,23 +1,19 @@
 import type { Argv, CommandModule } from 'yargs';
+import { resolve } from 'node:path';
 import {
   BACKUP_MODES,
-  backup,
   inspectBackup,
-  isKvmbakError,
+  outcomeError,
+  parseBwlimit,
+  parseDuration,
+  runBackupJob,
+  type BackupJobResult,
   type BackupMode,
   type BackupPlan,
   type BackupProgress,
   type BackupResult,
-} from '../../src/index.js';
-import { resolve } from 'node:path';
-import {
-  type BackupJobResult,
   type DomainSettings,
   type JobEvent,
-  outcomeError,
-  parseDuration,
-  parseBwlimit,
-  runBackupJob,
 } from '../../src/index.js';
 import { UsageError, asUsage } from '../errors.js';
 import { configOption, readConfig, reportConfigError } from './config.js';
