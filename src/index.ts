@@ -10,3 +10,4 @@ export * from './manifest/index.js';
 export * from './store/index.js';
 export * from './restore/index.js';
 export * from './chunks/index.js';
+export * from './jobs/index.js';

@@ -1,15 +1,22 @@
 import type { Argv, CommandModule } from 'yargs';
+import { resolve } from 'node:path';
 import {
   BACKUP_MODES,
-  backup,
   inspectBackup,
-  isKvmbakError,
+  outcomeError,
+  parseBwlimit,
+  parseDuration,
+  runBackupJob,
+  type BackupJobResult,
   type BackupMode,
   type BackupPlan,
   type BackupProgress,
   type BackupResult,
+  type DomainSettings,
+  type JobEvent,
 } from '../../src/index.js';
 import { UsageError, asUsage } from '../errors.js';
+import { configOption, readConfig, reportConfigError } from './config.js';
 import { createLabelledProgress, formatBytes, formatRate } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
 
@@ -20,9 +27,9 @@ interface GlobalArgs {
   debug?: boolean;
 }
 
-interface BackupArgs extends GlobalArgs {
+interface BackupArgs extends GlobalArgs, JobArgs {
   domain: string[];
-  dest: string;
+  dest?: string;
   mode?: BackupMode;
   'snapshot-size'?: string;
   level?: number;
@@ -71,7 +78,7 @@ function resultLines(r: BackupResult): string[] {
 }
 
 /** Shows backup progress on stderr: phase lines, and a bar while archiving. */
-function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: BackupProgress) => void; done: () => void } {
+function progressFor(domain: string, argv: GlobalArgs, bwlimit?: number): { onProgress: (e: BackupProgress) => void; done: () => void } {
   const bar = createLabelledProgress({ quiet: argv.quiet ?? false });
   const line = (text: string): void => {
     if (argv.quiet) return;
@@ -100,7 +107,14 @@ function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: Backup
             bytesDone: e.bytesDone,
             ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
             rate: e.rate,
-            ...(e.snapshotPercent !== undefined ? { note: `snapshot ${e.snapshotPercent.toFixed(0)}% used` } : {}),
+            ...(e.snapshotPercent !== undefined || bwlimit !== undefined
+              ? {
+                  note: [
+                    ...(e.snapshotPercent !== undefined ? [`snapshot ${e.snapshotPercent.toFixed(0)}% used`] : []),
+                    ...(bwlimit !== undefined ? [`limit ${formatRate(bwlimit)}`] : []),
+                  ].join(', '),
+                }
+              : {}),
           });
           break;
       }
@@ -110,12 +124,12 @@ function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: Backup
 }
 
 export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
-  command: 'backup <domain..>',
+  command: 'backup [domain..]',
   describe: 'Back up running (or shut-off) domains whose disks are LVM logical volumes',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .positional('domain', { type: 'string', array: true, demandOption: true, describe: 'domain names or UUIDs' })
-      .option('dest', { alias: 'd', type: 'string', demandOption: true, describe: 'backup destination folder' })
+      .positional('domain', { type: 'string', array: true, describe: 'domain names or UUIDs (default: the configuration file\'s domains)' })
+      .option('dest', { alias: 'd', type: 'string', describe: 'backup destination folder (default: dest in the configuration file)' })
       .option('mode', {
         alias: 'm',
         choices: BACKUP_MODES,
@@ -127,62 +141,9 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
       .option('exclude', { alias: 'x', type: 'string', array: true, describe: 'leave disk TARGET (vdb…) out; repeatable' })
       .option('quiesce-fallback', { choices: ['pause', 'none'] as const, describe: 'with --mode quiesce: pause when the agent does not answer' })
       .option('agent-timeout', { type: 'number', describe: 'seconds to wait for the guest agent (default 10)' })
-      .option('dry-run', { alias: 'n', type: 'boolean', describe: 'check and print the plan; touch nothing' }) as unknown as Argv<BackupArgs>,
-  handler: async (argv) => {
-    const sig = abortOnSignals();
-    const outcomes: { domain: string; ok: boolean; result?: BackupResult; plan?: BackupPlan; error?: { code?: string; message: string } }[] = [];
-    try {
-      for (const name of argv.domain) {
-        if (sig.signal.aborted) break;
-        const progress = progressFor(name, argv);
-        const common = {
-          domain: name,
-          dest: argv.dest,
-          ...(argv.uri !== undefined ? { uri: argv.uri } : {}),
-          ...(argv.mode !== undefined ? { mode: argv.mode } : {}),
-          ...(argv['snapshot-size'] !== undefined ? { snapshotSize: argv['snapshot-size'] } : {}),
-          ...(argv.exclude !== undefined ? { exclude: argv.exclude } : {}),
-        };
-        try {
-          if (argv['dry-run']) {
-            const plan = await inspectBackup(common);
-            outcomes.push({ domain: name, ok: true, plan });
-            if (!argv.json) process.stdout.write(`${['(dry run: nothing was touched)', ...planLines(plan)].join('\n')}\n`);
-            continue;
-          }
-          const result = await backup({
-            ...common,
-            ...(argv.level !== undefined ? { level: argv.level } : {}),
-            ...(argv.threads !== undefined ? { threads: argv.threads } : {}),
-            ...(argv['quiesce-fallback'] !== undefined ? { quiesceFallback: argv['quiesce-fallback'] } : {}),
-            ...(argv['agent-timeout'] !== undefined ? { agentTimeoutSeconds: argv['agent-timeout'] } : {}),
-            signal: sig.signal,
-            onProgress: progress.onProgress,
-          });
-          progress.done();
-          outcomes.push({ domain: name, ok: true, result });
-          if (!argv.json) process.stdout.write(`${resultLines(result).join('\n')}\n`);
-        } catch (e) {
-          progress.done();
-          const err = asUsage(e);
-          // A usage error or a cancel stops everything; any other failure only this domain.
-          if (err instanceof UsageError || sig.signal.aborted || argv.domain.length === 1) throw err;
-          const message = (err as Error).message;
-          outcomes.push({ domain: name, ok: false, error: { ...(isKvmbakError(err) ? { code: err.code } : {}), message } });
-          process.stderr.write(`kvmbak: ${name}: ${argv.debug && (err as Error).stack ? (err as Error).stack : message}\n`);
-        }
-      }
-    } finally {
-      sig.dispose();
-    }
-    const ok = outcomes.every((o) => o.ok);
-    if (argv.json) process.stdout.write(`${JSON.stringify({ ok, results: outcomes }, null, 2)}\n`);
-    if (!ok) {
-      const failed = outcomes.filter((o) => !o.ok).map((o) => o.domain);
-      process.stderr.write(`kvmbak: ${failed.length} of ${outcomes.length} backups failed: ${failed.join(', ')}\n`);
-      process.exitCode = 1;
-    }
-  },
+      .option('dry-run', { alias: 'n', type: 'boolean', describe: 'check and print the plan; touch nothing' })
+      .options(JOB_OPTIONS) as unknown as Argv<BackupArgs>,
+  handler: (argv) => runBackupJobCommand(argv),
 };
 
 export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
@@ -214,3 +175,161 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
     else process.stdout.write(`${planLines(plan).join('\n')}\n`);
   },
 };
+
+// ---------------------------------------------------------------------------
+// Unattended runs (issue 12): the configuration file, --all, hooks, retention
+// after backup, metrics and the read-rate cap. The library's runBackupJob does
+// the work; this block only maps flags onto it and renders what it reports.
+// ---------------------------------------------------------------------------
+
+interface JobArgs {
+  config?: string;
+  all?: boolean;
+  'exclude-domain'?: string[];
+  'keep-last'?: number;
+  'keep-daily'?: number;
+  'keep-weekly'?: number;
+  'keep-monthly'?: number;
+  hook?: string;
+  'hook-timeout'?: string;
+  'metrics-file'?: string;
+  bwlimit?: string;
+}
+
+const JOB_OPTIONS = {
+  config: configOption,
+  all: { type: 'boolean', describe: 'every defined domain whose disks are LVs (others are skipped with a warning)' },
+  'exclude-domain': { type: 'string', array: true, describe: 'leave domain NAME out; repeatable' },
+  'keep-last': { type: 'number', describe: 'after a successful backup, keep the N newest sets of that domain' },
+  'keep-daily': { type: 'number', describe: 'after a successful backup, keep one set per day for N days' },
+  'keep-weekly': { type: 'number', describe: 'after a successful backup, keep one set per ISO week for N weeks' },
+  'keep-monthly': { type: 'number', describe: 'after a successful backup, keep one set per month for N months' },
+  hook: { type: 'string', describe: 'executable called (no shell) at each phase, the phase as argument, facts in KVMBAK_* variables' },
+  'hook-timeout': { type: 'string', describe: 'time limit of each hook call (default 5m)' },
+  'metrics-file': { type: 'string', describe: 'Prometheus textfile-collector file, rewritten after the run' },
+  bwlimit: { type: 'string', describe: 'read each snapshot at most this fast, e.g. 200M (per second)' },
+} as const;
+
+/** The settings given on the command line (they override the configuration file's). */
+function commandLineSettings(argv: BackupArgs): DomainSettings {
+  const s: DomainSettings = {};
+  if (argv.dest !== undefined) s.dest = resolve(argv.dest);
+  if (argv.mode !== undefined) s.mode = argv.mode;
+  if (argv.level !== undefined) s.level = argv.level;
+  if (argv.threads !== undefined) s.threads = argv.threads;
+  if (argv['snapshot-size'] !== undefined) s.snapshotSize = argv['snapshot-size'];
+  if (argv.exclude !== undefined) s.exclude = argv.exclude;
+  if (argv['quiesce-fallback'] !== undefined) s.quiesceFallback = argv['quiesce-fallback'];
+  if (argv['agent-timeout'] !== undefined) s.agentTimeoutSeconds = argv['agent-timeout'];
+  for (const [flag, field] of [
+    ['keep-last', 'keepLast'],
+    ['keep-daily', 'keepDaily'],
+    ['keep-weekly', 'keepWeekly'],
+    ['keep-monthly', 'keepMonthly'],
+  ] as const) {
+    const v = argv[flag];
+    if (v === undefined) continue;
+    if (!Number.isSafeInteger(v) || v < 0) throw new UsageError(`--${flag} must be a whole number >= 0, got ${String(v)}`);
+    s[field] = v;
+  }
+  if (argv.hook !== undefined) s.hook = resolve(argv.hook);
+  try {
+    if (argv['hook-timeout'] !== undefined) s.hookTimeoutSeconds = parseDuration(argv['hook-timeout'], '--hook-timeout');
+    if (argv.bwlimit !== undefined) s.bwlimit = parseBwlimit(argv.bwlimit, '--bwlimit');
+  } catch (e) {
+    throw asUsage(e);
+  }
+  return s;
+}
+
+async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
+  const settings = commandLineSettings(argv);
+  const config = await readConfig(argv).catch((e: unknown) => {
+    if (reportConfigError(e, argv)) return undefined;
+    throw e;
+  });
+  if (config === undefined) return;
+  const sig = abortOnSignals();
+  const say = (text: string): void => {
+    if (!argv.quiet || /warning|failed/.test(text)) process.stderr.write(`${text}\n`);
+  };
+  let progress: ReturnType<typeof progressFor> | null = null;
+  // One domain named: its failure is the command's error, reported once at the end.
+  const single = argv.domain?.length === 1 && !argv.all;
+  const onEvent = (e: JobEvent): void => {
+    if (argv.json && e.type !== 'backup' && e.type !== 'domain-start' && e.type !== 'domain-end') {
+      if (!argv.quiet || e.type === 'skipped' || e.type === 'warning') process.stderr.write(`${JSON.stringify({ event: 'job', ...e })}\n`);
+      return;
+    }
+    switch (e.type) {
+      case 'skipped':
+        process.stderr.write(`kvmbak: warning: skipping ${e.domain}: ${e.reason}\n`);
+        break;
+      case 'domain-start':
+        progress = progressFor(e.domain, argv, e.settings.bwlimit);
+        break;
+      case 'backup':
+        progress?.onProgress(e.event);
+        break;
+      case 'hook':
+        progress?.done();
+        say(`kvmbak: hook ${e.phase}${e.domain !== undefined ? ` (${e.domain})` : ''}: ${e.line}`);
+        break;
+      case 'warning':
+        progress?.done();
+        process.stderr.write(`kvmbak: ${e.domain !== undefined ? `${e.domain}: ` : ''}warning: ${e.message}\n`);
+        break;
+      case 'retention':
+        say(`kvmbak: ${e.domain}: retention kept ${e.kept} set${e.kept === 1 ? '' : 's'}, removed ${e.removed.length}`);
+        break;
+      case 'domain-end':
+        progress?.done();
+        progress = null;
+        if (!single && !e.outcome.ok && e.outcome.error !== undefined) process.stderr.write(`kvmbak: ${e.outcome.domain}: ${e.outcome.error.message}\n`);
+        break;
+    }
+  };
+  let r: BackupJobResult;
+  try {
+    r = await runBackupJob({
+      config,
+      domains: argv.domain ?? [],
+      ...(argv.all !== undefined ? { all: argv.all } : {}),
+      ...(argv['exclude-domain'] !== undefined ? { excludeDomains: argv['exclude-domain'] } : {}),
+      settings,
+      ...(argv.uri !== undefined ? { uri: argv.uri } : {}),
+      ...(argv['metrics-file'] !== undefined ? { metricsFile: resolve(argv['metrics-file']) } : {}),
+      ...(argv['dry-run'] ? { dryRun: true } : {}),
+      signal: sig.signal,
+      onEvent,
+    });
+  } catch (e) {
+    if (reportConfigError(e, argv)) return;
+    throw asUsage(e);
+  } finally {
+    (progress as ReturnType<typeof progressFor> | null)?.done();
+    sig.dispose();
+  }
+  if (single && r.outcomes.length === 1 && !r.outcomes[0]!.ok) throw asUsage(outcomeError(r.outcomes[0]!));
+  const results = r.outcomes.map(({ hookWarnings, ...o }) => ({ ...o, ...(hookWarnings.length > 0 ? { hookWarnings } : {}) }));
+  if (argv.json) {
+    process.stdout.write(`${JSON.stringify({ ok: r.ok, results, skipped: r.skipped, ...(r.metricsFile !== undefined ? { metricsFile: r.metricsFile } : {}) }, null, 2)}\n`);
+  } else {
+    const lines: string[] = [];
+    for (const o of r.outcomes) {
+      if (o.plan !== undefined) lines.push('(dry run: nothing was touched)', ...planLines(o.plan));
+      else if (o.result !== undefined) {
+        lines.push(...resultLines(o.result));
+        if (o.bwlimit !== undefined) lines.push(`  read rate     ${formatRate(o.readBytesPerSecond ?? 0)} (limit ${formatRate(o.bwlimit)})`);
+        if (o.retention !== undefined && o.retention.error === undefined) lines.push(`  retention     kept ${o.retention.kept}, removed ${o.retention.removed.length}`);
+      }
+    }
+    if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  const failed = r.outcomes.filter((o) => !o.ok).map((o) => o.domain);
+  if (failed.length > 0) process.stderr.write(`kvmbak: ${failed.length} of ${r.outcomes.length} backups failed: ${failed.join(', ')}\n`);
+  else if (r.outcomes.length + r.skipped.length > 1 && !argv.json && !argv.quiet) {
+    process.stderr.write(`kvmbak: ${r.outcomes.length} backed up, ${r.skipped.length} skipped\n`);
+  }
+  if (!r.ok) process.exitCode = 1;
+}

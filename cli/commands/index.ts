@@ -1,5 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { backupCommand, inspectCommand } from './backup.js';
+import { configCommand } from './config.js';
+import { statusCommand } from './status.js';
+import { systemdCommand } from './systemd.js';
 import { imageCommand } from './image.js';
 import { listCommand } from './list.js';
 import { pruneCommand } from './prune.js';
@@ -18,4 +21,7 @@ export const commands: CommandModule<any, any>[] = [
   pruneCommand,
   recoverCommand,
   imageCommand,
+  configCommand,
+  statusCommand,
+  systemdCommand,
 ];

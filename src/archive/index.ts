@@ -15,3 +15,4 @@ export type {
   HashOptions,
   HashResult,
 } from './types.js';
+export { ReadThrottle } from './throttle.js';

@@ -9,6 +9,7 @@ import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, checkChunkSize, checkLevel, checkThr
 import { HashWorker } from './hasher.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
+import { ReadThrottle } from './throttle.js';
 import type { PackOptions, PackResult } from './types.js';
 import { isAllZero, zeroMember } from './zero.js';
 
@@ -45,6 +46,7 @@ export async function packImage(source: string, dest: string, options: PackOptio
   const level = checkLevel(options.level ?? DEFAULT_LEVEL);
   const chunkSize = checkChunkSize(options.chunkSize ?? DEFAULT_CHUNK_SIZE);
   const threads = checkThreads(options.threads);
+  const throttle = options.bwlimit !== undefined ? new ReadThrottle(options.bwlimit) : undefined;
   const { signal, onProgress } = options;
   throwIfAborted(signal);
   counters.operations++;
@@ -54,7 +56,7 @@ export async function packImage(source: string, dest: string, options: PackOptio
       const out = await createPartial(dest, options.overwrite ?? false);
       try {
         const meter = new ProgressMeter('pack', src.size, onProgress);
-        const r = await runPack(src, out, { level, chunkSize, threads, signal, meter });
+        const r = await runPack(src, out, { level, chunkSize, threads, signal, meter, throttle });
         throwIfAborted(signal);
         meter.flush('sync');
         await out.commit();
@@ -77,6 +79,7 @@ interface PackConfig {
   threads: number;
   signal: AbortSignal | undefined;
   meter: ProgressMeter;
+  throttle: ReadThrottle | undefined;
 }
 
 async function runPack(
@@ -128,6 +131,7 @@ async function runPack(
     for (;;) {
       if (eof || run.failed) break;
       if (src.size !== undefined && index * chunkSize > src.size) break;
+      if (cfg.throttle) await cfg.throttle.take(src.size === undefined ? chunkSize : Math.min(chunkSize, src.size - index * chunkSize), signal);
       await slots.acquire();
       if (eof || run.failed) {
         slots.release();

@@ -29,6 +29,8 @@ export interface PackOptions {
   threads?: number;
   /** Replace an existing destination file (default: refuse). */
   overwrite?: boolean;
+  /** Read the source at most this fast, bytes per second (default: no cap). */
+  bwlimit?: number;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }

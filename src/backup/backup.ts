@@ -246,6 +246,7 @@ async function execute(
     await chmod(disksDir, 0o700);
     throwIfAborted(signal);
 
+    await options.hooks?.beforeHold?.({ domain: plan.domain, mode: plan.mode, setPath: set.path });
     // The window.
     const memoryFile = setFilePath(set, MEMORY_FILE);
     const tw = performance.now();
@@ -277,6 +278,7 @@ async function execute(
     }
     const windowMs = Math.round(performance.now() - tw);
     const snapshots = window.snapshots;
+    await options.hooks?.afterResume?.({ domain: plan.domain, mode: window.mode, setPath: set.path }).catch((e: unknown) => warn((e as Error).message));
 
     // Archive, watching the classic snapshots.
     const ta = performance.now();
@@ -314,6 +316,7 @@ async function execute(
             ...(options.level !== undefined ? { level: options.level } : {}),
             ...(options.threads !== undefined ? { threads: options.threads } : {}),
             ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
+            ...(options.bwlimit !== undefined ? { bwlimit: options.bwlimit } : {}),
             signal: archiveAbort.signal,
             onProgress: (p) =>
               emit({

@@ -7,6 +7,7 @@ export { recover, ownerTag, type RecoverOptions, type RecoverResult, type Recove
 export { parseSnapshotSize, snapshotSizeFor, type SnapshotSizeRequest } from './sizing.js';
 export type {
   BackupOptions,
+  BackupHookContext,
   BackupPhase,
   BackupProgress,
   BackupPlan,

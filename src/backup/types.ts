@@ -38,6 +38,21 @@ export interface BackupOptions {
   watchIntervalMs?: number;
   signal?: AbortSignal;
   onProgress?: (event: BackupProgress) => void;
+  /** Awaited callbacks at the two points of a run only the orchestration knows. */
+  hooks?: {
+    /** After planning, preconditions and set creation, right before the VM is saved/paused/frozen (never inside the window). A throw aborts this domain cleanly: nothing held, no set, no snapshot left. */
+    beforeHold?: (ctx: BackupHookContext) => Promise<void>;
+    /** Right after the VM runs again (before archiving). A throw is reported as a warning and changes nothing. */
+    afterResume?: (ctx: BackupHookContext) => Promise<void>;
+  };
+  /** Cap on how fast each snapshot is read, bytes per second (default: no cap). */
+  bwlimit?: number;
+}
+
+export interface BackupHookContext {
+  domain: string;
+  mode: BackupMode;
+  setPath: string;
 }
 
 export type BackupPhase =
