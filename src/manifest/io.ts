@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ManifestError } from './errors.js';
-import { errnoCode, writeFileAtomic } from './fsutil.js';
+import { errnoCode, writeFileAtomic } from '../util/fs.js';
 import { MANIFEST_FILE, type Manifest } from './types.js';
 import { validateManifest } from './validate.js';
 

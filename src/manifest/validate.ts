@@ -6,7 +6,7 @@
  * allowed, so a later kvmbak/1 writer may add information.
  */
 import { ManifestError, type ManifestIssue } from './errors.js';
-import { isRecord as isObj, relativePathProblem } from './fsutil.js';
+import { isRecord as isObj, relativePathProblem } from '../util/fs.js';
 import {
   BACKUP_MODES,
   DOMAIN_XML_FILE,

@@ -10,7 +10,7 @@
  * verifySetFiles checks that both lists agree.
  */
 import { ConfigError } from '../errors.js';
-import { relativePathProblem } from '../manifest/fsutil.js';
+import { relativePathProblem } from '../util/fs.js';
 
 export interface ChecksumEntry {
   /** Path relative to the set folder, e.g. 'disks/vda.img.gz'. */

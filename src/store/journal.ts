@@ -28,7 +28,7 @@
 import { readFile, readdir, unlink, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { BackupMode, ManifestDomainState } from '../manifest/index.js';
-import { errnoCode, fsyncDir, isRecord, writeFileAtomic } from '../manifest/fsutil.js';
+import { errnoCode, fsyncDir, isRecord, writeFileAtomic } from '../util/fs.js';
 import { StoreError } from './errors.js';
 import { journalFileName, parseJournalFileName } from './naming.js';
 import { type OwnerStatus, type ProcessOwner, isProcessOwner, ownerStatus, processOwner } from './owner.js';

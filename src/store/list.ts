@@ -1,7 +1,7 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isManifestError, readManifest, type BackupMode } from '../manifest/index.js';
-import { errnoCode } from '../manifest/fsutil.js';
+import { errnoCode } from '../util/fs.js';
 import { walkSet } from './layout.js';
 import { compareSetIds, journalFileName, parseSetId } from './naming.js';
 import { assertDest, domainNames } from './set.js';

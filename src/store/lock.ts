@@ -20,7 +20,7 @@ import { link, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { errnoCode, tempPathFor, writeNewFile } from '../manifest/fsutil.js';
+import { errnoCode, tempPathFor, writeNewFile } from '../util/fs.js';
 import { LockError } from './errors.js';
 import { LOCK_FILE, assertDomainName } from './naming.js';
 import { type LockOwner, type OwnerStatus, type ProcessOwner, isProcessOwner, ownerStatus, processOwner } from './owner.js';

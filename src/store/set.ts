@@ -21,7 +21,7 @@ import {
   fsyncDir,
   relativePathProblem,
   writeFileAtomic,
-} from '../manifest/fsutil.js';
+} from '../util/fs.js';
 import { type ChecksumEntry, formatChecksums } from './checksums.js';
 import { StoreError } from './errors.js';
 import { CHECKSUMS_FILE, PARTIAL_SUFFIX, RESERVED_FILES, expectedFiles, isUnfinishedName, walkSet } from './layout.js';

@@ -13,7 +13,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../errors.js';
 import { MANIFEST_FILE, type Manifest, readManifest } from '../manifest/index.js';
-import { DIR_MODE, FILE_MODE, errnoCode } from '../manifest/fsutil.js';
+import { DIR_MODE, FILE_MODE, errnoCode } from '../util/fs.js';
 import { parseChecksums } from './checksums.js';
 import { CHECKSUMS_FILE, type ExpectedFile, expectedFiles, isUnfinishedName, walkSet } from './layout.js';
 

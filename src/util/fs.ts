@@ -1,5 +1,5 @@
 /**
- * Small file-system (and JSON) helpers shared by manifest/ and store/
+ * Small file-system (and JSON) helpers shared by manifest/, store/ and restore/
  * (internal: not exported from the package). Backup data is private: files 0600, folders
  * 0700, set with an explicit chmod so the process umask never matters.
  */
