@@ -3,9 +3,11 @@
  * (internal: not exported from the package). Backup data is private: files 0600, folders
  * 0700, set with an explicit chmod so the process umask never matters.
  */
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { type Stats, constants as fsConstants } from 'node:fs';
+import { type FileHandle, chmod, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { KvmbakError, isKvmbakError, throwIfAborted } from '../errors.js';
 
 export const FILE_MODE = 0o600;
 export const DIR_MODE = 0o700;
@@ -111,4 +113,117 @@ export function relativePathProblem(rel: string): string | null {
     if (Buffer.byteLength(seg) > 255) return 'has a segment longer than 255 bytes';
   }
   return null;
+}
+
+/** What a file system entry is, in words ('a symbolic link', 'a FIFO', ...), from its stat. */
+export function entryKind(st: Stats): string {
+  if (st.isFile()) return 'a regular file';
+  if (st.isDirectory()) return 'a folder';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isCharacterDevice()) return 'a character device';
+  return 'not a regular file';
+}
+
+/** A file that must be a regular file is not one (or is reached through a link). */
+export class NotRegularFileError extends KvmbakError {
+  declare readonly code: 'KVMBAK_NOT_A_REGULAR_FILE';
+  readonly path: string;
+  /** What it is instead, in words: 'a symbolic link', 'a folder', 'a FIFO (named pipe)', ... */
+  readonly kind: string;
+
+  constructor(path: string, kind: string) {
+    super(`${path} is ${kind}, not a regular file`, 'KVMBAK_NOT_A_REGULAR_FILE');
+    this.path = path;
+    this.kind = kind;
+  }
+}
+Object.defineProperty(NotRegularFileError.prototype, 'name', {
+  value: 'NotRegularFileError',
+  enumerable: false,
+  configurable: true,
+  writable: true,
+});
+
+export function isNotRegularFileError(e: unknown): e is NotRegularFileError {
+  return isKvmbakError(e) && e.code === 'KVMBAK_NOT_A_REGULAR_FILE';
+}
+
+/**
+ * Opens a regular file for reading without following a symbolic link at its
+ * last component (O_NOFOLLOW) and without blocking on a FIFO (O_NONBLOCK: a
+ * FIFO with no writer opens at once, then fails the check below instead of
+ * hanging). Throws NotRegularFileError for anything but a regular file; fs
+ * errors (ENOENT, EACCES) pass through.
+ */
+export async function openRegularFile(path: string): Promise<FileHandle> {
+  let h: FileHandle;
+  try {
+    h = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch (e) {
+    if (errnoCode(e) === 'ELOOP') throw new NotRegularFileError(path, 'a symbolic link');
+    throw e;
+  }
+  try {
+    const st = await h.stat();
+    if (!st.isFile()) throw new NotRegularFileError(path, entryKind(st));
+    return h;
+  } catch (e) {
+    await h.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * Opens `rel` inside the folder `root` as openRegularFile does, after
+ * checking that every folder on the way (e.g. `disks` of 'disks/vda.img.gz')
+ * is a real folder, not a symbolic link that could lead outside `root`.
+ */
+export async function openRegularFileIn(root: string, rel: string): Promise<FileHandle> {
+  const segments = rel.split('/');
+  let dir = root;
+  for (const seg of segments.slice(0, -1)) {
+    dir = join(dir, seg);
+    const st = await lstat(dir);
+    if (!st.isDirectory()) throw new NotRegularFileError(join(root, rel), `reached through ${dir}, which is ${entryKind(st)}`);
+  }
+  return openRegularFile(join(root, rel));
+}
+
+/**
+ * Reads a whole regular file (see openRegularFile) of at most `maxBytes`;
+ * a larger one is an error that says so, without reading it.
+ */
+export async function readRegularFile(path: string, maxBytes: number): Promise<Buffer> {
+  const h = await openRegularFile(path);
+  try {
+    const { size } = await h.stat();
+    if (size > maxBytes) {
+      throw new KvmbakError(`${path} has ${size} bytes, more than the ${maxBytes} such a file can have`, 'KVMBAK_FILE_TOO_LARGE');
+    }
+    return await h.readFile();
+  } finally {
+    await h.close();
+  }
+}
+
+/** Streams an open file from its start through sha256; `onBytes` gets each chunk's length. */
+export async function sha256Handle(
+  h: FileHandle,
+  options: { signal?: AbortSignal | undefined; onBytes?: (n: number) => void } = {},
+): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let bytes = 0;
+  for (;;) {
+    throwIfAborted(options.signal);
+    const { bytesRead } = await h.read(buf, 0, buf.length, bytes);
+    if (bytesRead === 0) break;
+    hash.update(buf.subarray(0, bytesRead));
+    bytes += bytesRead;
+    options.onBytes?.(bytesRead);
+  }
+  return { sha256: hash.digest('hex'), bytes };
 }
