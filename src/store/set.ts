@@ -27,6 +27,7 @@ import {
   ensurePrivateDir,
   errnoCode,
   fsyncDir,
+  withPath,
   relativePathProblem,
   writeFileAtomic,
 } from '../util/fs.js';
@@ -349,7 +350,7 @@ export async function openSetFile(set: BackupSet, rel: string): Promise<SetFileW
       } catch (e) {
         if (state === 'open') await abort();
         else await unlink(partialPath).catch(() => undefined);
-        throw e;
+        throw withPath(e, partialPath);
       }
     },
     abort,

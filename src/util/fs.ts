@@ -23,6 +23,21 @@ export function errnoCode(e: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
+/**
+ * Names `path` in a file-system error that does not (a failed write or
+ * fsync on an open handle says only "ENOSPC: no space left on device,
+ * write"): the message gets Node's own form, `..., write '/backup/x'`, and
+ * the error a `path`. Returns the same error.
+ */
+export function withPath<E>(e: E, path: string): E {
+  if (e instanceof Error && errnoCode(e) !== undefined) {
+    const err = e as Error & { path?: string };
+    if (!err.message.includes(path)) err.message = `${err.message} '${path}'`;
+    err.path ??= path;
+  }
+  return e;
+}
+
 /** fsync a folder so the names created, renamed or removed in it are durable. */
 export async function fsyncDir(dir: string): Promise<void> {
   const h = await open(dir, 'r');
@@ -59,9 +74,9 @@ export async function writeNewFile(path: string, data: string | Uint8Array, mode
   } catch (e) {
     await h.close().catch(() => undefined);
     await unlink(path).catch(() => undefined);
-    throw e;
+    throw withPath(e, path);
   }
-  await h.close();
+  await h.close().catch((e: unknown) => Promise.reject(withPath(e, path)));
 }
 
 /**

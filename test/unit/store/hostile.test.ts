@@ -187,3 +187,16 @@ describe('domain folders another user could change are refused', () => {
     expect(dirname(dest)).toBeTruthy();
   });
 });
+
+describe('file-system errors name their file', () => {
+  it('ENOSPC from a write on an open file names the path (it said only "ENOSPC: no space left on device, write")', async () => {
+    const { open } = await import('node:fs/promises');
+    const { withPath } = await import('../../../src/util/fs.js');
+    const h = await open('/dev/full', 'w');
+    const e = await rejection(h.writeFile('x'.repeat(4096)).finally(() => h.close()));
+    expect(e.message).toBe('ENOSPC: no space left on device, write');
+    withPath(e, '/backup/web01/20261126T031500Z/.SHA256SUMS.tmp-1-abc');
+    expect(e).toMatchObject({ code: 'ENOSPC', path: '/backup/web01/20261126T031500Z/.SHA256SUMS.tmp-1-abc' });
+    expect(e.message).toBe("ENOSPC: no space left on device, write '/backup/web01/20261126T031500Z/.SHA256SUMS.tmp-1-abc'");
+  });
+});
