@@ -54,7 +54,7 @@ import { randomMac, rewriteDomainXml } from './xml.js';
 import { parseLvTarget } from './targets.js';
 
 /** Option names whose bad values are the caller's mistake (the CLI maps them to usage errors). */
-export const RESTORE_OPTION_NAMES = ['set', 'name', 'vg', 'map', 'thinPool', 'threads'] as const;
+export const RESTORE_OPTION_NAMES = ['set', 'name', 'vg', 'map', 'thinPool', 'threads', 'inPlace'] as const;
 
 /** Checks the options' shapes (not the system): ConfigError naming the option. */
 export function checkRestoreOptions(o: RestoreOptions): void {

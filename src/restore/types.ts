@@ -117,7 +117,7 @@ export interface RestoreDiskPlan {
   toBlock: boolean;
 }
 
-/** An existing domain the restore replaces (--force). */
+/** An existing domain the restore replaces (`force`). */
 export interface RestoreReplacement {
   name: string;
   uuid: string;
