@@ -12,6 +12,14 @@ interface ListArgs extends GlobalArgs {
 /** '2026-11-26 03:15:00Z' */
 const when = (t: Date): string => t.toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
 
+/** What the journal next to an incomplete set says about its run. */
+function journalNote(s: SetInfo): string {
+  if (s.journal === undefined) return '';
+  if (s.journalOwner === 'alive') return ' (in progress)';
+  if (s.journalOwner === 'unknown') return ' (journal of a run on another host)';
+  return ' (interrupted: run kvmbak recover)';
+}
+
 /** A table, one line per set. */
 export function formatSets(sets: readonly SetInfo[]): string[] {
   const rows = sets.map((s) => [
@@ -21,7 +29,7 @@ export function formatSets(sets: readonly SetInfo[]): string[] {
     s.mode ?? '-',
     s.disks?.join(',') ?? '-',
     formatBytes(s.storedBytes ?? s.bytesOnDisk),
-    s.status + (s.journal !== undefined ? ' (interrupted: run kvmbak recover)' : ''),
+    s.status + journalNote(s),
   ]);
   const head = ['DOMAIN', 'SET', 'TIME', 'MODE', 'DISKS', 'SIZE', 'STATUS'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -56,5 +64,7 @@ export const listCommand: CommandModule<GlobalArgs, ListArgs> = {
       return;
     }
     process.stdout.write(`${formatSets(sets).join('\n')}\n`);
+    // one line per set that could not be read; the others are listed all the same
+    for (const s of sets) if (s.status === 'unreadable') process.stderr.write(`kvmbak: warning: ${s.domain}/${s.id}: ${s.error ?? 'unreadable'}\n`);
   },
 };

@@ -2,8 +2,9 @@
  * parseDomainDisks: the disks of a domain, read from its XML description
  * (virDomainGetXMLDesc / `virsh dumpxml`). Pure: no libvirt needed.
  */
-import { DOMParser, type Element } from '@xmldom/xmldom';
+import type { Element } from '@xmldom/xmldom';
 import { ConfigError } from '../errors.js';
+import { attr, childElements, firstChild, parseXml } from '../util/xml.js';
 
 export const DISK_DEVICES = ['disk', 'cdrom', 'floppy', 'lun'] as const;
 export type DiskDevice = (typeof DISK_DEVICES)[number];
@@ -40,23 +41,6 @@ export interface DomainDisk {
 /** The XML could not be read as a libvirt domain description. */
 function xmlError(message: string, cause?: unknown): ConfigError {
   return new ConfigError(message, 'xml', cause === undefined ? {} : { cause });
-}
-
-function childElements(parent: Element, name: string): Element[] {
-  const out: Element[] = [];
-  for (let n = parent.firstChild; n !== null; n = n.nextSibling) {
-    if (n.nodeType === 1 && (n as Element).tagName === name) out.push(n as Element);
-  }
-  return out;
-}
-
-function firstChild(parent: Element, name: string): Element | undefined {
-  return childElements(parent, name)[0];
-}
-
-function attr(el: Element | undefined, name: string): string | undefined {
-  if (el === undefined || !el.hasAttribute(name)) return undefined;
-  return el.getAttribute(name) ?? undefined;
 }
 
 function oneOf<T extends string>(values: readonly T[], v: string, what: string, target: string): T {
@@ -117,11 +101,7 @@ function compact<T extends object>(o: T): T {
 export function parseDomainDisks(xml: string): DomainDisk[] {
   let doc;
   try {
-    doc = new DOMParser({
-      onError: (level: string, message: string) => {
-        if (level !== 'warning') throw new Error(message);
-      },
-    }).parseFromString(xml, 'text/xml');
+    doc = parseXml(xml);
   } catch (e) {
     throw xmlError(`domain XML is not well-formed: ${(e as Error).message}`, e);
   }

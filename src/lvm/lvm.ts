@@ -521,6 +521,26 @@ export class Lvm {
   }
 
   /**
+   * Renames an LV inside its VG (`lvrename -- VG OLD NEW`); an open LV keeps
+   * working under its new name. lvm2 refuses a name that is taken. Returns
+   * the LV under its new name.
+   */
+  async rename(lv: LvRef, newName: string, call: LvmCallOptions = {}): Promise<LogicalVolume> {
+    const name = parseLvRef(lv);
+    validateLvName(newName, 'newName');
+    await this.#run('lvrename', ['--', name.vg, name.lv, newName], 'change', call);
+    return this.get({ vg: name.vg, lv: newName }, call);
+  }
+
+  /** Removes tags from an LV (`lvchange --deltag TAG ...`); tags it does not carry are ignored by lvm2. */
+  async deleteTags(lv: LvRef, tags: readonly string[], call: LvmCallOptions = {}): Promise<void> {
+    const name = parseLvRef(lv);
+    const list = uniqueTags(tags, false);
+    if (list.length === 0) return;
+    await this.#run('lvchange', [...list.flatMap((t) => ['--deltag', t]), '--', full(name)], 'change', call);
+  }
+
+  /**
    * Creates a volume to restore into: linear (`lvcreate -L Nb -y -Wy -Zy`,
    * wiping old signatures and zeroing the start) or thin (`-V Nb --thinpool`).
    * Refuses when the name is taken. Returns the new LV.

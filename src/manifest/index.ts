@@ -2,5 +2,5 @@
 export * from './types.js';
 export { ManifestError, isManifestError, MANIFEST_ERROR_CODES } from './errors.js';
 export type { ManifestErrorCode, ManifestIssue } from './errors.js';
-export { validateManifest } from './validate.js';
+export { validateManifest, MANIFEST_LIMITS } from './validate.js';
 export { readManifest, writeManifest, parseManifest, stringifyManifest } from './io.js';

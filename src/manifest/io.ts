@@ -1,7 +1,7 @@
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ManifestError } from './errors.js';
-import { errnoCode, writeFileAtomic } from './fsutil.js';
+import { errnoCode, isNotRegularFileError, readRegularFile, writeFileAtomic } from '../util/fs.js';
 import { MANIFEST_FILE, type Manifest } from './types.js';
 import { validateManifest } from './validate.js';
 
@@ -35,7 +35,9 @@ export function parseManifest(text: string, source = 'manifest'): Manifest {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    const why = text.trim().length === 0 ? 'the file is empty' : (e as Error).message;
+    // Never the parser's message: it quotes the text, and a file that is not a manifest may hold secrets.
+    const at = /position (\d+)/.exec((e as Error).message)?.[1];
+    const why = text.trim().length === 0 ? 'the file is empty' : at !== undefined ? `a syntax error at character ${at}` : 'a syntax error';
     throw new ManifestError(
       `malformed manifest ${source}: not valid JSON (${why}); the backup set is damaged, use another set`,
       'KVMBAK_MANIFEST_MALFORMED',
@@ -46,18 +48,33 @@ export function parseManifest(text: string, source = 'manifest'): Manifest {
   return validateManifest(json, source);
 }
 
+/** The largest manifest.json read (one member offset per chunk: a few MB even for a large disk). */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
 /**
- * Reads and validates SET/manifest.json. Throws ManifestError with code
- * KVMBAK_MANIFEST_MISSING (no manifest: the backup did not finish, or no such
- * folder), _MALFORMED, _FOREIGN, _NEWER or _INVALID.
+ * Reads and validates SET/manifest.json: a regular file (a symbolic link, a
+ * FIFO or a folder is refused, never followed or waited on) of at most
+ * MAX_MANIFEST_BYTES. Throws ManifestError with code KVMBAK_MANIFEST_MISSING
+ * (no manifest, or no such folder), _MALFORMED (not a regular file, too
+ * large, not JSON), _FOREIGN, _NEWER or _INVALID. Messages never quote the
+ * file's content.
  */
 export async function readManifest(setDir: string): Promise<Manifest> {
   const file = join(setDir, MANIFEST_FILE);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = (await readRegularFile(file, MAX_MANIFEST_BYTES)).toString('utf8');
   } catch (e) {
     const code = errnoCode(e);
+    if (isNotRegularFileError(e) || code === 'KVMBAK_FILE_TOO_LARGE' || code === 'EISDIR') {
+      const what = isNotRegularFileError(e) ? `${e.kind}, not a regular file` : code === 'EISDIR' ? 'a folder' : `larger than ${MAX_MANIFEST_BYTES} bytes`;
+      throw new ManifestError(
+        `malformed manifest ${file}: it is ${what}; the backup set is damaged or was tampered with, use another set`,
+        'KVMBAK_MANIFEST_MALFORMED',
+        { path: file },
+        { cause: e },
+      );
+    }
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
     const dirCode = await stat(setDir).then(
       (s) => (s.isDirectory() ? undefined : 'ENOTDIR'),
@@ -68,7 +85,7 @@ export async function readManifest(setDir: string): Promise<Manifest> {
     );
     const message =
       dirCode === undefined
-        ? `incomplete backup: no ${MANIFEST_FILE} in ${setDir} (the backup did not finish); delete it or run kvmbak prune`
+        ? `no ${MANIFEST_FILE} in ${setDir}: not a complete kvmbak backup set`
         : dirCode === 'ENOTDIR'
           ? `no backup set at ${setDir}: not a folder; give the set's folder (DEST/DOMAIN/YYYYMMDDTHHMMSSZ)`
           : `no backup set at ${setDir}: the folder does not exist; check the path (kvmbak list DEST shows the sets)`;

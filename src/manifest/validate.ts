@@ -6,7 +6,7 @@
  * allowed, so a later kvmbak/1 writer may add information.
  */
 import { ManifestError, type ManifestIssue } from './errors.js';
-import { isRecord as isObj, relativePathProblem } from './fsutil.js';
+import { isRecord as isObj, relativePathProblem } from '../util/fs.js';
 import {
   BACKUP_MODES,
   DOMAIN_XML_FILE,
@@ -23,6 +23,20 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 const FORMAT_RE = /^kvmbak\/(\d+)$/;
 const TIMINGS_REQUIRED = ['planMs', 'windowMs', 'archiveMs', 'totalMs'] as const;
+
+/**
+ * Bounds of every number, so that a crafted manifest cannot make a reader
+ * allocate or loop absurdly (a chunkSize of 2^40 would be allocated).
+ * Chunks: what the archive writes (4 KiB to 256 MiB). Bytes: 1 PiB, far above
+ * any disk or RAM kvmbak backs up. Milliseconds: a year.
+ */
+export const MANIFEST_LIMITS = Object.freeze({
+  minChunkSize: 4096,
+  maxChunkSize: 256 * 1024 * 1024,
+  maxBytes: 2 ** 50,
+  maxMs: 366 * 24 * 3600 * 1000,
+});
+const { maxBytes: MAX_BYTES, maxMs: MAX_MS } = MANIFEST_LIMITS;
 
 /** A short rendering of a bad value for messages. */
 function shown(v: unknown): string {
@@ -88,12 +102,12 @@ class Checker {
     return this.string(o, key, field, { re: SHA256_RE, what: 'a sha256 (64 lowercase hex digits)' });
   }
 
-  /** A non-negative safe integer (a byte count, an offset). */
-  integer(o: Obj, key: string, field: string, min = 0): number | undefined {
+  /** An integer in [min, max] (a byte count, an offset: at most MAX_BYTES unless told). */
+  integer(o: Obj, key: string, field: string, min = 0, max = MAX_BYTES): number | undefined {
     const v = this.present(o, key, field);
     if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-      this.add(field, `must be an integer >= ${min}, got ${shown(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+      this.add(field, `must be an integer from ${min} to ${max}, got ${shown(v)}`);
       return undefined;
     }
     return v;
@@ -162,15 +176,15 @@ function checkImage(c: Checker, image: Obj, p: string): void {
   c.sha256(image, 'rawSha256', `${p}.rawSha256`);
   const storedBytes = c.integer(image, 'storedBytes', `${p}.storedBytes`);
   c.sha256(image, 'fileSha256', `${p}.fileSha256`);
-  const chunkSize = c.integer(image, 'chunkSize', `${p}.chunkSize`, 1);
+  const chunkSize = c.integer(image, 'chunkSize', `${p}.chunkSize`, MANIFEST_LIMITS.minChunkSize, MANIFEST_LIMITS.maxChunkSize);
   const members = c.array(image, 'members', `${p}.members`);
   const zeroChunks = c.integer(image, 'zeroChunks', `${p}.zeroChunks`);
   if (members === undefined) return;
 
   let ok = true;
   members.forEach((m, i) => {
-    if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 0) {
-      c.add(`${p}.members[${i}]`, `must be an integer >= 0, got ${shown(m)}`);
+    if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 0 || m > MAX_BYTES) {
+      c.add(`${p}.members[${i}]`, `must be an integer from 0 to ${MAX_BYTES}, got ${shown(m)}`);
       ok = false;
     } else if (i === 0 && m !== 0) {
       c.add(`${p}.members[0]`, `must be 0 (the first member starts the file), got ${m}`);
@@ -292,13 +306,13 @@ export function validateManifest(json: unknown, source = 'manifest'): Manifest {
   }
 
   const mode = c.oneOf(m, 'mode', 'mode', BACKUP_MODES);
-  c.nullable(m, 'downtimeMs', 'downtimeMs', () => c.number(m, 'downtimeMs', 'downtimeMs'));
+  c.nullable(m, 'downtimeMs', 'downtimeMs', () => c.number(m, 'downtimeMs', 'downtimeMs', 0, MAX_MS));
 
   const timings = c.object(m, 'timings', 'timings');
   if (timings) {
-    for (const key of TIMINGS_REQUIRED) c.number(timings, key, `timings.${key}`);
+    for (const key of TIMINGS_REQUIRED) c.number(timings, key, `timings.${key}`, 0, MAX_MS);
     for (const key of Object.keys(timings)) {
-      if (!(TIMINGS_REQUIRED as readonly string[]).includes(key)) c.number(timings, key, `timings.${key}`);
+      if (!(TIMINGS_REQUIRED as readonly string[]).includes(key)) c.number(timings, key, `timings.${key}`, 0, MAX_MS);
     }
   }
 

@@ -19,7 +19,7 @@ export interface RestoreErrorDetails {
   createdLvs?: string[];
   /** LVs restore created and removed again while cleaning up. */
   removedLvs?: string[];
-  /** LVs that existed before (--force) and were written to, fully or partly. */
+  /** LVs that existed before and were written over in place (`force` + `inPlace`), fully or partly. */
   overwrittenLvs?: string[];
   /** The domain was defined from the set. */
   defined?: boolean;

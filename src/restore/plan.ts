@@ -2,13 +2,13 @@
  * Planning a restore: every precondition is checked here, before anything
  * is touched (existing LVs and domains, sizes, free space, the set's files).
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { ConfigError, isKvmbakError } from '../errors.js';
+import { isKvmbakError } from '../errors.js';
 import { type DomainSummary, type Hypervisor, parseDomainDisks } from '../libvirt/index.js';
-import type { LogicalVolume, Lvm } from '../lvm/index.js';
+import { LVM_MAX_NAME_LENGTH, type LogicalVolume, type Lvm } from '../lvm/index.js';
 import { DOMAIN_XML_FILE, type Manifest } from '../manifest/index.js';
+import { errnoCode, isNotRegularFileError, openRegularFileIn } from '../util/fs.js';
 import { formatBytes } from '../util/size.js';
 import { RestoreError } from './errors.js';
 import { type DiskTarget, resolveDiskTargets } from './targets.js';
@@ -29,35 +29,55 @@ function refused(set: string, domain: string, message: string, cause?: unknown):
 
 const sameUuid = (a: string, b: string): boolean => a.replace(/-/g, '').toLowerCase() === b.replace(/-/g, '').toLowerCase();
 
-/** The set's files the restore reads: present, with the sizes the manifest records; domain.xml's sha256. */
+/** The largest domain.xml read (libvirt's own are a few KiB). */
+const MAX_DOMAIN_XML_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The set's files the restore reads: regular files (never a link followed),
+ * with the sizes the manifest records; domain.xml's sha256. Cheap: the full
+ * check of every file against SHA256SUMS comes after planning (proveSet).
+ */
 async function checkSetFiles(setPath: string, m: Manifest, useMemory: boolean): Promise<string> {
   const domain = m.domain.name;
   const damaged = (what: string): RestoreError =>
     refused(setPath, domain, `backup set ${setPath} is damaged: ${what}; run kvmbak verify ${setPath}, or restore another set`);
-  const sized = async (rel: string, bytes: number): Promise<void> => {
-    let size: number;
+  const open = async (rel: string) => {
     try {
-      const st = await stat(join(setPath, rel));
-      if (!st.isFile()) throw damaged(`${rel} is not a regular file`);
-      size = st.size;
+      return await openRegularFileIn(setPath, rel);
     } catch (e) {
-      if (isKvmbakError(e)) throw e;
-      throw damaged(`${rel} is missing`);
+      if (isNotRegularFileError(e)) throw damaged(`${rel} is ${e.kind}, not a regular file`);
+      if (errnoCode(e) === 'ENOENT') throw damaged(`${rel} is missing`);
+      throw e;
     }
+  };
+  const sized = async (rel: string, bytes: number): Promise<void> => {
+    const h = await open(rel);
+    const { size } = await h.stat().finally(() => h.close());
     if (size !== bytes) throw damaged(`${rel} has ${size} bytes, the manifest says ${bytes} (truncated or changed)`);
   };
   for (const d of m.disks) await sized(d.image.file, d.image.storedBytes);
   if (useMemory && m.memory) await sized(m.memory.file, m.memory.bytes);
-  let xml: string;
+  const h = await open(DOMAIN_XML_FILE);
+  let raw: Buffer;
   try {
-    xml = await readFile(join(setPath, DOMAIN_XML_FILE), 'utf8');
-  } catch {
-    throw damaged(`${DOMAIN_XML_FILE} is missing`);
+    if ((await h.stat()).size > MAX_DOMAIN_XML_BYTES) throw damaged(`${DOMAIN_XML_FILE} is larger than ${formatBytes(MAX_DOMAIN_XML_BYTES)}`);
+    raw = await h.readFile();
+  } finally {
+    await h.close();
   }
-  if (createHash('sha256').update(xml, 'utf8').digest('hex') !== m.domainXml.sha256) {
+  if (createHash('sha256').update(raw).digest('hex') !== m.domainXml.sha256) {
     throw damaged(`${DOMAIN_XML_FILE}: sha256 differs from the manifest`);
   }
-  return xml;
+  return raw.toString('utf8');
+}
+
+/** The LVM tag of the new LVs a restore writes beside existing ones, while they have their temporary names. */
+export const RESTORE_LV_TAG = 'kvmbak-restore';
+
+/** `LV-kvmbak-new-SUFFIX` (the LV name shortened when needed to stay within lvm2's limit). */
+function tempLvName(lv: string, what: 'new' | 'old', suffix: string): string {
+  const tail = `-kvmbak-${what}-${suffix}`;
+  return `${lv.slice(0, LVM_MAX_NAME_LENGTH - tail.length)}${tail}`;
 }
 
 /** Block-device paths the domain's disks use (live and persistent definitions). */
@@ -96,18 +116,52 @@ function lvPaths(vg: string, lv: string, found: LogicalVolume | null): string[] 
 
 /**
  * The checks of the options that need only the manifest (no libvirt, no
- * lvm): --map targets, --vg, --name with a memory state. ConfigError.
- * Returns the target LV of every disk.
+ * lvm): `map` targets, `vg`. ConfigError. Returns the target LV of every disk.
  */
 export function checkOptionsAgainstSet(m: Manifest, options: RestoreOptions): DiskTarget[] {
-  if (m.memory !== null && !options.noMemory && options.name !== undefined) {
-    throw new ConfigError(
-      `--name ${options.name} cannot resume the memory state of this set: libvirt ties a save image to the domain's name, ` +
-        'UUID and MAC addresses, which a copy changes; add --no-memory to restore the copy from its disks (a cold boot)',
-      'name',
-    );
-  }
   return resolveDiskTargets(m.disks, m.skipped, options);
+}
+
+/**
+ * Room for every new LV: linear ones in their VG (extent-rounded), thin ones
+ * in their pool (fully written: the image's zeros are written to a device
+ * too). When new LVs beside existing ones do not fit, the refusal says that
+ * `inPlace` writes over the existing LVs instead.
+ */
+async function checkRoom(lvm: Lvm, setPath: string, domain: string, disks: readonly RestoreDiskPlan[]): Promise<void> {
+  const fresh = disks.filter((p) => p.action !== 'overwrite');
+  const byVg = new Map<string, RestoreDiskPlan[]>();
+  for (const p of fresh.filter((x) => x.create?.kind === 'linear')) byVg.set(p.vg, [...(byVg.get(p.vg) ?? []), p]);
+  const noRoom = (where: string, free: number, need: number, ps: RestoreDiskPlan[]): RestoreError => {
+    const swapping = ps.some((p) => p.action === 'swap');
+    return refused(
+      setPath,
+      domain,
+      `${where} has ${formatBytes(free)} free but the new LVs for ${ps.map((p) => p.target).join(', ')} need ${formatBytes(need)}` +
+        (swapping
+          ? ' (restore writes beside the current LVs and swaps them out only once the new ones are written and checked); ' +
+            'free space there, restore elsewhere with `vg` or `map`, or use `inPlace` to overwrite the current LVs directly ' +
+            '(the domain is then stopped first, and a failure part-way loses their old data)'
+          : '; free space there, or restore into another VG with `vg` or `map`'),
+    );
+  };
+  for (const [vg, ps] of byVg) {
+    const info = await lvm.vgInfo(vg);
+    const need = ps.reduce((sum, p) => sum + Math.ceil(p.size / info.extentSize) * info.extentSize, 0);
+    if (need > info.free) throw noRoom(`volume group ${vg}`, info.free, need, ps);
+  }
+  const byPool = new Map<string, RestoreDiskPlan[]>();
+  for (const p of fresh.filter((x) => x.create?.kind === 'thin')) {
+    const key = `${p.vg}/${(p.create as { pool: string }).pool}`;
+    byPool.set(key, [...(byPool.get(key) ?? []), p]);
+  }
+  for (const [key, ps] of byPool) {
+    const [vg, pool] = key.split('/') as [string, string];
+    const lv = await lvm.get({ vg, lv: pool });
+    const free = Math.floor(lv.size * (1 - (lv.dataPercent ?? 0) / 100));
+    const need = ps.reduce((sum, p) => sum + p.rawBytes, 0);
+    if (need > free) throw noRoom(`thin pool ${key}`, free, need, ps);
+  }
 }
 
 /**
@@ -125,7 +179,11 @@ export async function planRestore(
 ): Promise<PlannedRestore> {
   const m = manifest;
   const hasMemory = m.memory !== null;
-  const useMemory = hasMemory && !options.noMemory;
+  const copy = options.name !== undefined;
+  // A copy cannot resume the original's RAM: libvirt ties a save image to the UUID and MAC addresses.
+  const useMemory = hasMemory && !options.noMemory && !copy;
+  const inPlace = options.inPlace === true;
+  const suffix = ctx.lvSuffix ?? ((): string => randomBytes(3).toString('hex'));
   const targets: DiskTarget[] = checkOptionsAgainstSet(m, options);
   const domainXml = await checkSetFiles(setPath, m, useMemory);
   const identity = domainXmlIdentity(domainXml);
@@ -135,7 +193,6 @@ export async function planRestore(
       throw refused(setPath, m.domain.name, `backup set ${setPath} is inconsistent: the manifest has disk ${d.target} but ${DOMAIN_XML_FILE} does not; restore another set`);
     }
   }
-  const copy = options.name !== undefined;
   const name = options.name ?? identity.name;
   const uuid = copy ? (ctx.newUuid ?? randomUUID)() : (identity.uuid ?? m.domain.uuid);
   const warnings: string[] = [];
@@ -163,8 +220,8 @@ export async function planRestore(
     throw refused(
       setPath,
       name,
-      `${what}; restore does not replace a domain unless told: pass --force to replace it` +
-        `${replace.some((r) => r.destroy) ? ' (it is stopped at once, unsaved state is lost)' : ''}, or --name NEW to restore a copy beside it`,
+      `${what}; restore does not replace a domain unless told: use \`force\` to replace it` +
+        `${replace.some((r) => r.destroy) ? ' (it is stopped, unsaved state is lost)' : ''}, or use \`name\` to restore a copy beside it`,
     );
   }
 
@@ -186,7 +243,7 @@ export async function planRestore(
       found = await lvm.find({ vg: t.vg, lv: t.lv });
     } catch (e) {
       if (isKvmbakError(e) && (e.code === 'KVMBAK_VG_NOT_FOUND' || e.code === 'KVMBAK_INVALID_ARGUMENT')) {
-        throw refused(setPath, name, `disk ${t.target} → ${want}: ${e.message}${t.from === 'original' ? '; restore into another VG with --vg or --map' : ''}`, e);
+        throw refused(setPath, name, `disk ${t.target} → ${want}: ${e.message}${t.from === 'original' ? '; restore into another VG with `vg` or `map`' : ''}`, e);
       }
       throw e;
     }
@@ -197,7 +254,7 @@ export async function planRestore(
       throw refused(
         setPath,
         name,
-        `disk ${t.target} → ${want}: that LV is ${user}; restore into another LV with --vg or --map${copy ? ' (a copy needs its own LVs)' : ''}`,
+        `disk ${t.target} → ${want}: that LV is ${user}; restore into another LV with \`vg\` or \`map\`${copy ? ' (a copy needs its own LVs)' : ''}`,
       );
     }
     const moved = t.vg !== d.vg || t.lv !== d.lv;
@@ -211,71 +268,68 @@ export async function planRestore(
       vg: t.vg,
       lv: t.lv,
       path: found ? found.path : `/dev/${t.vg}/${t.lv}`,
-      action: found ? 'overwrite' : 'create',
-      size: found ? found.size : required,
+      action: !found ? 'create' : inPlace ? 'overwrite' : 'swap',
+      size: found && inPlace ? found.size : required,
       create: null,
+      temp: null,
       moved,
       toBlock,
     };
     if (found) {
+      // in place, the LV itself must take the data; a swap only renames it
       const why =
         found.snapshot !== null
           ? `it is a ${found.snapshot} snapshot`
           : found.path === ''
             ? `it is an internal LV (${found.segtype})`
-            : found.size < required
+            : inPlace && found.size < required
               ? `it holds ${found.size} bytes (${formatBytes(found.size)}) but the disk needs ${required} (${formatBytes(required)}); ` +
                 `grow it (lvextend -L ${required}b ${want})`
-              : !found.active
+              : inPlace && !found.active
                 ? `it is not active; activate it (lvchange -ay ${want})`
-                : null;
-      if (why !== null) throw refused(setPath, name, `disk ${t.target} → ${want}: cannot restore into it: ${why}, or restore elsewhere with --vg or --map`);
+                : found.thin && found.pool === null
+                  ? 'it is a thin volume whose pool lvs does not name'
+                  : null;
+      if (why !== null) throw refused(setPath, name, `disk ${t.target} → ${want}: cannot restore into it: ${why}, or restore elsewhere with \`vg\` or \`map\``);
       if (!options.force) {
         throw refused(
           setPath,
           name,
-          `disk ${t.target} → ${want}: the LV exists and restore does not overwrite data unless told: pass --force to overwrite it, ` +
-            'or restore into a new LV with --vg or --map',
+          `disk ${t.target} → ${want}: the LV exists and restore does not replace data unless told: use \`force\` to replace it, ` +
+            'or restore into a new LV with `vg` or `map`',
         );
       }
       if (found.open === true && !replace.some((r) => r.destroy)) {
-        throw refused(setPath, name, `disk ${t.target} → ${want}: the LV is in use (open by some process); stop what uses it, or restore elsewhere with --vg or --map`);
+        throw refused(setPath, name, `disk ${t.target} → ${want}: the LV is in use (open by some process); stop what uses it, or restore elsewhere with \`vg\` or \`map\``);
       }
-      if (found.size > required) warnings.push(`${want} is larger than the disk was (${formatBytes(found.size)} > ${formatBytes(required)}); the bytes past ${formatBytes(required)} are left as they are`);
+      if (inPlace) {
+        if (found.size > required) warnings.push(`${want} is larger than the disk was (${formatBytes(found.size)} > ${formatBytes(required)}); the bytes past ${formatBytes(required)} are left as they are`);
+      } else {
+        const sfx = suffix();
+        plan.temp = { newLv: tempLvName(t.lv, 'new', sfx), oldLv: tempLvName(t.lv, 'old', sfx) };
+        plan.create = found.thin ? { kind: 'thin', pool: found.pool! } : { kind: 'linear' };
+        if (found.size !== required) {
+          warnings.push(`${want} holds ${formatBytes(found.size)}; it is replaced by an LV of the disk's recorded size, ${formatBytes(required)}`);
+        }
+      }
     } else if (d.thin && options.thinPool !== undefined) {
       let pool: LogicalVolume | null;
       try {
         pool = await lvm.find({ vg: t.vg, lv: options.thinPool });
       } catch (e) {
-        throw refused(setPath, name, `--thin-pool ${options.thinPool}: ${(e as Error).message}`, e);
+        throw refused(setPath, name, `\`thinPool\` ${options.thinPool}: ${(e as Error).message}`, e);
       }
       if (pool === null || pool.segtype !== 'thin-pool') {
-        throw refused(setPath, name, `--thin-pool ${options.thinPool}: ${t.vg}/${options.thinPool} is not a thin pool; name an existing thin pool of ${t.vg} (lvs ${t.vg})`);
+        throw refused(setPath, name, `\`thinPool\` ${options.thinPool}: ${t.vg}/${options.thinPool} is not a thin pool; name an existing thin pool of ${t.vg} (lvs ${t.vg})`);
       }
       plan.create = { kind: 'thin', pool: options.thinPool };
     } else {
       plan.create = { kind: 'linear' };
-      if (d.thin) warnings.push(`disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (give --thin-pool POOL to make it thin)`);
-      toCreate.set(t.vg, [...(toCreate.get(t.vg) ?? []), t.target]);
+      if (d.thin) warnings.push(`disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (use \`thinPool\` to make it thin)`);
     }
     disks.push(plan);
   }
-
-  // Room for the new linear LVs, extent-rounded.
-  for (const [vg, forTargets] of toCreate) {
-    const info = await lvm.vgInfo(vg);
-    const bytes = disks
-      .filter((p) => p.vg === vg && p.create?.kind === 'linear')
-      .reduce((sum, p) => sum + Math.ceil(p.size / info.extentSize) * info.extentSize, 0);
-    if (bytes > info.free) {
-      throw refused(
-        setPath,
-        name,
-        `volume group ${vg} has ${formatBytes(info.free)} free but the new LVs for ${forTargets.join(', ')} need ${formatBytes(bytes)}; ` +
-          'free space there, or restore into another VG with --vg or --map',
-      );
-    }
-  }
+  await checkRoom(lvm, setPath, name, disks);
 
   const run: RestorePlan['run'] = useMemory ? (options.noStart ? 'resume-paused' : 'resume') : options.noStart ? 'none' : 'start';
   const memoryXml = useMemory && disks.some((p) => p.moved || p.toBlock);
@@ -285,28 +339,41 @@ export async function planRestore(
   if (droppedDisks.length > 0) {
     warnings.push(`the copy leaves out ${droppedDisks.join(', ')}: not in the backup set, and they belong to ${identity.name}`);
   }
-  if (hasMemory && options.noMemory) warnings.push('the memory state is not used (--no-memory): the domain boots from its disks');
+  if (hasMemory && copy && !options.noMemory) {
+    warnings.push(
+      `a copy cannot resume the memory state of ${identity.name} (libvirt ties it to the domain's UUID and MAC addresses, which a copy changes): ${name} boots from its disks`,
+    );
+  } else if (hasMemory && options.noMemory) {
+    warnings.push('the memory state is not used (`noMemory`): the domain boots from its disks');
+  }
   if (memoryXml) {
     warnings.push(
       'the disks change in the domain XML, so the memory state is resumed with domain.xml rewritten (libvirt requires it to match the saved domain); ' +
-        'if libvirt refuses, restore with --no-memory',
+        'if libvirt refuses, restore with `noMemory`',
     );
   }
 
-  // The steps, in order.
-  for (const r of replace) {
+  // The steps, in order (see restore.ts for why the domain is stopped where it is).
+  const stopFirst = disks.some((p) => p.action === 'overwrite');
+  const stopSteps = replace.map((r) =>
+    r.destroy ? `stop domain ${r.name} (${r.state}) at once (virsh destroy), to replace it` : `replace domain ${r.name} (shut off)`,
+  );
+  if (stopFirst) steps.push(...stopSteps);
+  for (const p of disks) {
+    const image = `${formatBytes(p.rawBytes)} from ${m.disks.find((x) => x.target === p.target)!.image.file}`;
+    const kind = (c: RestoreDiskPlan['create']): string => (c!.kind === 'thin' ? `thin in ${(c as { pool: string }).pool}` : 'linear');
     steps.push(
-      r.destroy
-        ? `stop domain ${r.name} (${r.state}) at once (virsh destroy), then replace it`
-        : `replace domain ${r.name} (shut off)`,
+      p.action === 'create'
+        ? `${p.target}: create ${p.vg}/${p.lv} (${formatBytes(p.size)}, ${kind(p.create)}) and write ${image}, checking its sha256`
+        : p.action === 'swap'
+          ? `${p.target}: create a new LV ${p.vg}/${p.temp!.newLv} (${formatBytes(p.size)}, ${kind(p.create)}) beside ${p.vg}/${p.lv} and write ${image}, checking its sha256`
+          : `${p.target}: overwrite ${p.vg}/${p.lv} in place (${formatBytes(p.size)}, existing) with ${image}, checking its sha256`,
     );
   }
-  for (const p of disks) {
-    const into =
-      p.action === 'create'
-        ? `create ${p.vg}/${p.lv} (${formatBytes(p.size)}, ${p.create!.kind === 'thin' ? `thin in ${(p.create as { pool: string }).pool}` : 'linear'})`
-        : `overwrite ${p.vg}/${p.lv} (${formatBytes(p.size)}, existing)`;
-    steps.push(`${p.target}: ${into} and write ${formatBytes(p.rawBytes)} from ${m.disks.find((x) => x.target === p.target)!.image.file}, checking its sha256`);
+  if (!stopFirst) steps.push(...stopSteps);
+  const swaps = disks.filter((p) => p.action === 'swap');
+  if (swaps.length > 0) {
+    steps.push(`swap the new LVs in (lvrename): ${swaps.map((p) => `${p.vg}/${p.temp!.newLv} → ${p.lv}`).join(', ')}; the old ones are removed once the domain is defined`);
   }
   steps.push(
     `${replace.length > 0 ? `undefine ${replace.map((r) => r.name).join(', ')}, ` : ''}define domain ${name}` +

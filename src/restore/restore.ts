@@ -1,27 +1,48 @@
 /**
- * restore(): read the set → plan (every check, nothing touched) → lock the
- * set's domain folder → check the memory state → stop the domain it
- * replaces → create LVs → write and verify every image → define → resume
- * from the memory state or start.
+ * restore(): read the set → plan (every check, nothing touched) → prove the
+ * set good (every file against SHA256SUMS and the manifest) → lock →
+ * write → swap → define → resume from the memory state or start.
  *
- * Nothing half-done: a failure before the domain is defined removes the LVs
- * this restore created (they hold nothing but data from the set), puts back
- * the definition of a domain it replaced, and says which pre-existing LVs
- * were overwritten (their old content is gone; restore never deletes an LV
- * it did not create). A failure after the define (resume or start) leaves
- * the restored domain defined, shut off, and says how to go on.
+ * Nothing is destroyed before what replaces it is proven good:
+ * - before anything is stopped or written, every file of the set is hashed
+ *   and compared with SHA256SUMS and the manifest (a dry run does the same);
+ * - an existing LV (with `force`) is not overwritten: a new LV is written
+ *   beside it (same VG, or same thin pool), its raw sha256 checked, and only
+ *   then is the domain using the old one stopped and the names swapped
+ *   (lvrename). A failure before the swap leaves the old LV and the running
+ *   domain as they were; the old LV is removed once the restored domain is
+ *   defined. The domain is stopped as late as possible (the LV is in use
+ *   while it runs) and never before the new data is complete and checked;
+ * - `inPlace` (for a VG without room for the second copy) writes over the
+ *   existing LVs: the domain is stopped first, and a failure part-way says
+ *   which LVs lost their old data.
+ *
+ * A failure before the define removes the LVs this restore created, swaps
+ * back what it swapped, puts back the definition of a domain it replaced and
+ * starts that domain again when it was running and its disks are intact. A
+ * failure after the define (resume or start) leaves the restored domain
+ * defined, shut off, and says how to go on.
  */
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { AbortError, ConfigError, KvmbakError, isAbortError, isLibvirtError, throwIfAborted } from '../errors.js';
 import { type Domain, type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { type LogicalVolume, Lvm, validateLvName, validateVgName } from '../lvm/index.js';
 import { unpackImage } from '../archive/index.js';
-import { type Manifest, readManifest } from '../manifest/index.js';
-import { type DomainLock, acquireLock, isValidDomainName, parseSetPath, sha256File } from '../store/index.js';
+import type { Manifest } from '../manifest/index.js';
+import {
+  type DomainLock,
+  acquireLock,
+  assertPrivateFolder,
+  isValidDomainName,
+  parseSetPath,
+  readSetManifest,
+  verifySetFiles,
+} from '../store/index.js';
 import { RestoreError } from './errors.js';
-import { type PlannedRestore, checkOptionsAgainstSet, planRestore } from './plan.js';
+import { type PlannedRestore, RESTORE_LV_TAG, checkOptionsAgainstSet, planRestore } from './plan.js';
 import type {
   RestoreContext,
+  RestoreDiskPlan,
   RestoreDiskResult,
   RestoreOptions,
   RestorePhase,
@@ -33,31 +54,35 @@ import { randomMac, rewriteDomainXml } from './xml.js';
 import { parseLvTarget } from './targets.js';
 
 /** Option names whose bad values are the caller's mistake (the CLI maps them to usage errors). */
-export const RESTORE_OPTION_NAMES = ['set', 'name', 'vg', 'map', 'thinPool', 'threads'] as const;
+export const RESTORE_OPTION_NAMES = ['set', 'name', 'vg', 'map', 'thinPool', 'threads', 'inPlace'] as const;
 
 /** Checks the options' shapes (not the system): ConfigError naming the option. */
 export function checkRestoreOptions(o: RestoreOptions): void {
   if (typeof o !== 'object' || o === null) throw new ConfigError('restore needs options with a set', 'set');
   if (typeof o.set !== 'string' || o.set === '') throw new ConfigError('name the backup set to restore (its folder, DEST/DOMAIN/YYYYMMDDTHHMMSSZ)', 'set');
   if (o.name !== undefined && (typeof o.name !== 'string' || !isValidDomainName(o.name) || /[\0-\x1f\x7f]/.test(o.name))) {
-    throw new ConfigError(`--name ${JSON.stringify(o.name)} is not a usable domain name: give a non-empty name without '/' or control characters`, 'name');
+    throw new ConfigError(`\`name\` ${JSON.stringify(o.name)} is not a usable domain name: give a non-empty name without '/' or control characters`, 'name');
   }
   if (o.vg !== undefined) validateVgName(o.vg, 'vg');
   if (o.thinPool !== undefined) validateLvName(o.thinPool, 'thinPool');
   if (o.map !== undefined) {
-    if (typeof o.map !== 'object' || o.map === null) throw new ConfigError('map must be an object of disk target → LV', 'map');
+    if (typeof o.map !== 'object' || o.map === null) throw new ConfigError('`map` must be an object of disk target → LV', 'map');
     for (const [target, lv] of Object.entries(o.map)) parseLvTarget(lv, target);
   }
   if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 256)) {
-    throw new ConfigError(`--threads ${String(o.threads)} must be a whole number from 1 to 256`, 'threads');
+    throw new ConfigError(`\`threads\` ${String(o.threads)} must be a whole number from 1 to 256`, 'threads');
+  }
+  if (o.inPlace === true && o.force !== true) {
+    throw new ConfigError('`inPlace` writes over existing LVs, which needs `force` too', 'inPlace');
   }
 }
 
 /**
  * Restores a backup set. See the module comment for the guarantees. Throws
  * ManifestError for a set without a usable manifest ("incomplete backup" when
- * it has none), ConfigError for bad options, RestoreError when refused
- * (nothing touched) or failed (with what was done), AbortError when cancelled.
+ * it has none), StoreError KVMBAK_NOT_A_SET for a folder that is not a set,
+ * ConfigError for bad options, RestoreError when refused (nothing touched) or
+ * failed (with what was done), AbortError when cancelled.
  */
 export async function restore(options: RestoreOptions, ctx: RestoreContext = {}): Promise<RestoreResult> {
   checkRestoreOptions(options);
@@ -65,265 +90,429 @@ export async function restore(options: RestoreOptions, ctx: RestoreContext = {})
   const t0 = performance.now();
   const setPath = resolve(options.set);
   // A missing, incomplete, foreign or newer set fails here, before any connection.
-  let manifest = await readManifest(setPath);
+  let manifest = await readSetManifest(setPath);
   checkOptionsAgainstSet(manifest, options);
+  await checkSetFolders(setPath);
   const hv = ctx.hypervisor ?? (await openHypervisor(options.uri));
   const lvm = ctx.lvm ?? new Lvm();
   let lock: DomainLock | null = null;
   try {
-    if (!options.dryRun) {
-      // The set lives in DEST/DOMAIN: hold that domain's lock so prune cannot delete it under us.
-      let where: { dest: string; domain: string } | null = null;
-      try {
-        where = parseSetPath(setPath);
-      } catch {
-        where = null; // a set copied outside a kvmbak destination: nothing to lock
-      }
-      if (where !== null) {
-        lock = await acquireLock(where.dest, where.domain, 'restore');
-        manifest = await readManifest(setPath); // it may have changed before we held the lock
-      }
-    }
-    const emit = (e: RestoreProgress): void => {
-      try {
-        options.onProgress?.(e);
-      } catch {
-        // a progress consumer must never break a restore
-      }
-    };
+    if (!options.dryRun) ({ lock, manifest } = await lockSetDomain(setPath, manifest));
+    const emit = progressEmitter(options);
     const planned = await planRestore(hv, lvm, setPath, manifest, options, ctx);
     const { plan } = planned;
     const phase = (p: RestorePhase, message: string): void => emit({ type: 'phase', domain: plan.domain.name, phase: p, message });
     phase('plan', `restore plan for ${setPath}: ${plan.steps.length} steps`);
     for (const w of plan.warnings) emit({ type: 'warning', domain: plan.domain.name, message: w });
-    if (options.dryRun) {
-      return {
-        set: setPath,
-        domain: plan.domain.name,
-        uuid: plan.domain.uuid,
-        dryRun: true,
-        plan,
-        disks: [],
-        replaced: [],
-        memoryRestored: false,
-        started: false,
-        stateAfter: null,
-        seconds: (performance.now() - t0) / 1000,
-      };
-    }
-    return await execute(hv, lvm, planned, options, ctx, { t0, emit, phase });
+    await proveSet(planned, options.signal, emit, phase);
+    if (options.dryRun) return dryRunResult(planned, t0);
+    return await execute(new RestoreRun(hv, lvm, planned, options, ctx, t0, emit, phase));
   } finally {
     await lock?.release();
     if (ctx.hypervisor === undefined) hv.close();
   }
 }
 
-interface Run {
-  t0: number;
-  emit: (e: RestoreProgress) => void;
-  phase: (p: RestorePhase, message: string) => void;
+/** A progress callback that can never break a restore. */
+function progressEmitter(options: RestoreOptions): (e: RestoreProgress) => void {
+  return (e) => {
+    try {
+      options.onProgress?.(e);
+    } catch {
+      // a progress consumer must never break a restore
+    }
+  };
 }
 
-const lvName = (x: { vg: string; lv: string }): string => `${x.vg}/${x.lv}`;
+/** The set folder, and the domain folder it lives in, must be private: another user could swap the set under us. */
+async function checkSetFolders(setPath: string): Promise<void> {
+  await assertPrivateFolder(setPath, 'backup set folder');
+  if (inDestination(setPath)) await assertPrivateFolder(dirname(setPath), 'backup folder');
+}
 
-async function execute(
-  hv: Hypervisor,
-  lvm: Lvm,
-  planned: PlannedRestore,
-  options: RestoreOptions,
-  ctx: RestoreContext,
-  run: Run,
-): Promise<RestoreResult> {
-  const { plan, manifest } = planned;
-  const { emit, phase } = run;
-  const signal = options.signal;
-  const name = plan.domain.name;
-
-  // 1. The memory state must be intact before anything is touched.
-  if (plan.run === 'resume' || plan.run === 'resume-paused') await checkMemory(plan.set, manifest, name, signal, emit, phase);
-  throwIfAborted(signal);
-
-  const created: { vg: string; lv: string; uuid: string }[] = [];
-  const overwritten: string[] = [];
-  const results: RestoreDiskResult[] = [];
-  /** Definitions of replaced domains, to put back if the restore fails before its own define. */
-  const replacedXml = new Map<string, { name: string; xml: string }>();
-  const replaced: RestoreReplacement[] = [];
-  let defined = false;
+function inDestination(setPath: string): { dest: string; domain: string } | null {
   try {
-    // 2. Stop the domains being replaced (their disks may be the targets); keep their definitions for now.
-    for (const r of plan.replace) {
-      const dom = await hv.lookupDomain(r.uuid);
-      try {
-        replacedXml.set(r.uuid, { name: r.name, xml: await dom.xml({ inactive: true, secure: true }) });
-        if ((await dom.info()).state !== 'shutoff') {
-          phase('stop', `stopping domain ${r.name} (virsh destroy)`);
-          await dom.destroy();
-        }
-      } finally {
-        dom.free();
-      }
-      replaced.push(r);
-    }
-
-    // 3. Target LVs: create the missing ones; existing ones must not be in use any more.
-    const lvs = new Map<string, LogicalVolume>();
-    for (const p of plan.disks) {
-      throwIfAborted(signal);
-      if (p.action === 'create') {
-        phase('create', `creating ${p.vg}/${p.lv} (${p.size} bytes${p.create?.kind === 'thin' ? `, thin in ${p.create.pool}` : ''})`);
-        const lv = await lvm.createVolume(p.vg, p.lv, p.size, p.create?.kind === 'thin' ? { thinPool: p.create.pool } : {});
-        created.push({ vg: lv.vg, lv: lv.lv, uuid: lv.uuid });
-        lvs.set(p.target, lv);
-      } else {
-        const lv = await lvm.get({ vg: p.vg, lv: p.lv });
-        if (lv.open === true) {
-          throw new KvmbakError(
-            `${lvName(p)} (disk ${p.target}) is still in use after stopping the domain it belonged to; find what holds it open (fuser -v ${lv.path})`,
-            'KVMBAK_LV_BUSY',
-          );
-        }
-        lvs.set(p.target, lv);
-      }
-    }
-
-    // 4. Write every image, verifying the raw sha256 as it goes.
-    for (const p of plan.disks) {
-      throwIfAborted(signal);
-      const lv = lvs.get(p.target)!;
-      const d = manifest.disks.find((x) => x.target === p.target)!;
-      phase('write', `writing ${d.image.file} onto ${lvName(p)} (${lv.path})`);
-      if (p.action === 'overwrite') overwritten.push(lvName(p));
-      const r = await unpackImage(p.image, lv.path, {
-        index: { chunkSize: d.image.chunkSize, bytes: d.image.rawBytes, members: d.image.members, storedBytes: d.image.storedBytes },
-        expectSha256: d.image.rawSha256,
-        expectBytes: d.image.rawBytes,
-        // an LV is a block device, written in place; this only matters for test files standing in for LVs
-        overwrite: true,
-        ...(options.threads !== undefined ? { threads: options.threads } : {}),
-        ...(signal ? { signal } : {}),
-        onProgress: (ev) =>
-          emit({
-            type: 'write',
-            domain: name,
-            target: p.target,
-            lv: lvName(p),
-            phase: ev.phase,
-            bytesDone: ev.bytesDone,
-            bytesTotal: ev.bytesTotal,
-            rate: ev.rate,
-          }),
-      });
-      results.push({
-        target: p.target,
-        lv: lvName(p),
-        path: lv.path,
-        created: p.action === 'create',
-        rawBytes: r.bytes,
-        sha256: r.sha256,
-        mode: r.mode,
-        seconds: r.seconds,
-      });
-    }
-    throwIfAborted(signal);
-
-    // 5. Define: the replaced domains go, the restored one comes.
-    const diskPaths: Record<string, string> = {};
-    for (const p of plan.disks) if (p.moved || p.toBlock) diskPaths[p.target] = lvs.get(p.target)!.path;
-    const xml = rewriteDomainXml(planned.domainXml, {
-      diskPaths,
-      ...(plan.domain.copy
-        ? {
-            name,
-            uuid: plan.domain.uuid,
-            newMac: ctx.newMac ?? randomMac,
-            removeDisks: plan.droppedDisks,
-            freshNvram: true,
-          }
-        : {}),
-    }).xml;
-    phase('define', `defining domain ${name}`);
-    for (const r of plan.replace) await undefineDomain(hv, r);
-    let dom: Domain;
-    try {
-      dom = await hv.defineDomain(xml);
-    } catch (e) {
-      await redefine(hv, replacedXml);
-      throw e;
-    }
-    defined = true;
-    try {
-      return await bringUp(hv, dom, plan, diskPaths, results, replaced, options, run);
-    } finally {
-      dom.free();
-    }
-  } catch (e) {
-    if (defined) throw e;
-    // Undo what can be undone: the LVs this restore made, the definitions it removed.
-    phase('cleanup', 'restore failed: cleaning up');
-    const removed: string[] = [];
-    const kept: string[] = [];
-    for (const c of created.reverse()) {
-      try {
-        const now = await lvm.find({ vg: c.vg, lv: c.lv });
-        if (now !== null && now.uuid === c.uuid) await lvm.remove({ vg: c.vg, lv: c.lv }, { force: true });
-        removed.push(lvName(c));
-      } catch {
-        kept.push(lvName(c));
-      }
-    }
-    const lost = replacedXml.size > 0 ? await redefine(hv, replacedXml) : [];
-    if (isAbortError(e)) throw e;
-    const cause = e as Error;
-    const parts: string[] = [];
-    if (removed.length > 0) parts.push(`removed the LVs it had created (${removed.join(', ')})`);
-    if (kept.length > 0) parts.push(`could not remove the LVs it created: ${kept.join(', ')} (lvremove them)`);
-    if (overwritten.length > 0) parts.push(`${overwritten.join(', ')} ${overwritten.length > 1 ? 'were' : 'was'} (partly) overwritten: the old data there is gone`);
-    const back = replaced.filter((r) => !lost.includes(r.name));
-    if (back.length > 0) parts.push(`domain ${back.map((r) => r.name).join(', ')} is defined as before${back.some((r) => r.destroy) ? ' (shut off)' : ''}`);
-    if (lost.length > 0) parts.push(`could not define ${lost.join(', ')} again (virsh define its XML by hand)`);
-    throw new RestoreError(
-      `${cause.message}; restore of ${name} stopped before defining it${parts.length > 0 ? `: ${parts.join('; ')}` : ', nothing was changed'}`,
-      'KVMBAK_RESTORE_FAILED',
-      { set: plan.set, domain: name, createdLvs: kept, removedLvs: removed, overwrittenLvs: overwritten, defined: false },
-      { cause: e },
-    );
+    return parseSetPath(setPath);
+  } catch {
+    return null; // a set copied outside a kvmbak destination
   }
 }
 
-/** Hashes memory.state against the manifest (a damaged state must never be resumed). */
-async function checkMemory(
-  setPath: string,
-  m: Manifest,
-  domain: string,
+/** Holds the lock of the set's domain folder (so prune cannot delete it under us) and re-reads the manifest under it. */
+async function lockSetDomain(setPath: string, manifest: Manifest): Promise<{ lock: DomainLock | null; manifest: Manifest }> {
+  const where = inDestination(setPath);
+  if (where === null) return { lock: null, manifest };
+  const lock = await acquireLock(where.dest, where.domain, 'restore');
+  try {
+    return { lock, manifest: await readSetManifest(setPath) }; // it may have changed before we held the lock
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+/**
+ * Proves the set good before anything is touched: every file it holds that
+ * the restore uses is hashed and compared with SHA256SUMS and the manifest
+ * (opened without following links; the memory state only when it is
+ * resumed). Files the set should not hold do not stop it (a warning).
+ */
+async function proveSet(
+  planned: PlannedRestore,
   signal: AbortSignal | undefined,
   emit: (e: RestoreProgress) => void,
   phase: (p: RestorePhase, message: string) => void,
 ): Promise<void> {
-  const mem = m.memory!;
-  phase('check', `checking ${mem.file} (${mem.bytes} bytes)`);
-  let done = 0;
+  const { plan, manifest } = planned;
+  const domain = plan.domain.name;
+  const resumes = plan.run === 'resume' || plan.run === 'resume-paused';
+  phase('check', `checking every file of ${plan.set} against SHA256SUMS and the manifest`);
   let last = 0;
-  const h = await sha256File(resolve(setPath, mem.file), {
+  const v = await verifySetFiles(plan.set, {
     ...(signal ? { signal } : {}),
-    onBytes: (n) => {
-      done += n;
+    skipFiles: manifest.memory !== null && !resumes ? [manifest.memory.file] : [],
+    onProgress: (p) => {
       const now = Date.now();
-      if (now - last >= 200) {
-        last = now;
-        emit({ type: 'check', domain, file: mem.file, bytesDone: done, bytesTotal: mem.bytes });
-      }
+      if (now - last < 200 && p.bytesDone < p.bytesTotal) return;
+      last = now;
+      emit({ type: 'check', domain, file: p.file, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal });
     },
   });
-  emit({ type: 'check', domain, file: mem.file, bytesDone: done, bytesTotal: mem.bytes });
-  if (h.sha256 !== mem.sha256 || h.bytes !== mem.bytes) {
+  const damage = v.problems.filter((p) => !v.strays.includes(p));
+  if (JSON.stringify(v.manifest) !== JSON.stringify(manifest)) damage.unshift('manifest.json changed while it was being read');
+  if (damage.length > 0) {
+    const more = damage.length > 1 ? ` (and ${damage.length - 1} more problem${damage.length > 2 ? 's' : ''})` : '';
+    const memoryOnly = manifest.memory !== null && damage.every((d) => d.startsWith(`${manifest.memory!.file}`));
     throw new RestoreError(
-      `backup set ${setPath} is damaged: ${mem.file}: sha256 differs from the manifest; nothing was changed. ` +
-        'Restore another set, or this one from its disks with --no-memory',
+      `backup set ${plan.set} is damaged: ${damage[0]}${more}; nothing was changed. ` +
+        (memoryOnly ? 'Restore another set, or this one from its disks with `noMemory`' : `Run kvmbak verify ${plan.set}, or restore another set`),
       'KVMBAK_RESTORE_REFUSED',
-      { set: setPath, domain },
+      { set: plan.set, domain },
     );
   }
+  for (const s of v.strays) emit({ type: 'warning', domain, message: `${s} (ignored: the set's own files are intact)` });
+}
+
+function dryRunResult(planned: PlannedRestore, t0: number): RestoreResult {
+  const { plan } = planned;
+  return {
+    set: plan.set,
+    domain: plan.domain.name,
+    uuid: plan.domain.uuid,
+    dryRun: true,
+    plan,
+    disks: [],
+    replaced: [],
+    memoryRestored: false,
+    started: false,
+    stateAfter: null,
+    leftoverLvs: [],
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+const lvName = (x: { vg: string; lv: string }): string => `${x.vg}/${x.lv}`;
+
+/** One restore under way: what it has done so far, so a failure can be undone step by step. */
+class RestoreRun {
+  readonly plan: PlannedRestore['plan'];
+  readonly name: string;
+  readonly signal: AbortSignal | undefined;
+  /** LVs this restore made (final names of created disks, temporary names of swap disks). */
+  readonly created: { vg: string; lv: string; uuid: string }[] = [];
+  /** The LV each disk is written to, by target. */
+  readonly lvs = new Map<string, LogicalVolume>();
+  /** Swap disks whose names were swapped (old LV under its temporary name, new LV under the final one). */
+  readonly swapped: RestoreDiskPlan[] = [];
+  /** Existing LVs written in place (inPlace). */
+  readonly overwritten: string[] = [];
+  readonly results: RestoreDiskResult[] = [];
+  /** Definitions of replaced domains, to put back if the restore fails before its own define. */
+  readonly replacedXml = new Map<string, { name: string; xml: string }>();
+  readonly replaced: RestoreReplacement[] = [];
+  /** Disk target → LV path, for the disks whose source changes in the domain XML (set by the define). */
+  diskPaths: Record<string, string> = {};
+  defined = false;
+
+  constructor(
+    readonly hv: Hypervisor,
+    readonly lvm: Lvm,
+    readonly planned: PlannedRestore,
+    readonly options: RestoreOptions,
+    readonly ctx: RestoreContext,
+    readonly t0: number,
+    readonly emit: (e: RestoreProgress) => void,
+    readonly phase: (p: RestorePhase, message: string) => void,
+  ) {
+    this.plan = planned.plan;
+    this.name = planned.plan.domain.name;
+    this.signal = options.signal;
+  }
+
+  get inPlace(): boolean {
+    return this.plan.disks.some((p) => p.action === 'overwrite');
+  }
+}
+
+/**
+ * The steps. In place, the replaced domain must stop before its LVs are
+ * written; otherwise it runs on while the new LVs are written and checked,
+ * and stops only for the swap (its LVs are in use while it runs).
+ */
+async function execute(run: RestoreRun): Promise<RestoreResult> {
+  try {
+    if (run.inPlace) await stopReplacedDomains(run);
+    await prepareTargets(run);
+    await writeImages(run);
+    if (!run.inPlace) await stopReplacedDomains(run);
+    await swapInNewLvs(run);
+    const dom = await defineRestored(run);
+    try {
+      return await bringUp(run, dom);
+    } finally {
+      dom.free();
+    }
+  } catch (e) {
+    if (run.defined) throw e;
+    throw await undoBeforeDefine(run, e);
+  }
+}
+
+/** Stops the domains being replaced (their disks may be the targets); keeps their definitions for now. */
+async function stopReplacedDomains(run: RestoreRun): Promise<void> {
+  for (const r of run.plan.replace) {
+    throwIfAborted(run.signal);
+    const dom = await run.hv.lookupDomain(r.uuid);
+    try {
+      run.replacedXml.set(r.uuid, { name: r.name, xml: await dom.xml({ inactive: true, secure: true }) });
+      if ((await dom.info()).state !== 'shutoff') {
+        run.phase('stop', `stopping domain ${r.name} (virsh destroy)`);
+        await dom.destroy();
+      }
+    } finally {
+      dom.free();
+    }
+    run.replaced.push(r);
+  }
+}
+
+/** Creates the new LVs (missing disks under their names, swap disks under temporary names); checks in-place targets are free. */
+async function prepareTargets(run: RestoreRun): Promise<void> {
+  for (const p of run.plan.disks) {
+    throwIfAborted(run.signal);
+    if (p.action === 'overwrite') {
+      run.lvs.set(p.target, await assertNotInUse(run, p, p.lv));
+      continue;
+    }
+    const name = p.action === 'swap' ? p.temp!.newLv : p.lv;
+    const thin = p.create?.kind === 'thin' ? p.create.pool : undefined;
+    run.phase('create', `creating ${p.vg}/${name} (${p.size} bytes${thin !== undefined ? `, thin in ${thin}` : ''})`);
+    const lv = await run.lvm.createVolume(p.vg, name, p.size, {
+      ...(thin !== undefined ? { thinPool: thin } : {}),
+      ...(p.action === 'swap' ? { tags: [RESTORE_LV_TAG] } : {}),
+    });
+    run.created.push({ vg: lv.vg, lv: lv.lv, uuid: lv.uuid });
+    run.lvs.set(p.target, lv);
+  }
+}
+
+/** The LV `lv` of disk `p`, refused when something still holds it open. */
+async function assertNotInUse(run: RestoreRun, p: RestoreDiskPlan, lv: string): Promise<LogicalVolume> {
+  const found = await run.lvm.get({ vg: p.vg, lv });
+  if (found.open === true) {
+    throw new KvmbakError(
+      `${lvName(p)} (disk ${p.target}) is still in use after stopping the domain it belonged to; find what holds it open (fuser -v ${found.path})`,
+      'KVMBAK_LV_BUSY',
+    );
+  }
+  return found;
+}
+
+/** Writes every image, checking the raw sha256 as it goes (unpackImage fails on a mismatch). */
+async function writeImages(run: RestoreRun): Promise<void> {
+  const { manifest } = run.planned;
+  for (const p of run.plan.disks) {
+    throwIfAborted(run.signal);
+    const lv = run.lvs.get(p.target)!;
+    const d = manifest.disks.find((x) => x.target === p.target)!;
+    run.phase('write', `writing ${d.image.file} onto ${lv.fullName} (${lv.path})`);
+    if (p.action === 'overwrite') run.overwritten.push(lvName(p));
+    const r = await unpackImage(p.image, lv.path, {
+      index: { chunkSize: d.image.chunkSize, bytes: d.image.rawBytes, members: d.image.members, storedBytes: d.image.storedBytes },
+      expectSha256: d.image.rawSha256,
+      expectBytes: d.image.rawBytes,
+      // an LV is a block device, written in place; this only matters for test files standing in for LVs
+      overwrite: true,
+      ...(run.options.threads !== undefined ? { threads: run.options.threads } : {}),
+      ...(run.signal ? { signal: run.signal } : {}),
+      onProgress: (ev) =>
+        run.emit({
+          type: 'write',
+          domain: run.name,
+          target: p.target,
+          lv: lv.fullName,
+          phase: ev.phase,
+          bytesDone: ev.bytesDone,
+          bytesTotal: ev.bytesTotal,
+          rate: ev.rate,
+        }),
+    });
+    run.results.push({
+      target: p.target,
+      lv: lvName(p),
+      path: p.path,
+      created: p.action === 'create',
+      swapped: p.action === 'swap',
+      rawBytes: r.bytes,
+      sha256: r.sha256,
+      mode: r.mode,
+      seconds: r.seconds,
+    });
+  }
+  throwIfAborted(run.signal);
+}
+
+/**
+ * Gives each new LV its final name: the old LV (now unused: its domain is
+ * stopped) goes to its temporary name, the new one takes the old name and
+ * loses the restore tag.
+ */
+async function swapInNewLvs(run: RestoreRun): Promise<void> {
+  for (const p of run.plan.disks.filter((x) => x.action === 'swap')) {
+    throwIfAborted(run.signal);
+    await assertNotInUse(run, p, p.lv);
+    run.phase('swap', `swapping ${p.vg}/${p.temp!.newLv} in for ${lvName(p)} (the old one becomes ${p.vg}/${p.temp!.oldLv})`);
+    await run.lvm.rename({ vg: p.vg, lv: p.lv }, p.temp!.oldLv);
+    try {
+      run.lvs.set(p.target, await run.lvm.rename({ vg: p.vg, lv: p.temp!.newLv }, p.lv));
+    } catch (e) {
+      await run.lvm.rename({ vg: p.vg, lv: p.temp!.oldLv }, p.lv).catch(() => undefined);
+      throw e;
+    }
+    run.swapped.push(p);
+    await run.lvm.deleteTags({ vg: p.vg, lv: p.lv }, [RESTORE_LV_TAG]).catch(() =>
+      run.emit({ type: 'warning', domain: run.name, message: `could not remove the tag ${RESTORE_LV_TAG} from ${lvName(p)} (lvchange --deltag ${RESTORE_LV_TAG} ${lvName(p)})` }),
+    );
+  }
+}
+
+/** Undefines the replaced domains and defines the restored one (disks pointed at their LVs; a copy's identity). */
+async function defineRestored(run: RestoreRun): Promise<Domain> {
+  const { plan } = run;
+  const diskPaths: Record<string, string> = {};
+  for (const p of plan.disks) if (p.moved || p.toBlock) diskPaths[p.target] = run.lvs.get(p.target)!.path;
+  const xml = rewriteDomainXml(run.planned.domainXml, {
+    diskPaths,
+    ...(plan.domain.copy
+      ? {
+          name: run.name,
+          uuid: plan.domain.uuid,
+          newMac: run.ctx.newMac ?? randomMac,
+          removeDisks: plan.droppedDisks,
+          freshNvram: true,
+        }
+      : {}),
+  }).xml;
+  run.phase('define', `defining domain ${run.name}`);
+  for (const r of plan.replace) await undefineDomain(run.hv, r);
+  let dom: Domain;
+  try {
+    dom = await run.hv.defineDomain(xml);
+  } catch (e) {
+    await redefine(run.hv, run.replacedXml);
+    throw e;
+  }
+  run.defined = true;
+  run.diskPaths = diskPaths;
+  return dom;
+}
+
+/** Removes the swapped-out old LVs (their data is superseded by the defined domain's); returns those it could not. */
+async function removeSwappedOut(run: RestoreRun): Promise<string[]> {
+  const left: string[] = [];
+  for (const p of run.swapped) {
+    const old = { vg: p.vg, lv: p.temp!.oldLv };
+    run.phase('cleanup', `removing the old LV ${lvName(old)}`);
+    try {
+      await run.lvm.remove(old, { force: true, missingOk: true });
+    } catch (e) {
+      left.push(lvName(old));
+      run.emit({ type: 'warning', domain: run.name, message: `could not remove the old LV ${lvName(old)}: ${(e as Error).message}; lvremove it` });
+    }
+  }
+  return left;
+}
+
+/**
+ * Undoes what can be undone after a failure before the define: swaps the
+ * names back, removes the LVs this restore made, puts back the definitions
+ * it removed, and starts a replaced domain again when it was running and its
+ * disks were not written in place. Returns the error to throw.
+ */
+async function undoBeforeDefine(run: RestoreRun, e: unknown): Promise<unknown> {
+  run.phase('cleanup', 'restore failed: cleaning up');
+  const parts: string[] = [];
+  for (const p of [...run.swapped].reverse()) {
+    try {
+      await run.lvm.rename({ vg: p.vg, lv: p.lv }, p.temp!.newLv);
+      await run.lvm.rename({ vg: p.vg, lv: p.temp!.oldLv }, p.lv);
+    } catch {
+      parts.push(`could not swap ${lvName(p)} back: its old data is in ${p.vg}/${p.temp!.oldLv} (lvrename it back)`);
+    }
+  }
+  const removed: string[] = [];
+  const kept: string[] = [];
+  for (const c of [...run.created].reverse()) {
+    try {
+      const now = await run.lvm.find({ vg: c.vg, lv: c.lv });
+      if (now !== null && now.uuid === c.uuid) await run.lvm.remove({ vg: c.vg, lv: c.lv }, { force: true });
+      removed.push(lvName(c));
+    } catch {
+      kept.push(lvName(c));
+    }
+  }
+  const lost = run.replacedXml.size > 0 ? await redefine(run.hv, run.replacedXml) : [];
+  const restarted = run.overwritten.length === 0 ? await restartReplaced(run, lost) : [];
+  if (isAbortError(e)) return e;
+  const cause = e as Error;
+  if (removed.length > 0) parts.push(`removed the LVs it had created (${removed.join(', ')})`);
+  if (kept.length > 0) parts.push(`could not remove the LVs it created: ${kept.join(', ')} (lvremove them)`);
+  const { overwritten } = run;
+  if (overwritten.length > 0) parts.push(`${overwritten.join(', ')} ${overwritten.length > 1 ? 'were' : 'was'} (partly) overwritten in place: the old data there is gone`);
+  else if (run.plan.disks.some((p) => p.action === 'swap')) parts.push('the existing LVs are as they were');
+  const back = run.replaced.filter((r) => !lost.includes(r.name));
+  for (const r of back) {
+    parts.push(
+      `domain ${r.name} is defined as before` +
+        (restarted.includes(r.name) ? ' and running again (a cold boot: its memory was lost when it was stopped)' : r.destroy ? ' (shut off)' : ''),
+    );
+  }
+  if (lost.length > 0) parts.push(`could not define ${lost.join(', ')} again (virsh define its XML by hand)`);
+  return new RestoreError(
+    `${cause.message}; restore of ${run.name} stopped before defining it${parts.length > 0 ? `: ${parts.join('; ')}` : ', nothing was changed'}`,
+    'KVMBAK_RESTORE_FAILED',
+    { set: run.plan.set, domain: run.name, createdLvs: kept, removedLvs: removed, overwrittenLvs: overwritten, defined: false },
+    { cause: e },
+  );
+}
+
+/** Starts again the replaced domains this restore stopped (their disks are intact); returns the names started. */
+async function restartReplaced(run: RestoreRun, lost: string[]): Promise<string[]> {
+  const started: string[] = [];
+  for (const r of run.replaced.filter((x) => x.destroy && !lost.includes(x.name))) {
+    try {
+      const dom = await run.hv.lookupDomain(r.uuid);
+      try {
+        if ((await dom.info()).state === 'shutoff') await dom.start();
+        started.push(r.name);
+      } finally {
+        dom.free();
+      }
+    } catch {
+      // reported as shut off
+    }
+  }
+  return started;
 }
 
 /** Undefines a replaced domain, removing what would make the restored one misbehave (a managed-save image). */
@@ -367,18 +556,11 @@ async function redefine(hv: Hypervisor, xmls: Map<string, { name: string; xml: s
   return lost;
 }
 
-/** After the define: resume from the memory state, start, or leave shut off. */
-async function bringUp(
-  hv: Hypervisor,
-  dom: Domain,
-  plan: PlannedRestore['plan'],
-  diskPaths: Readonly<Record<string, string>>,
-  disks: RestoreDiskResult[],
-  replaced: RestoreReplacement[],
-  options: RestoreOptions,
-  run: Run,
-): Promise<RestoreResult> {
-  const name = plan.domain.name;
+/** After the define: removes the swapped-out LVs, then resumes from the memory state, starts, or leaves shut off. */
+async function bringUp(run: RestoreRun, dom: Domain): Promise<RestoreResult> {
+  const { plan, options } = run;
+  const name = run.name;
+  const leftoverLvs = await removeSwappedOut(run);
   let memoryRestored = false;
   let started = false;
   try {
@@ -388,9 +570,9 @@ async function bringUp(
       // Disks moved: the XML saved inside the state gets the same new disk sources
       // (libvirt checks it against the saved one, so it must start from that one).
       const xml = plan.memoryXml
-        ? rewriteDomainXml(await hv.saveImageXml(memoryFile, { secure: true }), { diskPaths }).xml
+        ? rewriteDomainXml(await run.hv.saveImageXml(memoryFile, { secure: true }), { diskPaths: run.diskPaths }).xml
         : undefined;
-      await hv.restoreDomain(memoryFile, {
+      await run.hv.restoreDomain(memoryFile, {
         ...(xml !== undefined ? { xml } : {}),
         ...(plan.run === 'resume-paused' ? { startMode: 'paused' as const } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
@@ -426,11 +608,12 @@ async function bringUp(
     uuid: dom.uuid,
     dryRun: false,
     plan,
-    disks,
-    replaced,
+    disks: run.results,
+    replaced: run.replaced,
     memoryRestored,
     started,
     stateAfter,
+    leftoverLvs,
     seconds: (performance.now() - run.t0) / 1000,
   };
 }

@@ -22,17 +22,17 @@ export interface DiskTarget {
 export function parseDiskMap(entries: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const entry of entries) {
-    if (typeof entry !== 'string') throw new ConfigError(`--map takes TARGET=/dev/VG/LV, got ${String(entry)}`, 'map');
+    if (typeof entry !== 'string') throw new ConfigError(`\`map\` takes TARGET=/dev/VG/LV, got ${String(entry)}`, 'map');
     const eq = entry.indexOf('=');
     const target = eq < 0 ? '' : entry.slice(0, eq).trim();
     const lv = eq < 0 ? '' : entry.slice(eq + 1).trim();
     if (eq < 0 || target === '' || lv === '') {
       throw new ConfigError(
-        `--map ${JSON.stringify(entry)}: write it as TARGET=/dev/VG/LV, e.g. --map vda=/dev/vg1/web-root`,
+        `\`map\` ${JSON.stringify(entry)}: write it as TARGET=/dev/VG/LV, e.g. vda=/dev/vg1/web-root`,
         'map',
       );
     }
-    if (Object.hasOwn(out, target)) throw new ConfigError(`--map names disk ${target} twice; give one LV per disk`, 'map');
+    if (Object.hasOwn(out, target)) throw new ConfigError(`\`map\` names disk ${target} twice; give one LV per disk`, 'map');
     out[target] = lv;
   }
   return out;
@@ -41,7 +41,7 @@ export function parseDiskMap(entries: readonly string[]): Record<string, string>
 /** `/dev/VG/LV` or `VG/LV` → VG and LV; anything else is a ConfigError naming the disk. */
 export function parseLvTarget(value: string, target: string): { vg: string; lv: string } {
   const bad = (why: string): ConfigError =>
-    new ConfigError(`--map ${target}=${value}: ${why}; give the LV as /dev/VG/LV or VG/LV`, 'map');
+    new ConfigError(`\`map\` ${target}=${value}: ${why}; give the LV as /dev/VG/LV or VG/LV`, 'map');
   if (typeof value !== 'string' || value === '') throw bad('no LV given');
   let rest = value;
   if (value.startsWith('/')) {
@@ -76,8 +76,8 @@ export function resolveDiskTargets(
     const skip = skipped.find((s) => s.target === t);
     throw new ConfigError(
       skip
-        ? `--map ${t}: disk ${t} is not in this backup set (${skip.reason}); map only the set's disks: ${targets.join(', ')}`
-        : `--map ${t}: the backup set has no disk ${t}; its disks are ${targets.join(', ')}`,
+        ? `\`map\` ${t}: disk ${t} is not in this backup set (${skip.reason}); map only the set's disks: ${targets.join(', ')}`
+        : `\`map\` ${t}: the backup set has no disk ${t}; its disks are ${targets.join(', ')}`,
       'map',
     );
   }
@@ -92,7 +92,7 @@ export function resolveDiskTargets(
     const key = `${t.vg}/${t.lv}`;
     const other = seen.get(key);
     if (other !== undefined) {
-      throw new ConfigError(`disks ${other} and ${t.target} would both be restored into ${key}; give each disk its own LV with --map`, 'map');
+      throw new ConfigError(`disks ${other} and ${t.target} would both be restored into ${key}; give each disk its own LV with \`map\``, 'map');
     }
     seen.set(key, t.target);
   }

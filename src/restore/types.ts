@@ -10,9 +10,9 @@ export interface RestoreOptions {
   uri?: string;
   /**
    * Restore as a copy under this name: new UUID, new MAC addresses, a fresh
-   * NVRAM, disks that were not backed up left out. Cannot resume the memory
-   * state (libvirt binds a save image to the name, UUID and MACs): needs
-   * `noMemory` when the set has one.
+   * NVRAM, disks that were not backed up left out. A copy boots from its
+   * disks: it cannot resume the original's memory state (libvirt ties a save
+   * image to the UUID and MAC addresses), which a warning says.
    */
   name?: string;
   /** Put every disk into this VG (LV names as recorded), unless `map` says otherwise. */
@@ -21,8 +21,20 @@ export interface RestoreOptions {
   map?: Readonly<Record<string, string>>;
   /** Create missing LVs of thin disks as thin volumes in this thin pool (of the target VG). */
   thinPool?: string;
-  /** Overwrite existing LVs, and replace an existing domain of the same name or UUID (destroyed first if running). */
+  /**
+   * Replace existing LVs and an existing domain of the same name or UUID.
+   * An existing LV is replaced by a new one written beside it (same VG, same
+   * thin pool) and swapped in by name only once its data is checked; the
+   * domain is stopped (destroyed) only then, just before the swap.
+   */
   force?: boolean;
+  /**
+   * With `force`: write straight over the existing LVs instead of beside
+   * them (for a VG without room for a second copy). The domain is stopped
+   * before writing, and a failure part-way loses the old data of the LVs
+   * written so far.
+   */
+  inPlace?: boolean;
   /** Do not resume from memory.state: start the domain from its disks (a cold boot) unless `noStart`. */
   noMemory?: boolean;
   /** Leave the domain shut off (without memory) or paused (resumed from memory: `virsh resume` runs it). */
@@ -44,9 +56,11 @@ export interface RestoreContext {
   newMac?: () => string;
   /** New UUID for a copy (default: crypto.randomUUID). */
   newUuid?: () => string;
+  /** Suffix of the temporary LV names of a swap (default: 6 random hex digits). */
+  lvSuffix?: () => string;
 }
 
-export type RestorePhase = 'plan' | 'check' | 'stop' | 'create' | 'write' | 'define' | 'resume' | 'start' | 'cleanup' | 'done';
+export type RestorePhase = 'plan' | 'check' | 'stop' | 'create' | 'write' | 'swap' | 'define' | 'resume' | 'start' | 'cleanup' | 'done';
 
 export type RestoreProgress =
   | { type: 'phase'; domain: string; phase: RestorePhase; message: string }
@@ -80,12 +94,19 @@ export interface RestoreDiskPlan {
   lv: string;
   /** Its device path: lvs' lv_path for an existing LV, /dev/VG/LV for one to create. */
   path: string;
-  /** create: a new LV of `size` bytes; overwrite: an existing LV (needs force). */
-  action: 'create' | 'overwrite';
-  /** Bytes of the LV: the size to create, or the existing LV's size. */
+  /**
+   * create: a new LV of `size` bytes. swap: the LV exists (needs force): a
+   * new one (`temp`) is written beside it and takes its name once checked;
+   * the old one is removed. overwrite: the existing LV is written in place
+   * (force + inPlace).
+   */
+  action: 'create' | 'swap' | 'overwrite';
+  /** Bytes of the LV: the size to create, or the existing LV's size (overwrite). */
   size: number;
-  /** How a new LV is made; null for an existing one. */
+  /** How a new LV is made (create, swap); null for one written in place. */
   create: { kind: 'linear' } | { kind: 'thin'; pool: string } | null;
+  /** swap: the temporary names of the new LV (tagged kvmbak-restore while it has it) and of the old one until removed. */
+  temp: { newLv: string; oldLv: string } | null;
   /** The target is another LV than the original one: the disk's source changes in the domain XML. */
   moved: boolean;
   /**
@@ -96,7 +117,7 @@ export interface RestoreDiskPlan {
   toBlock: boolean;
 }
 
-/** An existing domain the restore replaces (--force). */
+/** An existing domain the restore replaces (`force`). */
 export interface RestoreReplacement {
   name: string;
   uuid: string;
@@ -137,6 +158,8 @@ export interface RestoreDiskResult {
   rawBytes: number;
   /** sha256 of the data written: equal to the manifest's (checked). */
   sha256: string;
+  /** A new LV was written beside the existing one and swapped in; the old one removed (see RestoreResult.leftoverLvs). */
+  swapped: boolean;
   mode: 'parallel' | 'stream';
   seconds: number;
 }
@@ -151,6 +174,8 @@ export interface RestoreResult {
   disks: RestoreDiskResult[];
   /** Domains replaced (destroyed if running, then undefined). */
   replaced: RestoreReplacement[];
+  /** Swapped-out old LVs (VG/LV, temporary names) that could not be removed: lvremove them. */
+  leftoverLvs: string[];
   memoryRestored: boolean;
   started: boolean;
   /** The domain's state at the end; null in a dry run. */

@@ -22,7 +22,7 @@ export interface ImageCheck {
   /**
    * ok: decompresses to the recorded raw size and sha256. raw-mismatch: it
    * decompresses, to other data. damaged: truncated or corrupt gzip (see
-   * `error`). unreadable: missing or not a file. not-checked: --quick.
+   * `error`). unreadable: missing or not a file. not-checked: `quick`.
    */
   status: ImageCheckStatus;
   expectedRawBytes: number;

@@ -5,8 +5,9 @@
  * libvirt wrote it.
  */
 import { randomBytes } from 'node:crypto';
-import { DOMParser, XMLSerializer, type Document, type Element } from '@xmldom/xmldom';
+import { XMLSerializer, type Document, type Element } from '@xmldom/xmldom';
 import { KvmbakError } from '../errors.js';
+import { childElements, firstChild, parseXml } from '../util/xml.js';
 
 export interface DomainXmlRewrite {
   /** New <name>. */
@@ -37,11 +38,7 @@ function xmlError(message: string, cause?: unknown): KvmbakError {
 function parse(xml: string): Document {
   let doc: Document;
   try {
-    doc = new DOMParser({
-      onError: (level: string, message: string) => {
-        if (level !== 'warning') throw new Error(message);
-      },
-    }).parseFromString(xml, 'text/xml');
+    doc = parseXml(xml);
   } catch (e) {
     throw xmlError(`the domain XML is not well-formed: ${(e as Error).message}`, e);
   }
@@ -50,18 +47,6 @@ function parse(xml: string): Document {
     throw xmlError(`the domain XML's root element is <${root?.tagName ?? ''}>, not <domain>`);
   }
   return doc;
-}
-
-function children(parent: Element, name: string): Element[] {
-  const out: Element[] = [];
-  for (let n = parent.firstChild; n !== null; n = n.nextSibling) {
-    if (n.nodeType === 1 && (n as Element).tagName === name) out.push(n as Element);
-  }
-  return out;
-}
-
-function child(parent: Element, name: string): Element | undefined {
-  return children(parent, name)[0];
 }
 
 function setText(doc: Document, el: Element, text: string): void {
@@ -78,19 +63,19 @@ export function randomMac(): string {
 /** The name and UUID a domain XML declares. */
 export function domainXmlIdentity(xml: string): { name: string; uuid: string | null } {
   const root = parse(xml).documentElement!;
-  const name = child(root, 'name')?.textContent?.trim() ?? '';
+  const name = firstChild(root, 'name')?.textContent?.trim() ?? '';
   if (name === '') throw xmlError('the domain XML has no <name>');
-  const uuid = child(root, 'uuid')?.textContent?.trim() || null;
+  const uuid = firstChild(root, 'uuid')?.textContent?.trim() || null;
   return { name, uuid };
 }
 
 /** Disk targets the XML has, in document order. */
 function diskElements(root: Element): Map<string, Element> {
-  const devices = child(root, 'devices');
+  const devices = firstChild(root, 'devices');
   const out = new Map<string, Element>();
   if (devices === undefined) return out;
-  for (const disk of children(devices, 'disk')) {
-    const dev = child(disk, 'target')?.getAttribute('dev');
+  for (const disk of childElements(devices, 'disk')) {
+    const dev = firstChild(disk, 'target')?.getAttribute('dev');
     if (dev) out.set(dev, disk);
   }
   return out;
@@ -101,15 +86,15 @@ const SOURCE_LOCATION_ATTRS = ['file', 'dev', 'dir', 'pool', 'volume', 'mode', '
 
 function pointDiskAt(doc: Document, disk: Element, path: string): void {
   disk.setAttribute('type', 'block');
-  let source = child(disk, 'source');
+  let source = firstChild(disk, 'source');
   if (source === undefined) {
     source = doc.createElement('source');
-    const target = child(disk, 'target');
+    const target = firstChild(disk, 'target');
     disk.insertBefore(source, target ?? null);
   }
   for (const a of SOURCE_LOCATION_ATTRS) source.removeAttribute(a);
   // a network disk's <host> children have no meaning for a block device
-  for (const h of children(source, 'host')) source.removeChild(h);
+  for (const h of childElements(source, 'host')) source.removeChild(h);
   source.setAttribute('dev', path);
 }
 
@@ -124,29 +109,29 @@ export function rewriteDomainXml(xml: string, rw: DomainXmlRewrite): RewrittenDo
   const macs: RewrittenDomainXml['macs'] = [];
 
   if (rw.name !== undefined) {
-    const el = child(root, 'name');
+    const el = firstChild(root, 'name');
     if (el === undefined) throw xmlError('the domain XML has no <name>');
     setText(doc, el, rw.name);
     // <title> is free text and may well mention the old name: left alone
   }
   if (rw.uuid !== undefined) {
-    let el = child(root, 'uuid');
+    let el = firstChild(root, 'uuid');
     if (el === undefined) {
       el = doc.createElement('uuid');
-      const name = child(root, 'name');
+      const name = firstChild(root, 'name');
       root.insertBefore(el, name?.nextSibling ?? root.firstChild);
     }
     setText(doc, el, rw.uuid);
     // libvirt refuses an SMBIOS system uuid that differs from <uuid>
-    for (const sysinfo of children(root, 'sysinfo')) {
-      for (const system of children(sysinfo, 'system')) {
-        for (const entry of children(system, 'entry')) {
+    for (const sysinfo of childElements(root, 'sysinfo')) {
+      for (const system of childElements(sysinfo, 'system')) {
+        for (const entry of childElements(system, 'entry')) {
           if (entry.getAttribute('name') === 'uuid') setText(doc, entry, rw.uuid);
         }
       }
     }
     // an empty <genid/> makes libvirt generate a new VM generation id
-    for (const genid of children(root, 'genid')) while (genid.firstChild) genid.removeChild(genid.firstChild);
+    for (const genid of childElements(root, 'genid')) while (genid.firstChild) genid.removeChild(genid.firstChild);
   }
 
   const disks = diskElements(root);
@@ -163,10 +148,10 @@ export function rewriteDomainXml(xml: string, rw: DomainXmlRewrite): RewrittenDo
   }
 
   if (rw.newMac !== undefined) {
-    const devices = child(root, 'devices');
-    for (const iface of devices ? children(devices, 'interface') : []) {
+    const devices = firstChild(root, 'devices');
+    for (const iface of devices ? childElements(devices, 'interface') : []) {
       const to = rw.newMac();
-      let mac = child(iface, 'mac');
+      let mac = firstChild(iface, 'mac');
       const from = mac?.getAttribute('address') ?? null;
       if (mac === undefined) {
         mac = doc.createElement('mac');
@@ -178,8 +163,8 @@ export function rewriteDomainXml(xml: string, rw: DomainXmlRewrite): RewrittenDo
   }
 
   if (rw.freshNvram) {
-    const os = child(root, 'os');
-    for (const nvram of os ? children(os, 'nvram') : []) {
+    const os = firstChild(root, 'os');
+    for (const nvram of os ? childElements(os, 'nvram') : []) {
       while (nvram.firstChild) nvram.removeChild(nvram.firstChild);
       nvram.removeAttribute('type');
     }

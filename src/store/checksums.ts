@@ -10,7 +10,7 @@
  * verifySetFiles checks that both lists agree.
  */
 import { ConfigError } from '../errors.js';
-import { relativePathProblem } from '../manifest/fsutil.js';
+import { relativePathProblem } from '../util/fs.js';
 
 export interface ChecksumEntry {
   /** Path relative to the set folder, e.g. 'disks/vda.img.gz'. */
@@ -61,7 +61,8 @@ export function parseChecksums(text: string): ParsedChecksums {
   lines.forEach((line, i) => {
     const m = /^([0-9a-fA-F]{64}) [ *](.+)$/.exec(line);
     if (!m) {
-      problems.push(`line ${i + 1} is not "<sha256>  <file>": ${JSON.stringify(line.slice(0, 80))}`);
+      // the line itself is not quoted: a file that is not a checksum list may hold secrets
+      problems.push(`line ${i + 1} is not "<sha256>  <file>"`);
       return;
     }
     entries.push({ sha256: m[1].toLowerCase(), file: m[2] });

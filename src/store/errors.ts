@@ -14,6 +14,8 @@ export const STORE_ERROR_CODES = [
   'KVMBAK_NOT_A_SET',
   /** A journal already exists for this set, or a journal file cannot be used. */
   'KVMBAK_JOURNAL',
+  /** A backup folder another user could change (owned by someone else, or writable by group or others). */
+  'KVMBAK_UNSAFE_DIR',
 ] as const;
 export type StoreErrorCode = (typeof STORE_ERROR_CODES)[number];
 

@@ -20,6 +20,9 @@ export type { ChecksumEntry, ParsedChecksums } from './checksums.js';
 export {
   assertDest,
   ensureDomainDir,
+  readSetManifest,
+  unsafeDirProblem,
+  assertPrivateFolder,
   createSet,
   parseSetPath,
   setFilePath,

@@ -25,10 +25,10 @@
  *   failed             the run gave up (its cleanup steps are recorded too).
  * A finished run (committed, or failed and cleaned up) removes its journal.
  */
-import { readFile, readdir, unlink, lstat } from 'node:fs/promises';
+import { readdir, unlink, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { BackupMode, ManifestDomainState } from '../manifest/index.js';
-import { errnoCode, fsyncDir, isRecord, writeFileAtomic } from '../manifest/fsutil.js';
+import { errnoCode, fsyncDir, isNotRegularFileError, isRecord, readRegularFile, writeFileAtomic } from '../util/fs.js';
 import { StoreError } from './errors.js';
 import { journalFileName, parseJournalFileName } from './naming.js';
 import { type OwnerStatus, type ProcessOwner, isProcessOwner, ownerStatus, processOwner } from './owner.js';
@@ -178,7 +178,8 @@ export function parseJournal(text: string, path: string): JournalDocument {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new StoreError(`journal ${path} is not valid JSON (${(e as Error).message})`, 'KVMBAK_JOURNAL', path, {
+    // not the parser's message: it quotes the text
+    throw new StoreError(`journal ${path} is not valid JSON`, 'KVMBAK_JOURNAL', path, {
       cause: e,
     });
   }
@@ -332,9 +333,23 @@ export async function readJournals(dest: string, domain?: string): Promise<Journ
   return out;
 }
 
+/** The largest journal read (a few steps per disk). */
+const MAX_JOURNAL_BYTES = 4 * 1024 * 1024;
+
+/** A journal's text: a regular file (never a link followed or a FIFO waited on), of sane size. */
+export async function readJournalText(path: string): Promise<string> {
+  try {
+    return (await readRegularFile(path, MAX_JOURNAL_BYTES)).toString('utf8');
+  } catch (e) {
+    if (isNotRegularFileError(e)) throw new StoreError(`journal ${path} is ${e.kind}, not a regular file`, 'KVMBAK_JOURNAL', path, { cause: e });
+    if (errnoCode(e) === 'KVMBAK_FILE_TOO_LARGE') throw new StoreError(`journal ${path} is too large to be a journal`, 'KVMBAK_JOURNAL', path, { cause: e });
+    throw e;
+  }
+}
+
 async function loadJournalRecord(path: string, domain: string, setId: string): Promise<JournalRecord> {
   try {
-    const document = parseJournal(await readFile(path, 'utf8'), path);
+    const document = parseJournal(await readJournalText(path), path);
     return { path, domain, setId, document, ownerStatus: ownerStatus(document.owner), assessment: assessJournal(document) };
   } catch (e) {
     if (!(e instanceof StoreError)) throw e;
@@ -348,7 +363,7 @@ async function loadJournalRecord(path: string, domain: string, setId: string): P
  * the current process becomes the owner, the old one is kept in previousOwners.
  */
 export async function reopenJournal(path: string): Promise<Journal> {
-  const doc = parseJournal(await readFile(path, 'utf8'), path);
+  const doc = parseJournal(await readJournalText(path), path);
   const status = ownerStatus(doc.owner);
   if (status !== 'dead') {
     const where = status === 'unknown' ? ` on host ${doc.owner.host}` : '';

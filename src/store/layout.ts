@@ -6,7 +6,7 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE, type Manifest } from '../manifest/index.js';
-import { isTempName } from '../manifest/fsutil.js';
+import { isTempName } from '../util/fs.js';
 
 /** The checksum list's file name inside a set. */
 export const CHECKSUMS_FILE = 'SHA256SUMS' as const;

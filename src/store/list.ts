@@ -1,10 +1,13 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isManifestError, readManifest, type BackupMode } from '../manifest/index.js';
-import { errnoCode } from '../manifest/fsutil.js';
+import { isAbortError } from '../errors.js';
+import { type BackupMode, isManifestError } from '../manifest/index.js';
+import { errnoCode } from '../util/fs.js';
+import { parseJournal, readJournalText } from './journal.js';
 import { walkSet } from './layout.js';
 import { compareSetIds, journalFileName, parseSetId } from './naming.js';
-import { assertDest, domainNames } from './set.js';
+import { type OwnerStatus, ownerStatus } from './owner.js';
+import { assertDest, domainNames, readSetManifest } from './set.js';
 
 /**
  * complete: manifest.json present and valid. incomplete: no manifest (the run
@@ -36,8 +39,14 @@ export interface SetInfo {
   /** Why the set is not complete: the ManifestError's message and code. */
   error?: string;
   errorCode?: string;
-  /** The journal of an interrupted run that wrote this set: `kvmbak recover` must see it first. */
+  /** The journal of the run that writes (or wrote) this set: while it exists, the run is in progress or was interrupted. */
   journal?: string;
+  /**
+   * Whether the journal's run can still be going: 'alive' (in progress),
+   * 'dead' (interrupted: `kvmbak recover` finishes or undoes it), 'unknown'
+   * (another host's run), null when the journal cannot be read.
+   */
+  journalOwner?: OwnerStatus | null;
 }
 
 /** Ascending by domain (byte order), then by time and collision suffix. */
@@ -55,10 +64,30 @@ async function isRealDir(path: string): Promise<boolean> {
   }
 }
 
+/** Whether the process that writes a journal may still run; null when the journal is unreadable. */
+async function journalOwnerStatus(path: string): Promise<OwnerStatus | null> {
+  try {
+    return ownerStatus(parseJournal(await readJournalText(path), path).owner);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One set as found. Never throws for a problem of the set itself (a
+ * manifest that is a folder, a FIFO, a link, unreadable files): the set is
+ * then 'unreadable' with the reason in `error`, and the listing goes on.
+ */
 async function describeSet(domain: string, domainDir: string, name: string, names: Set<string>): Promise<SetInfo> {
   const parsed = parseSetId(name)!;
   const path = join(domainDir, name);
-  const bytesOnDisk = (await walkSet(path)).reduce((sum, e) => sum + (e.type === 'file' ? e.size : 0), 0);
+  let bytesOnDisk = 0;
+  let walkError: unknown = null;
+  try {
+    bytesOnDisk = (await walkSet(path)).reduce((sum, e) => sum + (e.type === 'file' ? e.size : 0), 0);
+  } catch (e) {
+    walkError = e;
+  }
   const info: SetInfo = {
     domain,
     path,
@@ -70,19 +99,23 @@ async function describeSet(domain: string, domainDir: string, name: string, name
     bytesOnDisk,
   };
   const journal = journalFileName(name);
-  if (names.has(journal)) info.journal = join(domainDir, journal);
+  if (names.has(journal)) {
+    info.journal = join(domainDir, journal);
+    info.journalOwner = await journalOwnerStatus(info.journal);
+  }
   try {
-    const m = await readManifest(path);
+    if (walkError !== null) throw walkError;
+    const m = await readSetManifest(path);
     info.status = 'complete';
     info.complete = true;
     info.mode = m.mode;
     info.disks = m.disks.map((d) => d.target);
     info.storedBytes = m.disks.reduce((sum, d) => sum + d.image.storedBytes, m.memory?.bytes ?? 0);
   } catch (e) {
-    if (!isManifestError(e)) throw e;
-    info.status = e.code === 'KVMBAK_MANIFEST_MISSING' ? 'incomplete' : 'unreadable';
-    info.error = e.message;
-    info.errorCode = e.code;
+    if (isAbortError(e)) throw e;
+    info.status = isManifestError(e, 'KVMBAK_MANIFEST_MISSING') ? 'incomplete' : 'unreadable';
+    info.error = (e as Error).message;
+    info.errorCode = errnoCode(e) ?? 'KVMBAK_SET_UNREADABLE';
   }
   return info;
 }
@@ -90,7 +123,9 @@ async function describeSet(domain: string, domainDir: string, name: string, name
 /**
  * Lists the backup sets under DEST (or DEST/DOMAIN), sorted by domain, then
  * time. DEST must exist; a domain without a folder has no sets. Folders
- * whose names are not set ids are ignored, and so is DEST/lost+found.
+ * whose names are not set ids are ignored, and so is DEST/lost+found. A set
+ * that cannot be read is listed as 'unreadable' with the reason; the others
+ * are listed all the same.
  */
 export async function listSets(dest: string, domain?: string): Promise<SetInfo[]> {
   const root = await assertDest(dest);

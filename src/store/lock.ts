@@ -20,7 +20,7 @@ import { link, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { errnoCode, tempPathFor, writeNewFile } from '../manifest/fsutil.js';
+import { errnoCode, readRegularFile, tempPathFor, writeNewFile } from '../util/fs.js';
 import { LockError } from './errors.js';
 import { LOCK_FILE, assertDomainName } from './naming.js';
 import { type LockOwner, type OwnerStatus, type ProcessOwner, isProcessOwner, ownerStatus, processOwner } from './owner.js';
@@ -71,7 +71,7 @@ async function readLockFile(lockPath: string): Promise<FoundLock | null> {
     let text: string;
     let mtimeMs: number;
     try {
-      text = await readFile(lockPath, 'utf8');
+      text = (await readRegularFile(lockPath, 64 * 1024)).toString('utf8');
       mtimeMs = (await stat(lockPath)).mtimeMs;
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') return null;

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isRecord } from '../manifest/fsutil.js';
+import { isRecord } from '../util/fs.js';
 
 /** The identity of a kvmbak process, as written into lock and journal files. */
 export interface ProcessOwner {

@@ -15,7 +15,7 @@
  * progress) and removed after.
  */
 import { ConfigError, throwIfAborted } from '../errors.js';
-import { isLockError } from './errors.js';
+import { isLockError, isStoreError } from './errors.js';
 import { type SetInfo, type SetStatus, listSets } from './list.js';
 import { acquireLock } from './lock.js';
 import { compareSetIds } from './naming.js';
@@ -178,7 +178,7 @@ export interface PruneDomainResult {
   deleted: string[];
   /** bytesOnDisk of the deleted sets (of the sets to remove, in a dry run). */
   freedBytes: number;
-  /** Set when the domain was skipped: another kvmbak holds its lock. */
+  /** Set when the domain was skipped: another kvmbak holds its lock, or its folder is not private. */
   error?: string;
 }
 
@@ -216,7 +216,8 @@ export async function pruneSets(
       try {
         lock = await acquireLock(dest, d, 'prune');
       } catch (e) {
-        if (!isLockError(e) || domain !== undefined) throw e;
+        // over all domains, one that cannot be locked (held, or its folder is not private) is reported and skipped
+        if (!(isLockError(e) || isStoreError(e, 'KVMBAK_UNSAFE_DIR')) || domain !== undefined) throw e;
         entry.error = e.message;
         continue;
       }

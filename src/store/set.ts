@@ -12,16 +12,25 @@ import { type FileHandle, chmod, lstat, mkdir, open, readdir, rename, rm, stat, 
 import { basename, dirname, join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { ConfigError } from '../errors.js';
-import { MANIFEST_FILE, type Manifest, validateManifest, writeManifest } from '../manifest/index.js';
+import {
+  MANIFEST_FILE,
+  ManifestError,
+  type Manifest,
+  isManifestError,
+  readManifest,
+  validateManifest,
+  writeManifest,
+} from '../manifest/index.js';
 import {
   DIR_MODE,
   FILE_MODE,
   ensurePrivateDir,
   errnoCode,
   fsyncDir,
+  withPath,
   relativePathProblem,
   writeFileAtomic,
-} from '../manifest/fsutil.js';
+} from '../util/fs.js';
 import { type ChecksumEntry, formatChecksums } from './checksums.js';
 import { StoreError } from './errors.js';
 import { CHECKSUMS_FILE, PARTIAL_SUFFIX, RESERVED_FILES, expectedFiles, isUnfinishedName, walkSet } from './layout.js';
@@ -77,15 +86,47 @@ export async function domainNames(root: string, domain?: string): Promise<string
   return (await readdir(root)).filter((n) => n !== 'lost+found' && isValidDomainName(n)).sort();
 }
 
-/** Creates DEST/DOMAIN (0700) if needed; DEST must exist. Returns its absolute path. */
+/**
+ * Why another user could change what is inside the folder `path` (so swap a
+ * set under a process that trusts it), or null when only this user (or root)
+ * can: it must be a real folder (not a symbolic link), owned by this user or
+ * root, and not writable by group or others.
+ */
+export async function unsafeDirProblem(path: string): Promise<string | null> {
+  const st = await lstat(path);
+  if (!st.isDirectory()) return st.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a folder';
+  const me = typeof process.geteuid === 'function' ? process.geteuid() : null;
+  if (me !== null && st.uid !== me && st.uid !== 0) return `it belongs to user id ${st.uid}, not to this user (${me}) or root`;
+  if ((st.mode & 0o022) !== 0) return `it is writable by ${(st.mode & 0o020) !== 0 ? 'its group' : 'others'} (mode ${(st.mode & 0o7777).toString(8)})`;
+  return null;
+}
+
+/** Throws StoreError KVMBAK_UNSAFE_DIR when unsafeDirProblem finds one; `what` names the folder ('backup folder'). */
+export async function assertPrivateFolder(path: string, what: string): Promise<void> {
+  const problem = await unsafeDirProblem(path);
+  if (problem === null) return;
+  throw new StoreError(
+    `${what} ${path} is not safe to use: ${problem}, so another user could change the backups in it; ` +
+      `make it yours and private (chown, chmod 700 ${path})`,
+    'KVMBAK_UNSAFE_DIR',
+    path,
+  );
+}
+
+/**
+ * Creates DEST/DOMAIN (0700) if needed; DEST must exist. An existing
+ * DEST/DOMAIN must be private (assertPrivateFolder). Returns its absolute path.
+ */
 export async function ensureDomainDir(dest: string, domain: string): Promise<string> {
   assertDomainName(domain);
   const root = await assertDest(dest);
   const dir = join(root, domain);
   if (await ensurePrivateDir(dir)) {
     await fsyncDir(root);
-  } else if (!(await stat(dir)).isDirectory()) {
+  } else if (!(await lstat(dir)).isDirectory()) {
     throw new StoreError(`${dir} is not a folder; move it away so kvmbak can keep ${domain}'s backups there`, 'KVMBAK_DEST_NOT_FOUND', dir);
+  } else {
+    await assertPrivateFolder(dir, 'backup folder');
   }
   return dir;
 }
@@ -147,6 +188,42 @@ export function parseSetPath(setPath: string, dest?: string): BackupSet {
     throw new StoreError(`${path} is not a kvmbak backup set: ${why}`, 'KVMBAK_NOT_A_SET', path);
   }
   return { dest: dirname(domainDir), domain, id, path, time: parsed!.time };
+}
+
+/**
+ * Reads a set's manifest as readManifest does (never following a link,
+ * never waiting on a FIFO), and names what a folder without one is: an
+ * incomplete backup when its name is a set id, otherwise not a backup set
+ * folder at all (DEST, DEST/DOMAIN or any other folder must never be called
+ * an incomplete backup to delete). Throws ManifestError, or StoreError
+ * KVMBAK_NOT_A_SET.
+ */
+export async function readSetManifest(setPath: string): Promise<Manifest> {
+  const path = resolve(setPath);
+  try {
+    return await readManifest(path);
+  } catch (e) {
+    if (!isManifestError(e, 'KVMBAK_MANIFEST_MISSING')) throw e;
+    const isDir = await stat(path).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
+    if (!isDir) throw e;
+    if (parseSetId(basename(path)) === null) {
+      throw new StoreError(
+        `${path} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets`,
+        'KVMBAK_NOT_A_SET',
+        path,
+        { cause: e },
+      );
+    }
+    throw new ManifestError(
+      `incomplete backup: no ${MANIFEST_FILE} in ${path} (the backup did not finish, or is still running); kvmbak prune removes it once it is a day old`,
+      'KVMBAK_MANIFEST_MISSING',
+      { path },
+      { cause: e },
+    );
+  }
 }
 
 /** The absolute path of `rel` inside the set; throws ConfigError for unsafe or reserved names. */
@@ -273,7 +350,7 @@ export async function openSetFile(set: BackupSet, rel: string): Promise<SetFileW
       } catch (e) {
         if (state === 'open') await abort();
         else await unlink(partialPath).catch(() => undefined);
-        throw e;
+        throw withPath(e, partialPath);
       }
     },
     abort,

@@ -7,15 +7,24 @@
  * module's job: the result lists every image with what it must decompress
  * to (rawBytes, rawSha256, chunkSize, member offsets) for that next step.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { throwIfAborted } from '../errors.js';
-import { MANIFEST_FILE, type Manifest, readManifest } from '../manifest/index.js';
-import { DIR_MODE, FILE_MODE, errnoCode } from '../manifest/fsutil.js';
+import { MANIFEST_FILE, type Manifest } from '../manifest/index.js';
+import {
+  DIR_MODE,
+  FILE_MODE,
+  errnoCode,
+  isNotRegularFileError,
+  openRegularFile,
+  openRegularFileIn,
+  readRegularFile,
+  sha256Handle,
+} from '../util/fs.js';
 import { parseChecksums } from './checksums.js';
 import { CHECKSUMS_FILE, type ExpectedFile, expectedFiles, isUnfinishedName, walkSet } from './layout.js';
+import { parseSetId } from './naming.js';
+import { readSetManifest, unsafeDirProblem } from './set.js';
 
 export type FileCheckStatus =
   | 'ok'
@@ -24,7 +33,8 @@ export type FileCheckStatus =
   | 'size-mismatch'
   | 'checksum-mismatch'
   | 'extra'
-  | 'unfinished';
+  | 'unfinished'
+  | 'not-checked';
 
 export interface FileCheck {
   /** Path relative to the set folder. */
@@ -62,6 +72,12 @@ export interface SetVerification {
   files: FileCheck[];
   /** One line per problem: what is wrong with which file. */
   problems: string[];
+  /**
+   * The problems that are only files the set should not hold (extra or
+   * left over from an unfinished write): also in `problems`. The set's own
+   * files can be fine all the same (restore goes on, with a warning).
+   */
+  strays: string[];
   /** Things that do not make the set unusable (permissions wider than 0600/0700). */
   warnings: string[];
   images: ImageToVerify[];
@@ -89,24 +105,31 @@ export interface VerifyOptions {
    * two): images pass the size check here with `actualSha256` null.
    */
   skipImageHashes?: boolean;
+  /**
+   * Data files (relative paths) not to check at all, e.g. the memory state
+   * of a restore that does not use it: status 'not-checked', no problem.
+   */
+  skipFiles?: readonly string[];
 }
 
-/** Streams a file through sha256; `onBytes` gets each chunk's length. */
+/** The largest SHA256SUMS read (one line per data file). */
+const MAX_CHECKSUMS_BYTES = 1024 * 1024;
+
+/**
+ * Streams a regular file through sha256, never following a symbolic link or
+ * waiting on a FIFO (NotRegularFileError); `onBytes` gets each chunk's length.
+ */
 export async function sha256File(
   path: string,
-  options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+  options: { signal?: AbortSignal | undefined; onBytes?: (n: number) => void } = {},
 ): Promise<{ sha256: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
   throwIfAborted(options.signal);
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    throwIfAborted(options.signal);
-    const buf = chunk as Buffer;
-    hash.update(buf);
-    bytes += buf.length;
-    options.onBytes?.(buf.length);
+  const h = await openRegularFile(path);
+  try {
+    return await sha256Handle(h, options);
+  } finally {
+    await h.close();
   }
-  return { sha256: hash.digest('hex'), bytes };
 }
 
 /**
@@ -115,20 +138,26 @@ export async function sha256File(
  * reported in the result.
  */
 export async function verifySetFiles(setPath: string, options: VerifyOptions = {}): Promise<SetVerification> {
-  const manifest = await readManifest(setPath);
+  setPath = resolve(setPath);
+  const manifest = await readSetManifest(setPath);
   const expected = expectedFiles(manifest);
+  const skip = new Set(options.skipFiles ?? []);
   const entries = new Map((await walkSet(setPath)).map((e) => [e.rel, e]));
   const problems: string[] = [];
+  const strays: string[] = [];
   const warnings: string[] = [];
   const files: FileCheck[] = [];
 
   // SHA256SUMS must list exactly the manifest's data files, with the same hashes.
   let sumsText: string | null = null;
   try {
-    sumsText = await readFile(join(setPath, CHECKSUMS_FILE), 'utf8');
+    sumsText = (await readRegularFile(join(setPath, CHECKSUMS_FILE), MAX_CHECKSUMS_BYTES)).toString('utf8');
   } catch (e) {
-    if (errnoCode(e) !== 'ENOENT') throw e;
-    problems.push(`${CHECKSUMS_FILE} is missing`);
+    const code = errnoCode(e);
+    if (isNotRegularFileError(e)) problems.push(`${CHECKSUMS_FILE} is ${e.kind}, not a regular file`);
+    else if (code === 'KVMBAK_FILE_TOO_LARGE') problems.push(`${CHECKSUMS_FILE} is larger than ${MAX_CHECKSUMS_BYTES} bytes`);
+    else if (code === 'ENOENT') problems.push(`${CHECKSUMS_FILE} is missing`);
+    else throw e;
   }
   if (sumsText !== null) {
     const sums = parseChecksums(sumsText);
@@ -160,7 +189,9 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
       actualSha256: null,
     };
     files.push(check);
-    if (e === undefined) {
+    if (skip.has(f.file)) {
+      check.status = 'not-checked';
+    } else if (e === undefined) {
       check.status = 'missing';
       problems.push(`${f.file} is missing`);
     } else if (e.type !== 'file') {
@@ -180,17 +211,31 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
   for (const { f, check } of toHash) {
     let last = 0;
     const report = (): void => options.onProgress?.({ phase: 'verify', file: f.file, bytesDone, bytesTotal });
-    const { sha256 } = await sha256File(join(setPath, f.file), {
-      signal: options.signal,
-      onBytes: (n) => {
-        bytesDone += n;
-        const now = Date.now();
-        if (options.onProgress && now - last >= interval) {
-          last = now;
-          report();
-        }
-      },
-    });
+    let sha256: string;
+    try {
+      // opened without following links, also on the way (disks/ must be a real folder)
+      const h = await openRegularFileIn(setPath, f.file);
+      try {
+        ({ sha256 } = await sha256Handle(h, {
+          signal: options.signal,
+          onBytes: (n) => {
+            bytesDone += n;
+            const now = Date.now();
+            if (options.onProgress && now - last >= interval) {
+              last = now;
+              report();
+            }
+          },
+        }));
+      } finally {
+        await h.close();
+      }
+    } catch (e) {
+      if (!isNotRegularFileError(e)) throw e;
+      check.status = 'not-a-file';
+      problems.push(`${f.file} is ${e.kind}, not a regular file`);
+      continue;
+    }
     report();
     check.actualSha256 = sha256;
     if (sha256 !== f.sha256) {
@@ -201,6 +246,10 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
 
   const rootMode = (await stat(setPath)).mode & 0o7777;
   if (rootMode !== DIR_MODE) warnings.push(`the set folder has mode ${rootMode.toString(8)}, expected 700`);
+  if (parseSetId(basename(setPath)) !== null) {
+    const unsafe = await unsafeDirProblem(dirname(setPath)).catch(() => null);
+    if (unsafe !== null) warnings.push(`the domain folder ${dirname(setPath)} is not private: ${unsafe}`);
+  }
   const known = new Set([MANIFEST_FILE, CHECKSUMS_FILE, ...expected.map((f) => f.file)]);
   for (const e of entries.values()) {
     if (e.type === 'dir') {
@@ -219,9 +268,9 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
       expectedSha256: null,
       actualSha256: null,
     });
-    problems.push(
-      status === 'unfinished' ? `${e.rel} is left over from an unfinished write` : `${e.rel} is not part of the set`,
-    );
+    const line = status === 'unfinished' ? `${e.rel} is left over from an unfinished write` : `${e.rel} is not part of the set`;
+    problems.push(line);
+    strays.push(line);
   }
 
   const images: ImageToVerify[] = manifest.disks.map((d) => ({
@@ -237,5 +286,5 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
     zeroChunks: d.image.zeroChunks,
   }));
 
-  return { path: setPath, manifest, ok: problems.length === 0, files, problems, warnings, images, bytesHashed: bytesDone };
+  return { path: setPath, manifest, ok: problems.length === 0, files, problems, strays, warnings, images, bytesHashed: bytesDone };
 }

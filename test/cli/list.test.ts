@@ -1,6 +1,7 @@
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openJournal, parseSetPath } from '../../src/store/index.js';
 import { buildSet, tempDir } from '../unit/store/helpers.js';
 import { ensureBuilt, kvmbak } from './helpers.js';
 
@@ -42,6 +43,31 @@ describe('kvmbak list', () => {
     expect(doc.sets[1].path).toBe(join(dest, 'web01', '20261126T031500Z'));
     const none = await kvmbak(['list', dest, 'nothing-here']);
     expect(none).toMatchObject({ code: 0, stdout: `no backup sets in ${dest} for nothing-here\n` });
+  });
+
+  it('an unreadable set is reported on stderr and the others are listed (exit 0); a live run\'s set is "in progress"', async () => {
+    const other = await tempDir('kvmbak-cli-list-bad-');
+    try {
+      const bad = await buildSet(other, 'web01', new Date('2026-11-25T03:15:00Z'));
+      await buildSet(other, 'web01', new Date('2026-11-26T03:15:00Z'));
+      const running = await buildSet(other, 'db01', new Date('2026-11-26T05:00:00Z'), { commit: false });
+      await rm(join(bad.set.path, 'manifest.json'));
+      await mkdir(join(bad.set.path, 'manifest.json'));
+      const journal = await openJournal(parseSetPath(running.set.path));
+      const r = await kvmbak(['list', other]);
+      await journal.remove();
+      expect(r.code).toBe(0);
+      expect(r.stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/ {2,}/).at(-1))).toEqual([
+        'incomplete (in progress)',
+        'unreadable',
+        'complete',
+      ]);
+      expect(r.stderr).toBe(
+        `kvmbak: warning: web01/20261125T031500Z: malformed manifest ${join(bad.set.path, 'manifest.json')}: it is a folder, not a regular file; the backup set is damaged or was tampered with, use another set\n`,
+      );
+    } finally {
+      await rm(other, { recursive: true, force: true });
+    }
   });
 
   it('a missing destination: exit 1 with what to do; a bad domain name: exit 2', async () => {

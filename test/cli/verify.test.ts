@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -26,6 +27,28 @@ async function flipByte(path: string, at: number): Promise<void> {
   await fh.write(b, 0, 1, at);
   await fh.close();
 }
+
+describe('kvmbak verify: folders that are not sets, files that are not files', () => {
+  it('DEST and DEST/DOMAIN: "not a backup set folder", exit 1', async () => {
+    await buildSet(dest, 'web01', now);
+    for (const p of [dest, join(dest, 'web01')]) {
+      const r = await kvmbak(['verify', p]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`kvmbak: ${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets\n`);
+    }
+  });
+
+  it('a manifest.json that is a FIFO: exit 1 at once (it used to hang, deaf even to SIGTERM)', async () => {
+    const { set } = await buildSet(dest, 'web01', now);
+    await rm(join(set.path, 'manifest.json'));
+    execFileSync('mkfifo', [join(set.path, 'manifest.json')]);
+    const r = await kvmbak(['verify', set.path]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `kvmbak: malformed manifest ${join(set.path, 'manifest.json')}: it is a FIFO (named pipe), not a regular file; the backup set is damaged or was tampered with, use another set\n`,
+    );
+  }, 20_000);
+});
 
 describe('kvmbak verify', () => {
   it('a good set: exit 0, one line per file; --json gives the result document', async () => {
@@ -83,7 +106,7 @@ describe('kvmbak verify', () => {
     const { set } = await buildSet(dest, 'web01', now, { commit: false });
     const r = await kvmbak(['verify', set.path]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`kvmbak: incomplete backup: no manifest.json in ${set.path} (the backup did not finish); delete it or run kvmbak prune\n`);
+    expect(r.stderr).toBe(`kvmbak: incomplete backup: no manifest.json in ${set.path} (the backup did not finish, or is still running); kvmbak prune removes it once it is a day old\n`);
     const missing = await kvmbak(['verify', join(dest, 'nope')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/the folder does not exist; check the path/);

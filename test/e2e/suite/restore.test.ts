@@ -7,7 +7,7 @@ import { closeSync, cpSync, mkdtempSync, openSync, readSync, readdirSync, rmSync
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, readManifest, type BackupResult } from '../../../src/index.js';
-import { domState, lab, pipeline, sh, sha256Of, virsh, type LabFixture } from './lab.js';
+import { domState, lab, lvsReport, pipeline, sh, sha256Of, virsh, type LabFixture } from './lab.js';
 
 const CLI = join(process.cwd(), 'dist', 'cli.js');
 const COPY_VG = 'vgkvmbakcopy';
@@ -219,5 +219,87 @@ describe('kvmbak restore in the lab', () => {
     await virsh('define', join(saveSet.setPath, 'domain.xml'));
     await virsh('restore', join(saveSet.setPath, 'memory.state'));
     expect(await domState('lab-two')).toBe('running');
+  });
+});
+
+// Restore never destroys before it has checked (issue 9): a damaged set is refused before the running
+// domain is touched; an intact one is written into new LVs beside the old ones, swapped in by name.
+describe('kvmbak restore --force: checked first, then written beside and swapped', () => {
+  let fx: LabFixture;
+  let work: string;
+  let set: BackupResult;
+
+  beforeAll(async () => {
+    fx = lab();
+    work = mkdtempSync('/var/tmp/kvmbak-e2e-swap-');
+    await sh('mkdir', ['-m', '700', join(work, 'dest')]);
+    if ((await domState('lab-one')) !== 'running') await virsh('start', 'lab-one');
+    set = await backup({ domain: 'lab-one', dest: join(work, 'dest'), uri: fx.uri, mode: 'pause' });
+  });
+
+  afterAll(() => {
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  /** VG/LV → [uuid, sha256 of the whole LV] of lab-one's disks. */
+  async function lvState(): Promise<Record<string, [string, string]>> {
+    const m = await readManifest(set.setPath);
+    const out: Record<string, [string, string]> = {};
+    for (const d of m.disks) {
+      const path = `/dev/${d.vg}/${d.lv}`;
+      out[`${d.vg}/${d.lv}`] = [(await lvsReport(path, ['lv_uuid'])).lv_uuid!, await sha256Of(path)];
+    }
+    return out;
+  }
+
+  async function restoreLeftovers(): Promise<string[]> {
+    const { stdout } = await sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', fx.vg]);
+    return stdout.split('\n').map((l) => l.trim()).filter((l) => /kvmbak-(new|old)-|kvmbak-restore/.test(l));
+  }
+
+  it('a set with one flipped byte in an image: refused before anything, the domain runs on, its LVs byte-identical', async () => {
+    const m = await readManifest(set.setPath);
+    const flipped = join(work, 'flipped', 'lab-one', set.setPath.split('/').pop()!);
+    cpSync(set.setPath, flipped, { recursive: true });
+    const img = join(flipped, m.disks[0]!.image.file);
+    const fd = openSync(img, 'r+');
+    const at = Math.floor(statSync(img).size / 2);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0x01;
+    writeSync(fd, b, 0, 1, at);
+    closeSync(fd);
+    const before = await lvState();
+    for (const extra of [['--dry-run'], []]) {
+      const r = await cli(['restore', flipped, '-c', fx.uri, '--force', ...extra]);
+      expect(r.code, r.stdout + r.stderr).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(`is damaged: ${m.disks[0]!.image.file}: sha256 differs from the manifest`);
+      expect(r.stderr).toContain('nothing was changed');
+    }
+    expect(await domState('lab-one')).toBe('running');
+    expect(await lvState()).toEqual(before);
+    expect(await restoreLeftovers()).toEqual([]);
+  });
+
+  it('an intact set: new LVs written while the domain runs, swapped in, the old ones removed, the domain running', async () => {
+    const m = await readManifest(set.setPath);
+    const before = await lvState();
+    const r = await cli(['restore', set.setPath, '-c', fx.uri, '--force', '--json', '--quiet']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { started: boolean; stateAfter: string; leftoverLvs: string[]; disks: { lv: string; swapped: boolean }[] };
+    expect(doc).toMatchObject({ started: true, stateAfter: 'running', leftoverLvs: [] });
+    expect(doc.disks.map((d) => [d.lv, d.swapped])).toEqual(m.disks.map((d) => [`${d.vg}/${d.lv}`, true]));
+    expect(await domState('lab-one')).toBe('running');
+    const after = await lvState();
+    for (const d of m.disks) {
+      const key = `${d.vg}/${d.lv}`;
+      expect(after[key]![0]).not.toBe(before[key]![0]); // a new LV under the old name
+      expect(await sha256Of(`/dev/${key}`, d.image.rawBytes)).toBe(d.image.rawSha256);
+      expect((await lvsReport(`/dev/${key}`, ['lv_size'])).lv_size).toBe(String(d.lvSize));
+    }
+    expect(await restoreLeftovers()).toEqual([]);
+    // the domain runs on the new LV
+    expect((await virsh('domblklist', 'lab-one')).stdout).toContain(`/dev/${m.disks[0]!.vg}/${m.disks[0]!.lv}`);
   });
 });

@@ -91,12 +91,10 @@ describe('writeManifest / readManifest', () => {
 });
 
 describe('readManifest errors', () => {
-  it('missing manifest: incomplete backup', async () => {
+  it('missing manifest: not a complete set (store names it incomplete only for a set folder)', async () => {
     const e = await catchAsync(readManifest(dir));
     expect(e.code).toBe('KVMBAK_MANIFEST_MISSING');
-    expect(e.message).toBe(
-      `incomplete backup: no manifest.json in ${dir} (the backup did not finish); delete it or run kvmbak prune`,
-    );
+    expect(e.message).toBe(`no manifest.json in ${dir}: not a complete kvmbak backup set`);
     expect(e).toBeInstanceOf(KvmbakError);
     expect(isKvmbakError(e)).toBe(true);
     expect(e.name).toBe('ManifestError');
@@ -199,20 +197,20 @@ describe('validateManifest', () => {
     ['bad uuid', (m) => (m.domain.uuid = 'nope'), 'domain.uuid must be a UUID, got "nope"'],
     ['bad state', (m) => (m.domain.stateBefore = 'sleeping'), "domain.stateBefore must be one of 'nostate', 'running'"],
     ['bad mode', (m) => (m.mode = 'snapshot'), "mode must be one of 'save', 'pause', 'quiesce', 'offline', got \"snapshot\""],
-    ['negative downtime', (m) => (m.downtimeMs = -1), 'downtimeMs must be a number >= 0, got -1'],
+    ['negative downtime', (m) => (m.downtimeMs = -1), 'downtimeMs must be a number between 0 and 31622400000, got -1'],
     ['missing timing', (m) => delete m.timings.windowMs, 'timings.windowMs is missing'],
-    ['non-number timing', (m) => (m.timings.extraMs = 'x'), 'timings.extraMs must be a number >= 0, got "x"'],
+    ['non-number timing', (m) => (m.timings.extraMs = 'x'), 'timings.extraMs must be a number between 0 and 31622400000, got "x"'],
     ['save without memory', (m) => (m.memory = null), "memory must describe the memory state in mode 'save', got null"],
     ['pause with memory', (m) => (m.mode = 'pause'), "memory must be null in mode 'pause'"],
     ['memory file name', (m) => (m.memory.file = 'ram.bin'), "memory.file must be 'memory.state', got \"ram.bin\""],
-    ['memory bytes as string', (m) => (m.memory.bytes = '1048576'), 'memory.bytes must be an integer >= 0, got "1048576"'],
+    ['memory bytes as string', (m) => (m.memory.bytes = '1048576'), 'memory.bytes must be an integer from 0 to 1125899906842624, got "1048576"'],
     ['domainXml file', (m) => (m.domainXml.file = 'dom.xml'), "domainXml.file must be 'domain.xml'"],
     ['domainXml sha', (m) => (m.domainXml.sha256 = 'B'.repeat(64)), 'domainXml.sha256 must be a sha256'],
     ['no disks', (m) => (m.disks = []), 'disks must list at least one disk, got an empty array'],
     ['disks not an array', (m) => (m.disks = {}), 'disks must be an array, got an object'],
     ['disk not an object', (m) => (m.disks[0] = 5), 'disks[0] must be an object, got 5'],
-    ['capacity as string', (m) => (m.disks[0].capacity = '12'), 'disks[0].capacity must be an integer >= 0, got "12"'],
-    ['fractional lvSize', (m) => (m.disks[0].lvSize = 1.5), 'disks[0].lvSize must be an integer >= 0, got 1.5'],
+    ['capacity as string', (m) => (m.disks[0].capacity = '12'), 'disks[0].capacity must be an integer from 0 to 1125899906842624, got "12"'],
+    ['fractional lvSize', (m) => (m.disks[0].lvSize = 1.5), 'disks[0].lvSize must be an integer from 0 to 1125899906842624, got 1.5'],
     ['missing lvUuid', (m) => delete m.disks[0].lvUuid, 'disks[0].lvUuid is missing'],
     ['thin as string', (m) => (m.disks[0].thin = 'no'), 'disks[0].thin must be true or false, got "no"'],
     ['thin without pool', (m) => Object.assign(m.disks[0], { thin: true, snapshot: { name: 's', size: null, peakPercent: null } }), 'disks[0].thinPool must name the thin pool'],
@@ -220,16 +218,20 @@ describe('validateManifest', () => {
     ['classic snapshot without size', (m) => (m.disks[0].snapshot.size = null), 'disks[0].snapshot.size must be the COW size'],
     ['thin snapshot with size', (m) => Object.assign(m.disks[0], { thin: true, thinPool: 'p' }), 'disks[0].snapshot.size must be null for a thin snapshot'],
     ['peak above 100', (m) => (m.disks[0].snapshot.peakPercent = 150), 'disks[0].snapshot.peakPercent must be a number between 0 and 100, got 150'],
-    ['extendedTo zero', (m) => (m.disks[0].snapshot.extendedTo = 0), 'disks[0].snapshot.extendedTo must be an integer >= 1'],
+    ['extendedTo zero', (m) => (m.disks[0].snapshot.extendedTo = 0), 'disks[0].snapshot.extendedTo must be an integer from 1 to 1125899906842624'],
     ['missing image', (m) => delete m.disks[0].image, 'disks[0].image is missing'],
     ['absolute image file', (m) => (m.disks[0].image.file = '/etc/shadow'), 'disks[0].image.file must be relative to the set folder'],
     ['escaping image file', (m) => (m.disks[0].image.file = 'disks/../../x.gz'), "disks[0].image.file must not contain empty, '.' or '..' segments"],
     ['hidden image file', (m) => (m.disks[0].image.file = 'disks/.vda.img.gz'), "disks[0].image.file must not have a segment starting with '.'"],
     ['reserved image file', (m) => (m.disks[0].image.file = 'domain.xml'), 'disks[0].image.file must not reuse the reserved name "domain.xml"'],
-    ['chunkSize zero', (m) => (m.disks[0].image.chunkSize = 0), 'disks[0].image.chunkSize must be an integer >= 1, got 0'],
+    ['chunkSize zero', (m) => (m.disks[0].image.chunkSize = 0), 'disks[0].image.chunkSize must be an integer from 4096 to 268435456, got 0'],
+    ['chunkSize 2^40 (would be allocated)', (m) => (m.disks[0].image.chunkSize = 2 ** 40), 'disks[0].image.chunkSize must be an integer from 4096 to 268435456, got 1099511627776'],
+    ['rawBytes beyond 1 PiB', (m) => (m.disks[0].image.rawBytes = 2 ** 52), `disks[0].image.rawBytes must be an integer from 0 to ${2 ** 50}, got ${2 ** 52}`],
+    ['memory bytes beyond 1 PiB', (m) => (m.memory.bytes = 2 ** 51), `memory.bytes must be an integer from 0 to ${2 ** 50}, got ${2 ** 51}`],
+    ['downtime of years', (m) => (m.downtimeMs = 1e15), 'downtimeMs must be a number between 0 and 31622400000, got 1000000000000000'],
     ['first member not 0', (m) => (m.disks[0].image.members = [5, 1200, 2400, 3600]), 'disks[0].image.members[0] must be 0'],
     ['members not increasing', (m) => (m.disks[0].image.members = [0, 1200, 1200, 3600]), 'disks[0].image.members[2] must be greater than members[1] (1200), got 1200'],
-    ['member not a number', (m) => (m.disks[0].image.members = [0, '1200', 2400, 3600]), 'disks[0].image.members[1] must be an integer >= 0, got "1200"'],
+    ['member not a number', (m) => (m.disks[0].image.members = [0, '1200', 2400, 3600]), 'disks[0].image.members[1] must be an integer from 0 to 1125899906842624, got "1200"'],
     ['wrong member count', (m) => (m.disks[0].image.members = [0, 1200, 2400]), 'disks[0].image.members must list 4 members (rawBytes 4194304 / chunkSize 1048576), got 3'],
     ['member beyond the file', (m) => (m.disks[0].image.members = [0, 1200, 2400, 5000]), 'disks[0].image.members last offset 5000 must be below storedBytes 5000'],
     ['too many zero chunks', (m) => (m.disks[0].image.zeroChunks = 5), 'disks[0].image.zeroChunks must not exceed the number of members (4), got 5'],

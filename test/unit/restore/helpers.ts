@@ -12,14 +12,23 @@
  * images, the driver's own inactive XML and save image, commitSet).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandResult, CommandRunOptions, CommandRunner } from '../../../src/exec/index.js';
 import { type Hypervisor, openHypervisor, packImage } from '../../../src/index.js';
-import { MANIFEST_FORMAT, type Manifest, type ManifestDisk } from '../../../src/manifest/index.js';
-import { createSet, commitSet, setFilePath, sha256File, writeSetFile, type BackupSet } from '../../../src/store/index.js';
+import { MANIFEST_FORMAT, type Manifest, type ManifestDisk, readManifest } from '../../../src/manifest/index.js';
+import {
+  createSet,
+  commitSet,
+  expectedFiles,
+  formatChecksums,
+  setFilePath,
+  sha256File,
+  writeSetFile,
+  type BackupSet,
+} from '../../../src/store/index.js';
 import { fixture, record } from '../lvm/helpers.js';
 
 type Row = Record<string, string>;
@@ -73,6 +82,8 @@ export class FakeLvm implements CommandRunner {
   readonly vgs: Row[] = [];
   /** Make the next lvcreate fail like lvm2 does when the VG is full. */
   failNextCreate = false;
+  /** Make the next lvrename of this VG/LV fail. */
+  failRename: string | null = null;
   readonly openIf = new Map<Row, () => Promise<boolean>>();
 
   constructor(readonly dir: string) {}
@@ -166,10 +177,34 @@ export class FakeLvm implements CommandRunner {
           return { stdout: rec.stdout, stderr: rec.stderr.replace('vgkvmbak', vg), exitCode: rec.exitCode, signal: null };
         }
         if (!thin) vgRow.vg_free = String(Number(vgRow.vg_free) - rounded);
-        await this.addLv({ vg, lv: name, size: rounded, kind: thin ? 'thin' : 'linear', ...(thin ? { pool: args[args.indexOf('--thinpool') + 1]! } : {}) });
+        const row = await this.addLv({ vg, lv: name, size: rounded, kind: thin ? 'thin' : 'linear', ...(thin ? { pool: args[args.indexOf('--thinpool') + 1]! } : {}) });
+        row.lv_tags = args.flatMap((a, i) => (a === '--addtag' ? [args[i + 1]!] : [])).join(',');
         const rec = record(thin ? 'lvcreate-volume-thin' : 'lvcreate-volume');
         const was = rec.argv[rec.argv.indexOf('-n') + 1]!;
         return ok(rec.stdout.split(was).join(name));
+      }
+      case 'lvrename': {
+        // lvrename -- VG OLD NEW: lvm2 refuses a taken name; the device node follows the name
+        const [vg, from, to] = targets as [string, string, string];
+        if (this.failRename === `${vg}/${from}`) {
+          this.failRename = null;
+          return { stdout: '', stderr: `  Failed to rename ${from}: device busy\n`, exitCode: 5, signal: null };
+        }
+        if (this.rows.some((r) => r.lv_full_name === `${vg}/${to}`)) {
+          return { stdout: '', stderr: `  Logical Volume "${to}" already exists in volume group "${vg}"\n`, exitCode: 5, signal: null };
+        }
+        const row = this.rows.find((r) => r.lv_full_name === `${vg}/${from}`)!;
+        const path = this.pathOf(vg, to);
+        await rename(row.lv_path, path);
+        const dm = (x: string): string => x.replace(/-/g, '--');
+        Object.assign(row, { lv_name: to, lv_full_name: `${vg}/${to}`, lv_path: path, lv_dm_path: `/dev/mapper/${dm(vg)}-${dm(to)}` });
+        return ok(`  Renamed "${from}" to "${to}" in volume group "${vg}"\n`);
+      }
+      case 'lvchange': {
+        const row = this.rows.find((r) => r.lv_full_name === targets[0])!;
+        const drop = args.flatMap((a, i) => (a === '--deltag' ? [args[i + 1]!] : []));
+        row.lv_tags = row.lv_tags.split(',').filter((t) => t !== '' && !drop.includes(t)).join(',');
+        return ok(`  Logical volume ${targets[0]} changed.\n`);
       }
       case 'lvremove': {
         const full = targets[0]!;
@@ -184,11 +219,21 @@ export class FakeLvm implements CommandRunner {
     }
   }
 
-  /** Commands that changed something, as 'lvcreate VG/NAME' / 'lvremove VG/NAME'. */
+  /** Commands that changed something, as 'lvcreate VG/NAME', 'lvremove VG/NAME', 'lvrename VG/OLD NEW', 'lvchange VG/NAME'. */
   changes(): string[] {
     return this.calls
-      .filter((c) => c[0] === 'lvcreate' || c[0] === 'lvremove')
-      .map((c) => (c[0] === 'lvcreate' ? `lvcreate ${c[c.length - 1]}/${c[c.indexOf('-n') + 1]}` : `lvremove ${c[c.length - 1]}`));
+      .filter((c) => ['lvcreate', 'lvremove', 'lvrename', 'lvchange'].includes(c[0]!))
+      .map((c) => {
+        const t = c.slice(c.indexOf('--') + 1);
+        if (c[0] === 'lvcreate') return `lvcreate ${t[0]}/${c[c.indexOf('-n') + 1]}`;
+        if (c[0] === 'lvrename') return `lvrename ${t[0]}/${t[1]} ${t[2]}`;
+        return `${c[0]} ${t[0]}`;
+      });
+  }
+
+  /** The LV row of VG/LV (tags, size, ...), or undefined. */
+  row(vg: string, lv: string): Row | undefined {
+    return this.rows.find((r) => r.lv_full_name === `${vg}/${lv}`);
   }
 }
 
@@ -325,6 +370,12 @@ export async function dropWeb01(hv: Hypervisor): Promise<void> {
   } finally {
     dom.free();
   }
+}
+
+/** After editing a set's files and manifest by hand: SHA256SUMS written again from the manifest (as a forger would). */
+export async function resign(setPath: string): Promise<void> {
+  const m = await readManifest(setPath);
+  await writeFile(join(setPath, 'SHA256SUMS'), formatChecksums(expectedFiles(m).map((f) => ({ file: f.file, sha256: f.sha256 }))));
 }
 
 export const readLv = (lvm: FakeLvm, vg: string, lv: string): Promise<Buffer> => readFile(lvm.pathOf(vg, lv));

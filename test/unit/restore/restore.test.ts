@@ -13,7 +13,7 @@ import { parseDomainDisks } from '../../../src/libvirt/index.js';
 import { readManifest, writeManifest } from '../../../src/manifest/index.js';
 import { acquireLock } from '../../../src/store/index.js';
 import { type RestoreOptions, type RestoreProgress, isRestoreError, restore } from '../../../src/restore/index.js';
-import { type BuiltSet, type TestEnv, buildSet, dropWeb01, readLv, testEnv } from './helpers.js';
+import { type BuiltSet, type TestEnv, buildSet, dropWeb01, readLv, resign, testEnv } from './helpers.js';
 
 let env: TestEnv;
 let lvm: Lvm;
@@ -136,7 +136,7 @@ describe('restore: refusals (nothing touched)', () => {
     const e = await rejection(run({ set: built.set.path }));
     expect(isRestoreError(e, 'KVMBAK_RESTORE_REFUSED')).toBe(true);
     expect(e.message).toBe(
-      'a domain named web-01 exists for web-01 (shutoff); restore does not replace a domain unless told: pass --force to replace it, or --name NEW to restore a copy beside it',
+      'a domain named web-01 exists for web-01 (shutoff); restore does not replace a domain unless told: use `force` to replace it, or use `name` to restore a copy beside it',
     );
     expectUntouched(built);
   });
@@ -153,31 +153,33 @@ describe('restore: refusals (nothing touched)', () => {
     const e = await rejection(run({ set: built.set.path }));
     expect(e.message).toBe(
       `domain web-renamed has the UUID ${built.manifest.domain.uuid} of web-01 (running); restore does not replace a domain unless told: ` +
-        'pass --force to replace it (it is stopped at once, unsaved state is lost), or --name NEW to restore a copy beside it',
+        'use `force` to replace it (it is stopped, unsaved state is lost), or use `name` to restore a copy beside it',
     );
     expectUntouched(built);
   });
 
-  it('an existing LV without --force; one too small even with it; an inactive one', async () => {
+  it('an existing LV without force; in place, one too small and an inactive one; a busy one', async () => {
     const built = await buildSet(env);
     await dropWeb01(env.hv);
     await env.lvm.addLv({ vg: 'vg0', lv: 'web-root', size: 8 << 20 });
     let e = await rejection(run({ set: built.set.path }));
     expect(e.message).toBe(
-      'disk vda → vg0/web-root: the LV exists and restore does not overwrite data unless told: pass --force to overwrite it, or restore into a new LV with --vg or --map',
+      'disk vda → vg0/web-root: the LV exists and restore does not replace data unless told: use `force` to replace it, or restore into a new LV with `vg` or `map`',
     );
     await env.lvm.addLv({ vg: 'vg0', lv: 'web-data-01', size: 4096 });
-    e = await rejection(run({ set: built.set.path, force: true }));
+    // a swap makes a new LV of the recorded size: the small one is only renamed
+    expect((await run({ set: built.set.path, force: true, dryRun: true })).plan.disks.map((d) => d.action)).toEqual(['swap', 'swap']);
+    e = await rejection(run({ set: built.set.path, force: true, inPlace: true }));
     const need = built.manifest.disks[1].lvSize;
     expect(e.message).toBe(
       `disk vdb → vg0/web-data-01: cannot restore into it: it holds 4096 bytes (4.0 KiB) but the disk needs ${need} (192 KiB); ` +
-        `grow it (lvextend -L ${need}b vg0/web-data-01), or restore elsewhere with --vg or --map`,
+        `grow it (lvextend -L ${need}b vg0/web-data-01), or restore elsewhere with \`vg\` or \`map\``,
     );
     await env.lvm.addLv({ vg: 'vg0', lv: 'busy', size: 8 << 20, open: true });
     e = await rejection(run({ set: built.set.path, force: true, map: { vdb: '/dev/vg0/busy' } }));
-    expect(e.message).toBe('disk vdb → vg0/busy: the LV is in use (open by some process); stop what uses it, or restore elsewhere with --vg or --map');
+    expect(e.message).toBe('disk vdb → vg0/busy: the LV is in use (open by some process); stop what uses it, or restore elsewhere with `vg` or `map`');
     await env.lvm.addLv({ vg: 'vg0', lv: 'inactive', size: 8 << 20, active: false });
-    e = await rejection(run({ set: built.set.path, force: true, map: { vdb: 'vg0/inactive' } }));
+    e = await rejection(run({ set: built.set.path, force: true, inPlace: true, map: { vdb: 'vg0/inactive' } }));
     expect(e.message).toMatch(/^disk vdb → vg0\/inactive: cannot restore into it: it is not active; activate it \(lvchange -ay vg0\/inactive\)/);
     expectUntouched(built);
   });
@@ -190,21 +192,26 @@ describe('restore: refusals (nothing touched)', () => {
     env.lvm.addVg('small', 4 << 20);
     e = await rejection(run({ set: built.set.path, vg: 'small' }));
     expect(e.message).toBe(
-      'volume group small has 4.0 MiB free but the new LVs for vda, vdb need 8.0 MiB; free space there, or restore into another VG with --vg or --map',
+      'volume group small has 4.0 MiB free but the new LVs for vda, vdb need 8.0 MiB; free space there, or restore into another VG with `vg` or `map`',
     );
     // db-01 (node.xml) has /dev/vm-ssd/db-01-root as its vda
     env.lvm.addVg('vm-ssd');
     e = await rejection(run({ set: built.set.path, map: { vdb: '/dev/vm-ssd/db-01-root' } }));
-    expect(e.message).toBe('disk vdb → vm-ssd/db-01-root: that LV is disk vda of domain db-01; restore into another LV with --vg or --map');
+    expect(e.message).toBe('disk vdb → vm-ssd/db-01-root: that LV is disk vda of domain db-01; restore into another LV with `vg` or `map`');
     expectUntouched(built);
   });
 
-  it('--name with a memory state needs --no-memory (a ConfigError: the caller\'s choice)', async () => {
+  it('name (a copy) of a set with a memory state boots the copy from its disks, saying why in one line', async () => {
+    // before: refused unless noMemory was added
     const built = await buildSet(env);
-    const e = await rejection(run({ set: built.set.path, name: 'web-copy', vg: 'vg0' }));
-    expect(e).toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT', option: 'name' });
-    expect(e.message).toMatch(/^--name web-copy cannot resume the memory state of this set: .* add --no-memory/);
-    expectUntouched(built);
+    env.lvm.addVg('vg1');
+    const r = await run({ set: built.set.path, name: 'web-copy', vg: 'vg1' });
+    expect(r).toMatchObject({ domain: 'web-copy', memoryRestored: false, started: true, stateAfter: 'running' });
+    expect(r.plan.run).toBe('start');
+    expect(r.plan.warnings).toContain(
+      "a copy cannot resume the memory state of web-01 (libvirt ties it to the domain's UUID and MAC addresses, which a copy changes): web-copy boots from its disks",
+    );
+    expect(await domainState('web-01')).toBe('shutoff');
   });
 
   it('a damaged set: a truncated image, a changed memory state, a missing manifest', async () => {
@@ -226,7 +233,7 @@ describe('restore: refusals (nothing touched)', () => {
     e = await rejection(run({ set: built.set.path }));
     expect(e).toMatchObject({ code: 'KVMBAK_RESTORE_REFUSED' });
     expect(e.message).toBe(
-      `backup set ${built.set.path} is damaged: memory.state: sha256 differs from the manifest; nothing was changed. Restore another set, or this one from its disks with --no-memory`,
+      `backup set ${built.set.path} is damaged: memory.state: sha256 differs from the manifest (the file is damaged); nothing was changed. Restore another set, or this one from its disks with \`noMemory\``,
     );
     expectUntouched(built);
     // --no-memory does not read it: restores from the disks
@@ -275,7 +282,7 @@ describe('restore: failures part-way leave nothing half-done', () => {
     expect(existsSync(join(env.dest, 'web-01', '.lock'))).toBe(false);
   });
 
-  it('with --force over existing LVs and a running domain: says which LVs were overwritten, puts the old definition back', async () => {
+  it('in place (force + inPlace) over existing LVs and a running domain: says which LVs were overwritten, puts the old definition back', async () => {
     const built = await buildSet(env);
     const dom = await env.hv.lookupDomain('web-01');
     await dom.start();
@@ -285,9 +292,9 @@ describe('restore: failures part-way leave nothing half-done', () => {
     const m = await readManifest(built.set.path);
     m.disks[0].image.rawSha256 = '0'.repeat(64);
     await writeManifest(built.set.path, m);
-    const e = await rejection(run({ set: built.set.path, force: true }));
+    const e = await rejection(run({ set: built.set.path, force: true, inPlace: true }));
     expect(e.message).toMatch(
-      /; restore of web-01 stopped before defining it: vg0\/web-root was \(partly\) overwritten: the old data there is gone; domain web-01 is defined as before \(shut off\)$/,
+      /; restore of web-01 stopped before defining it: vg0\/web-root was \(partly\) overwritten in place: the old data there is gone; domain web-01 is defined as before \(shut off\)$/,
     );
     expect(e).toMatchObject({ overwrittenLvs: ['vg0/web-root'], removedLvs: [] });
     expect(env.lvm.changes()).toEqual([]);
@@ -309,17 +316,17 @@ describe('restore: failures part-way leave nothing half-done', () => {
 });
 
 describe('restore: elsewhere', () => {
-  it('--force replaces the running domain: it is stopped, its LVs overwritten, the memory state resumed', async () => {
+  it('force + inPlace replaces the running domain: it is stopped first, its LVs overwritten, the memory state resumed', async () => {
     const built = await buildSet(env);
     const dom = await env.hv.lookupDomain('web-01');
     await dom.start();
     dom.free();
     await env.lvm.addLv({ vg: 'vg0', lv: 'web-root', size: 8 << 20, open: async () => (await domainState('web-01')) === 'running' });
     await env.lvm.addLv({ vg: 'vg0', lv: 'web-data-01', size: 8 << 20 });
-    const dry = await run({ set: built.set.path, force: true, dryRun: true });
-    expect(dry.plan.steps[0]).toBe('stop domain web-01 (running) at once (virsh destroy), then replace it');
+    const dry = await run({ set: built.set.path, force: true, inPlace: true, dryRun: true });
+    expect(dry.plan.steps[0]).toBe('stop domain web-01 (running) at once (virsh destroy), to replace it');
     expect(dry.plan.warnings).toContain('vg0/web-root is larger than the disk was (8.0 MiB > 321 KiB); the bytes past 321 KiB are left as they are');
-    const r = await run({ set: built.set.path, force: true });
+    const r = await run({ set: built.set.path, force: true, inPlace: true });
     expect(r).toMatchObject({ memoryRestored: true, stateAfter: 'running' });
     expect(r.replaced.map((x) => [x.name, x.state, x.destroy])).toEqual([['web-01', 'running', true]]);
     expect(env.lvm.changes()).toEqual([]);
@@ -380,6 +387,7 @@ describe('restore: elsewhere', () => {
     const m = await readManifest(built.set.path);
     m.domainXml.sha256 = createHash('sha256').update(xml).digest('hex');
     await writeManifest(built.set.path, m);
+    await resign(built.set.path);
     const dry = await run({ set: built.set.path, dryRun: true });
     expect(dry.plan.disks.map((d) => [d.target, d.moved, d.toBlock])).toEqual([['vda', false, true], ['vdb', false, false]]);
     expect(dry.plan.memoryXml).toBe(true);
@@ -402,10 +410,10 @@ describe('restore: elsewhere', () => {
     const linear = await run({ set: built.set.path, dryRun: true });
     expect(linear.plan.disks[0].create).toEqual({ kind: 'linear' });
     expect(linear.plan.warnings).toContain(
-      'disk vda was a thin volume (pool pool0); vg0/web-root is created as a fully allocated LV (give --thin-pool POOL to make it thin)',
+      'disk vda was a thin volume (pool pool0); vg0/web-root is created as a fully allocated LV (use `thinPool` to make it thin)',
     );
     const e = await rejection(run({ set: built.set.path, thinPool: 'plain' }));
-    expect(e.message).toBe('--thin-pool plain: vg0/plain is not a thin pool; name an existing thin pool of vg0 (lvs vg0)');
+    expect(e.message).toBe('`thinPool` plain: vg0/plain is not a thin pool; name an existing thin pool of vg0 (lvs vg0)');
     const r = await run({ set: built.set.path, thinPool: 'pool0', noMemory: true, noStart: true });
     expect(r.plan.disks.map((d) => d.create)).toEqual([{ kind: 'thin', pool: 'pool0' }, { kind: 'linear' }]);
     expect(env.lvm.calls.find((c) => c[0] === 'lvcreate' && c.includes('web-root'))).toEqual([

@@ -27,9 +27,9 @@ describe('parseDiskMap', () => {
     for (const bad of ['vda', '=/dev/vg/lv', 'vda=', '/dev/vg/lv']) {
       const e = configError(() => parseDiskMap([bad]));
       expect(e).toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT', option: 'map' });
-      expect(e.message).toBe(`--map ${JSON.stringify(bad)}: write it as TARGET=/dev/VG/LV, e.g. --map vda=/dev/vg1/web-root`);
+      expect(e.message).toBe(`\`map\` ${JSON.stringify(bad)}: write it as TARGET=/dev/VG/LV, e.g. vda=/dev/vg1/web-root`);
     }
-    expect(configError(() => parseDiskMap(['vda=vg/a', 'vda=vg/b'])).message).toBe('--map names disk vda twice; give one LV per disk');
+    expect(configError(() => parseDiskMap(['vda=vg/a', 'vda=vg/b'])).message).toBe('`map` names disk vda twice; give one LV per disk');
   });
 });
 
@@ -41,12 +41,12 @@ describe('parseLvTarget', () => {
 
   it('refuses other paths and bad names, naming the disk', () => {
     expect(configError(() => parseLvTarget('/dev/mapper/vg1-x', 'vda')).message).toBe(
-      '--map vda=/dev/mapper/vg1-x: device-mapper names are ambiguous; give the LV as /dev/VG/LV or VG/LV',
+      '`map` vda=/dev/mapper/vg1-x: device-mapper names are ambiguous; give the LV as /dev/VG/LV or VG/LV',
     );
-    expect(configError(() => parseLvTarget('/srv/disk.img', 'vdb')).message).toMatch(/^--map vdb=\/srv\/disk.img: not a \/dev path;/);
+    expect(configError(() => parseLvTarget('/srv/disk.img', 'vdb')).message).toMatch(/^`map` vdb=\/srv\/disk.img: not a \/dev path;/);
     expect(configError(() => parseLvTarget('/dev/vg1/a/b', 'vda')).message).toMatch(/not a VG\/LV pair/);
     expect(configError(() => parseLvTarget('vg1', 'vda')).message).toMatch(/not a VG\/LV pair/);
-    expect(configError(() => parseLvTarget('vg 1/x', 'vda')).message).toMatch(/^--map vda=vg 1\/x: Volume group name "vg 1" contains characters lvm2 does not allow/);
+    expect(configError(() => parseLvTarget('vg 1/x', 'vda')).message).toMatch(/^`map` vda=vg 1\/x: Volume group name "vg 1" contains characters lvm2 does not allow/);
   });
 });
 
@@ -64,13 +64,13 @@ describe('resolveDiskTargets', () => {
 
   it('refuses an unknown target, a skipped one, a bad VG and two disks on one LV', () => {
     expect(configError(() => resolveDiskTargets(two, m.skipped, { map: { vdz: 'vg/x' } })).message).toBe(
-      '--map vdz: the backup set has no disk vdz; its disks are vda, vdb',
+      '`map` vdz: the backup set has no disk vdz; its disks are vda, vdb',
     );
     expect(configError(() => resolveDiskTargets(two, m.skipped, { map: { hdc: 'vg/x' } })).message).toBe(
-      '--map hdc: disk hdc is not in this backup set (not an LVM volume (cdrom)); map only the set\'s disks: vda, vdb',
+      '`map` hdc: disk hdc is not in this backup set (not an LVM volume (cdrom)); map only the set\'s disks: vda, vdb',
     );
     expect(configError(() => resolveDiskTargets(two, m.skipped, { vg: '-bad' }))).toMatchObject({ option: 'vg' });
     const e = configError(() => resolveDiskTargets(two, m.skipped, { map: { vda: 'vg0/web01-data' } }));
-    expect(e.message).toBe('disks vda and vdb would both be restored into vg0/web01-data; give each disk its own LV with --map');
+    expect(e.message).toBe('disks vda and vdb would both be restored into vg0/web01-data; give each disk its own LV with `map`');
   });
 });
