@@ -9,7 +9,7 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertDest, assertDomainName } from '../store/index.js';
-import { ensurePrivateDir, errnoCode, isRecord, writeFileAtomic } from '../manifest/fsutil.js';
+import { ensurePrivateDir, errnoCode, isRecord, writeFileAtomic } from '../util/fs.js';
 
 /** The folder of the records, in the destination. */
 export const LAST_RUN_DIR = '.kvmbak-last-run';

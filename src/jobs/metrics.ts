@@ -6,7 +6,7 @@
  * names; the temporary file is hidden and named otherwise).
  */
 import type { LastRun } from './last-run.js';
-import { writeFileAtomic } from '../manifest/fsutil.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 interface Metric {
   name: string;

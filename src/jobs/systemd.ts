@@ -13,7 +13,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ConfigError, KvmbakError } from '../errors.js';
-import { errnoCode, writeFileAtomic } from '../manifest/fsutil.js';
+import { errnoCode, writeFileAtomic } from '../util/fs.js';
 import type { KvmbakConfig } from './config.js';
 
 const run = promisify(execFile);

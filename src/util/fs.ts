@@ -17,11 +17,9 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** The errno code of a Node fs error, if any. */
-export function errnoCode(e: unknown): string | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
+import { errnoCode } from './errno.js';
+
+export { errnoCode };
 
 /**
  * Names `path` in a file-system error that does not (a failed write or
