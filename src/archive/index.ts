@@ -15,3 +15,4 @@ export type {
   HashOptions,
   HashResult,
 } from './types.js';
+export { checkChunkSize, checkLevel, checkThreads } from './options.js';

@@ -36,8 +36,27 @@ export interface BackupOptions {
   extendThreshold?: number;
   /** How often snapshot usage is polled while archiving, ms (default 1500). */
   watchIntervalMs?: number;
+  /**
+   * Cancels the backup. A signal during the window lets the window finish
+   * (the VM is brought back, the snapshots taken are removed), then the
+   * backup stops with an AbortError, leaving no snapshot and no set.
+   */
   signal?: AbortSignal;
   onProgress?: (event: BackupProgress) => void;
+  /** Awaited callbacks at the two points of a run only the orchestration knows. */
+  hooks?: {
+    /** After planning, preconditions and set creation, right before the VM is saved/paused/frozen (never inside the window). A throw aborts this domain cleanly: nothing held, no set, no snapshot left. */
+    beforeHold?: (ctx: BackupHookContext) => Promise<void>;
+    /** Right after the VM runs again (before archiving). A throw is reported as a warning and changes nothing. */
+    afterResume?: (ctx: BackupHookContext) => Promise<void>;
+  };
+}
+
+/** What the hooks of a backup are told. */
+export interface BackupHookContext {
+  domain: string;
+  mode: BackupMode;
+  setPath: string;
 }
 
 export type BackupPhase =
@@ -65,6 +84,8 @@ export type BackupProgress =
       rate: number;
       snapshotPercent: number | undefined;
     }
+  /** The memory state being written (mode save), from the domain's job statistics when the driver keeps them. */
+  | { type: 'save'; domain: string; bytesDone: number; bytesTotal: number | undefined }
   | { type: 'snapshot-extended'; domain: string; target: string; fromBytes: number; toBytes: number; percent: number }
   | { type: 'warning'; domain: string; message: string };
 

@@ -113,7 +113,7 @@ export class SnapshotWatcher {
           s.target,
           `snapshot ${s.vg}/${s.lv} of disk ${s.target} overflowed (the guest wrote more than its ` +
             `${Math.round(s.size / 1024 ** 2)} MiB copy-on-write area) and is invalid: the backup is discarded; ` +
-            `run it again with a larger --snapshot-size or free space in ${s.vg} so kvmbak can extend it`,
+            `run it again with a larger \`snapshotSize\` or free space in ${s.vg} so kvmbak can extend it`,
         );
         this.#o.onInvalid(this.#failed);
         return this.#failed;

@@ -245,7 +245,7 @@ describe('bringing the VM back', () => {
       code: 'KVMBAK_QUIESCE',
       message:
         'the guest agent of web-01 did not freeze its filesystems (Guest agent is not responding: QEMU guest agent is not ' +
-        'connected); install and start qemu-guest-agent in the guest, or use --mode pause (or --quiesce-fallback pause)',
+        'connected); install and start qemu-guest-agent in the guest, or use `mode` pause (or `quiesceFallback` pause)',
     });
     await expectNothingLeft(env, 'web-01', 'running');
     const warnings: string[] = [];
@@ -255,7 +255,7 @@ describe('bringing the VM back', () => {
     );
     expect(r.mode).toBe('pause');
     expect((await readManifest(r.setPath)).mode).toBe('pause');
-    expect(warnings).toContainEqual(expect.stringMatching(/^guest agent of web-01 did not answer .*; falling back to --mode pause$/));
+    expect(warnings).toContainEqual(expect.stringMatching(/^guest agent of web-01 did not answer .*; falling back to `mode` pause$/));
   });
 });
 
@@ -319,7 +319,7 @@ describe('while archiving', () => {
       code: 'KVMBAK_SNAPSHOT_INVALID',
       target: 'vda',
       message: expect.stringMatching(
-        /^snapshot vg0\/web-root-kvmbak-\S+ of disk vda overflowed \(the guest wrote more than its 2 MiB copy-on-write area\) and is invalid: the backup is discarded; run it again with a larger --snapshot-size or free space in vg0 so kvmbak can extend it$/,
+        /^snapshot vg0\/web-root-kvmbak-\S+ of disk vda overflowed \(the guest wrote more than its 2 MiB copy-on-write area\) and is invalid: the backup is discarded; run it again with a larger `snapshotSize` or free space in vg0 so kvmbak can extend it$/,
       ),
     });
     await expectNothingLeft(env, 'web-01', 'running');
