@@ -9,9 +9,28 @@ import {
   type BackupProgress,
   type BackupResult,
 } from '../../src/index.js';
-import { UsageError, asUsage } from '../errors.js';
+import { UsageError, asUsage, errLine, escapeControl, withFlags } from '../errors.js';
 import { createLabelledProgress, formatBytes, formatRate } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
+
+/** BackupOptions field → the flag that sets it (library messages name the fields). */
+export const BACKUP_FLAGS: Readonly<Record<string, string>> = {
+  dest: '--dest',
+  uri: '--uri',
+  mode: '--mode',
+  quiesceFallback: '--quiesce-fallback',
+  agentTimeoutSeconds: '--agent-timeout',
+  snapshotSize: '--snapshot-size',
+  level: '--level',
+  threads: '--threads',
+  exclude: '--exclude',
+  dryRun: '--dry-run',
+};
+
+/** A library error as the CLI reports it: flags instead of fields, ConfigError → usage error. */
+function cliError(e: unknown): unknown {
+  return asUsage(withFlags(e, BACKUP_FLAGS));
+}
 
 interface GlobalArgs {
   uri?: string;
@@ -76,7 +95,7 @@ function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: Backup
   const line = (text: string): void => {
     if (argv.quiet) return;
     bar.done();
-    process.stderr.write(`${text}\n`);
+    errLine(text);
   };
   return {
     onProgress: (e) => {
@@ -94,8 +113,15 @@ function progressFor(domain: string, argv: GlobalArgs): { onProgress: (e: Backup
         case 'snapshot-extended':
           line(`kvmbak: ${domain}: snapshot of ${e.target} was ${e.percent.toFixed(1)}% full: extended from ${formatBytes(e.fromBytes)} to ${formatBytes(e.toBytes)}`);
           break;
+        case 'save':
+          bar.update(`${escapeControl(domain)} memory`, {
+            phase: 'save',
+            bytesDone: e.bytesDone,
+            ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
+          });
+          break;
         case 'archive':
-          bar.update(`${domain} ${e.target}`, {
+          bar.update(`${escapeControl(domain)} ${escapeControl(e.target)}`, {
             phase: 'archive',
             bytesDone: e.bytesDone,
             ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
@@ -147,7 +173,7 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
           if (argv['dry-run']) {
             const plan = await inspectBackup(common);
             outcomes.push({ domain: name, ok: true, plan });
-            if (!argv.json) process.stdout.write(`${['(dry run: nothing was touched)', ...planLines(plan)].join('\n')}\n`);
+            if (!argv.json) process.stdout.write(`${['(dry run: nothing was touched)', ...planLines(plan)].map((l) => escapeControl(l)).join('\n')}\n`);
             continue;
           }
           const result = await backup({
@@ -161,15 +187,16 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
           });
           progress.done();
           outcomes.push({ domain: name, ok: true, result });
-          if (!argv.json) process.stdout.write(`${resultLines(result).join('\n')}\n`);
+          if (!argv.json) process.stdout.write(`${resultLines(result).map((l) => escapeControl(l)).join('\n')}\n`);
         } catch (e) {
           progress.done();
-          const err = asUsage(e);
+          const err = cliError(e);
           // A usage error or a cancel stops everything; any other failure only this domain.
           if (err instanceof UsageError || sig.signal.aborted || argv.domain.length === 1) throw err;
           const message = (err as Error).message;
           outcomes.push({ domain: name, ok: false, error: { ...(isKvmbakError(err) ? { code: err.code } : {}), message } });
-          process.stderr.write(`kvmbak: ${name}: ${argv.debug && (err as Error).stack ? (err as Error).stack : message}\n`);
+          if (argv.debug && (err as Error).stack) process.stderr.write(`kvmbak: ${escapeControl(name)}: ${(err as Error).stack}\n`);
+          else errLine(`kvmbak: ${name}: ${message}`);
         }
       }
     } finally {
@@ -179,7 +206,7 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok, results: outcomes }, null, 2)}\n`);
     if (!ok) {
       const failed = outcomes.filter((o) => !o.ok).map((o) => o.domain);
-      process.stderr.write(`kvmbak: ${failed.length} of ${outcomes.length} backups failed: ${failed.join(', ')}\n`);
+      errLine(`kvmbak: ${failed.length} of ${outcomes.length} backups failed: ${failed.join(', ')}`);
       process.exitCode = 1;
     }
   },
@@ -208,9 +235,9 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
         ...(argv.exclude !== undefined ? { exclude: argv.exclude } : {}),
       });
     } catch (e) {
-      throw asUsage(e);
+      throw cliError(e);
     }
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok: true, plan }, null, 2)}\n`);
-    else process.stdout.write(`${planLines(plan).join('\n')}\n`);
+    else process.stdout.write(`${planLines(plan).map((l) => escapeControl(l)).join('\n')}\n`);
   },
 };

@@ -4,6 +4,8 @@
  * snapshots) → remove snapshots → commit. Every exit path leaves the VM as
  * it was, no snapshot behind, and either a complete set or none.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { AbortError, KvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { Lvm } from '../lvm/index.js';
@@ -20,6 +22,7 @@ import {
   deleteSet,
   formatSetId,
   openJournal,
+  removeEmptyDomainDir,
   processOwner,
   sha256File,
 } from '../store/index.js';
@@ -155,6 +158,7 @@ async function runBackup(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: 
   }
   const dest = await assertDestUsable(options.dest);
   const name = await domainNameOf(hv, options.domain);
+  const domainDirExisted = existsSync(join(dest, name));
   const lock: DomainLock = await acquireLock(dest, name, 'backup');
   try {
     // Leftovers first: a run killed in its window may have left the VM saved and shut
@@ -170,12 +174,13 @@ async function runBackup(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: 
     }
   } finally {
     await lock.release();
+    // A run that stopped before making anything leaves no empty DEST/DOMAIN behind.
+    if (!domainDirExisted) await removeEmptyDomainDir(dest, name);
   }
 }
 
 /** Finishes or undoes an interrupted earlier run of this domain; throws when one cannot be. */
 async function recoverLeftovers(run: Run, dest: string, name: string): Promise<void> {
-  run.phase('recover', `checking for interrupted backups of ${name}`);
   const recovered = await recoverDomain({
     dest,
     domain: name,
@@ -184,9 +189,7 @@ async function recoverLeftovers(run: Run, dest: string, name: string): Promise<v
     holdsLock: true,
     agentTimeoutSeconds: run.options.agentTimeoutSeconds ?? DEFAULT_AGENT_TIMEOUT_SECONDS,
     retryDelayMs: run.retryDelayMs,
-    onProgress: (e) => {
-      if (e.type === 'warning') run.warn(e.message);
-    },
+    onProgress: (e) => (e.type === 'warning' ? run.warn(e.message) : run.phase('recover', e.message)),
   });
   for (const r of recovered) {
     for (const a of r.actions) run.warn(`recovered an interrupted backup (${r.setId}): ${a}`);

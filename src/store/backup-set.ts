@@ -3,7 +3,7 @@
  * disks/ folder, and the name and path of each file by its role, so that the
  * layout (DESIGN.md, "Backup set") is known here only.
  */
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DOMAIN_XML_FILE, MEMORY_FILE } from '../manifest/index.js';
 import { type BackupSet, type CreateSetOptions, type WrittenFile, createSet, setFilePath, writeSetFile } from './set.js';
@@ -42,4 +42,12 @@ export async function createBackupSet(dest: string, domain: string, options: Cre
   await mkdir(images, { mode: 0o700 });
   await chmod(images, 0o700);
   return backupSetFiles(set);
+}
+
+/**
+ * Removes DEST/DOMAIN when it is empty (a run that took the domain's lock
+ * there and then stopped before making anything); anything in it keeps it.
+ */
+export async function removeEmptyDomainDir(dest: string, domain: string): Promise<void> {
+  await rmdir(join(dest, domain)).catch(() => undefined);
 }

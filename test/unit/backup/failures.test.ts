@@ -136,7 +136,8 @@ const CASES: [string, BackupMode, string][] = [
 
 // The lvm2 calls do not depend on how the VM is held (the libvirt matrix covers that): two disks live, one disk offline.
 describe.each([CASES[0], CASES[4]])('%s in mode %s: an lvm2 failure at every call', (domain, mode, state) => {
-  it('fails once, or from then on: the invariant holds', async () => {
+  // Dozens of whole backups in one test: the default 30 s is too short on a loaded machine.
+  it('fails once, or from then on: the invariant holds', { timeout: 300_000 }, async () => {
     const { lvm } = await census(domain, mode);
     expect(lvm.lvcreate).toBeGreaterThan(0);
     for (const [command, n] of Object.entries(lvm)) {
@@ -158,7 +159,7 @@ describe.each([CASES[0], CASES[4]])('%s in mode %s: an lvm2 failure at every cal
 });
 
 describe.each(CASES)('%s in mode %s: a libvirt failure at every call', (domain, mode, state) => {
-  it('fails before or after acting, once or from then on: the invariant holds', async () => {
+  it('fails before or after acting, once or from then on: the invariant holds', { timeout: 300_000 }, async () => {
     const { libvirt } = await census(domain, mode);
     for (const [method, n] of Object.entries(libvirt)) {
       for (let i = 1; i <= n; i++) {
