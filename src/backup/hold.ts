@@ -329,8 +329,9 @@ async function releaseOnce(action: WindowAction, t: HoldTarget, options: Release
       await resume();
     }
   } else if (action === 'freeze') {
+    // A guest that does not run (shut off, or paused) cannot answer its agent: nothing to thaw.
     const st = await state(t).catch(() => 'unknown');
-    if (st !== 'shutoff') {
+    if (st === 'running' || st === 'blocked' || st === 'unknown') {
       t.onPhase?.('resume', `thawing the filesystems of ${name}`);
       const n = await twice(() => thaw(t), t.retryDelayMs);
       done.push(`thawed the filesystems of ${name} (${n ?? 0})`);
