@@ -349,7 +349,7 @@ async function archiveDisks(
   const signal = run.options.signal;
   const watched: WatchedSnapshot[] = plan.disks.map((d) => {
     const s = window.snapshots.get(d.target)!;
-    return { target: d.target, vg: s.vg, lv: s.lv, size: s.size, peakPercent: 0, extendedTo: null, done: d.thin };
+    return { target: d.target, vg: s.vg, lv: s.lv, size: s.size, peakPercent: 0, extendedTo: null, done: false, thin: d.thin };
   });
   const archiveAbort = new AbortController();
   const onOuterAbort = (): void => archiveAbort.abort(signal?.reason);

@@ -213,6 +213,34 @@ async function poolOf(hv: Hypervisor, paths: string[]): Promise<string | null> {
   return null;
 }
 
+/** A thin pool fuller than this (data or metadata, percent) is refused at planning. */
+export const THIN_POOL_PLAN_LIMIT_PERCENT = 95;
+
+/**
+ * Room in the thin pool of every thin disk: a thin snapshot takes no space
+ * when made, but every block the guest writes while the snapshot exists is
+ * allocated anew in the pool, and a full pool fails the backup (see
+ * watch.ts). A pool already nearly full is refused before anything is touched.
+ */
+export async function checkThinPoolRoom(lvm: Lvm, domain: string, disks: readonly PlannedDisk[]): Promise<void> {
+  const pools = new Map<string, { vg: string; lv: string }>();
+  for (const d of disks) if (d.thin && d.thinPool !== null) pools.set(`${d.vg}/${d.thinPool}`, { vg: d.vg, lv: d.thinPool });
+  for (const [full, ref] of pools) {
+    const pool = await lvm.get(ref);
+    const data = pool.dataPercent ?? 0;
+    const meta = pool.metadataPercent ?? 0;
+    if (data >= THIN_POOL_PLAN_LIMIT_PERCENT || meta >= THIN_POOL_PLAN_LIMIT_PERCENT) {
+      const what = data >= meta ? `its data is ${data.toFixed(1)}% full` : `its metadata is ${meta.toFixed(1)}% full`;
+      throw new BackupPlanError(
+        domain,
+        `thin pool ${full} has too little room for the thin snapshots of ${domain} (${what}; kvmbak needs it below ` +
+          `${THIN_POOL_PLAN_LIMIT_PERCENT}%): extend it (lvextend ${full}) or free space in it first`,
+        'KVMBAK_THIN_POOL_FULL',
+      );
+    }
+  }
+}
+
 export interface PlannedBackup {
   plan: BackupPlan;
   domain: Domain;
@@ -316,6 +344,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         throw new BackupPlanError(domain.name, describeShortfall(vg, needed, info.free), 'KVMBAK_VG_FULL');
       }
     }
+    await checkThinPoolRoom(lvm, domain.name, planned);
     // The destination: writable, with room for the memory state.
     let destFree: number | null = null;
     if (dest !== null) {
