@@ -235,7 +235,7 @@ describe('kvmbak backup in the lab', () => {
     const d = freshDest();
     const e = await rejection(backup({ domain: 'lab-qcow', dest: d, uri: fx.uri }));
     expect(e).toMatchObject({ code: 'KVMBAK_BACKUP_DISK' });
-    expect((e as Error).message).toMatch(/disk vdb of domain lab-qcow .*not an LVM logical volume.*--exclude vdb/);
+    expect((e as Error).message).toMatch(/disk vdb of domain lab-qcow .*not an LVM logical volume.*`exclude` vdb/);
     expect(readdirSync(d)).toEqual([]);
     const cli = await sh(process.execPath, [CLI, 'backup', 'lab-qcow', '--dest', d, '-c', fx.uri, '--quiet'], { check: false });
     expect(cli.code).toBe(1);
@@ -267,7 +267,7 @@ describe('kvmbak backup in the lab', () => {
     );
     expect(burst).toBe(true);
     expect(e).toMatchObject({ code: 'KVMBAK_SNAPSHOT_INVALID' });
-    expect((e as Error).message).toMatch(/overflowed .*larger --snapshot-size/);
+    expect((e as Error).message).toMatch(/overflowed .*larger `snapshotSize`/);
     expect(await domState('lab-two')).toBe('running');
     expect(readdirSync(join(d, 'lab-two')).filter((n) => !n.startsWith('.'))).toEqual([]);
     expect(readdirSync(join(d, 'lab-two')).filter((n) => n.startsWith('.journal'))).toEqual([]);
