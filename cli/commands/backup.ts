@@ -15,10 +15,29 @@ import {
   type DomainSettings,
   type JobEvent,
 } from '../../src/index.js';
-import { UsageError, asUsage } from '../errors.js';
+import { UsageError, asUsage, errLine, escapeControl, withFlags } from '../errors.js';
 import { configOption, readConfig, reportConfigError } from './config.js';
 import { createLabelledProgress, formatBytes, formatRate } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
+
+/** BackupOptions field → the flag that sets it (library messages name the fields). */
+export const BACKUP_FLAGS: Readonly<Record<string, string>> = {
+  dest: '--dest',
+  uri: '--uri',
+  mode: '--mode',
+  quiesceFallback: '--quiesce-fallback',
+  agentTimeoutSeconds: '--agent-timeout',
+  snapshotSize: '--snapshot-size',
+  level: '--level',
+  threads: '--threads',
+  exclude: '--exclude',
+  dryRun: '--dry-run',
+};
+
+/** A library error as the CLI reports it: flags instead of fields, ConfigError → usage error. */
+function cliError(e: unknown): unknown {
+  return asUsage(withFlags(e, BACKUP_FLAGS));
+}
 
 interface GlobalArgs {
   uri?: string;
@@ -83,7 +102,7 @@ function progressFor(domain: string, argv: GlobalArgs, bwlimit?: number): { onPr
   const line = (text: string): void => {
     if (argv.quiet) return;
     bar.done();
-    process.stderr.write(`${text}\n`);
+    errLine(text);
   };
   return {
     onProgress: (e) => {
@@ -101,8 +120,15 @@ function progressFor(domain: string, argv: GlobalArgs, bwlimit?: number): { onPr
         case 'snapshot-extended':
           line(`kvmbak: ${domain}: snapshot of ${e.target} was ${e.percent.toFixed(1)}% full: extended from ${formatBytes(e.fromBytes)} to ${formatBytes(e.toBytes)}`);
           break;
+        case 'save':
+          bar.update(`${escapeControl(domain)} memory`, {
+            phase: 'save',
+            bytesDone: e.bytesDone,
+            ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
+          });
+          break;
         case 'archive':
-          bar.update(`${domain} ${e.target}`, {
+          bar.update(`${escapeControl(domain)} ${escapeControl(e.target)}`, {
             phase: 'archive',
             bytesDone: e.bytesDone,
             ...(e.bytesTotal !== undefined ? { bytesTotal: e.bytesTotal } : {}),
@@ -169,10 +195,10 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
         ...(argv.exclude !== undefined ? { exclude: argv.exclude } : {}),
       });
     } catch (e) {
-      throw asUsage(e);
+      throw cliError(e);
     }
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok: true, plan }, null, 2)}\n`);
-    else process.stdout.write(`${planLines(plan).join('\n')}\n`);
+    else process.stdout.write(`${planLines(plan).map((l) => escapeControl(l)).join('\n')}\n`);
   },
 };
 
@@ -251,7 +277,7 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
   if (config === undefined) return;
   const sig = abortOnSignals();
   const say = (text: string): void => {
-    if (!argv.quiet || /warning|failed/.test(text)) process.stderr.write(`${text}\n`);
+    if (!argv.quiet || /warning|failed/.test(text)) errLine(text);
   };
   let progress: ReturnType<typeof progressFor> | null = null;
   // One domain named: its failure is the command's error, reported once at the end.
@@ -263,7 +289,7 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
     }
     switch (e.type) {
       case 'skipped':
-        process.stderr.write(`kvmbak: warning: skipping ${e.domain}: ${e.reason}\n`);
+        errLine(`kvmbak: warning: skipping ${e.domain}: ${e.reason}`);
         break;
       case 'domain-start':
         progress = progressFor(e.domain, argv, e.settings.bwlimit);
@@ -277,7 +303,7 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
         break;
       case 'warning':
         progress?.done();
-        process.stderr.write(`kvmbak: ${e.domain !== undefined ? `${e.domain}: ` : ''}warning: ${e.message}\n`);
+        errLine(`kvmbak: ${e.domain !== undefined ? `${e.domain}: ` : ''}warning: ${e.message}`);
         break;
       case 'retention':
         say(`kvmbak: ${e.domain}: retention kept ${e.kept} set${e.kept === 1 ? '' : 's'}, removed ${e.removed.length}`);
@@ -285,7 +311,10 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
       case 'domain-end':
         progress?.done();
         progress = null;
-        if (!single && !e.outcome.ok && e.outcome.error !== undefined) process.stderr.write(`kvmbak: ${e.outcome.domain}: ${e.outcome.error.message}\n`);
+        if (!single && !e.outcome.ok && e.outcome.error !== undefined) {
+          const cause = outcomeError(e.outcome);
+          errLine(`kvmbak: ${e.outcome.domain}: ${cause instanceof Error ? (cliError(cause) as Error).message : e.outcome.error.message}`);
+        }
         break;
     }
   };
@@ -305,12 +334,12 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
     });
   } catch (e) {
     if (reportConfigError(e, argv)) return;
-    throw asUsage(e);
+    throw cliError(e);
   } finally {
     (progress as ReturnType<typeof progressFor> | null)?.done();
     sig.dispose();
   }
-  if (single && r.outcomes.length === 1 && !r.outcomes[0]!.ok) throw asUsage(outcomeError(r.outcomes[0]!));
+  if (single && r.outcomes.length === 1 && !r.outcomes[0]!.ok) throw cliError(outcomeError(r.outcomes[0]!));
   const results = r.outcomes.map(({ hookWarnings, ...o }) => ({ ...o, ...(hookWarnings.length > 0 ? { hookWarnings } : {}) }));
   if (argv.json) {
     process.stdout.write(`${JSON.stringify({ ok: r.ok, results, skipped: r.skipped, ...(r.metricsFile !== undefined ? { metricsFile: r.metricsFile } : {}) }, null, 2)}\n`);
@@ -324,10 +353,10 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
         if (o.retention !== undefined && o.retention.error === undefined) lines.push(`  retention     kept ${o.retention.kept}, removed ${o.retention.removed.length}`);
       }
     }
-    if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+    if (lines.length > 0) process.stdout.write(`${lines.map((l) => escapeControl(l)).join('\n')}\n`);
   }
   const failed = r.outcomes.filter((o) => !o.ok).map((o) => o.domain);
-  if (failed.length > 0) process.stderr.write(`kvmbak: ${failed.length} of ${r.outcomes.length} backups failed: ${failed.join(', ')}\n`);
+  if (failed.length > 0) errLine(`kvmbak: ${failed.length} of ${r.outcomes.length} backups failed: ${failed.join(', ')}`);
   else if (r.outcomes.length + r.skipped.length > 1 && !argv.json && !argv.quiet) {
     process.stderr.write(`kvmbak: ${r.outcomes.length} backed up, ${r.skipped.length} skipped\n`);
   }

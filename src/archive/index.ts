@@ -16,3 +16,4 @@ export type {
   HashResult,
 } from './types.js';
 export { ReadThrottle } from './throttle.js';
+export { checkChunkSize, checkLevel, checkThreads } from './options.js';

@@ -1,44 +1,47 @@
 /**
- * backup(): plan → lock → recover leftovers → journal + set → window
- * (quiesce, snapshot, resume) → archive (watching the snapshots) → remove
- * snapshots → commit. Every exit path leaves the VM as it was, no snapshot
- * behind, and either a complete set or none.
+ * backup(): check options → lock → recover the domain's leftovers → plan →
+ * set + journal → window (hold, snapshot, release) → archive (watching the
+ * snapshots) → remove snapshots → commit. Every exit path leaves the VM as
+ * it was, no snapshot behind, and either a complete set or none.
  */
-import { chmod, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { AbortError, ConfigError, KvmbakError, throwIfAborted } from '../errors.js';
+import { AbortError, KvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { Lvm } from '../lvm/index.js';
-import { packImage } from '../archive/index.js';
+import { type PackResult, packImage } from '../archive/index.js';
+import { DOMAIN_XML_FILE, MANIFEST_FORMAT, MEMORY_FILE, type Manifest, type ManifestDisk, type ManifestDomainState } from '../manifest/index.js';
 import {
-  DOMAIN_XML_FILE,
-  MANIFEST_FORMAT,
-  MEMORY_FILE,
-  type Manifest,
-  type ManifestDisk,
-  type ManifestDomainState,
-} from '../manifest/index.js';
-import {
-  type BackupSet,
+  type BackupSetFiles,
   type DomainLock,
   type Journal,
+  type WrittenFile,
   acquireLock,
   commitSet,
-  createSet,
+  createBackupSet,
   deleteSet,
+  formatSetId,
   openJournal,
+  removeEmptyDomainDir,
   processOwner,
-  setFilePath,
   sha256File,
-  writeSetFile,
 } from '../store/index.js';
 import { toolVersion } from '../version.js';
-import { type PlannedBackup, planBackup } from './plan.js';
+import { DEFAULT_AGENT_TIMEOUT_SECONDS, checkBackupOptions } from './options.js';
+import { type PlannedBackup, assertDestUsable, domainNameOf, planBackup } from './plan.js';
 import { handOverJournal, ownerTag, recoverDomain } from './recover.js';
-import type { BackupDiskResult, BackupOptions, BackupPhase, BackupPlan, BackupProgress, BackupResult } from './types.js';
+import type {
+  BackupDiskResult,
+  BackupHookContext,
+  BackupOptions,
+  BackupPhase,
+  BackupPlan,
+  BackupProgress,
+  BackupResult,
+  PlannedDisk,
+} from './types.js';
 import { SnapshotWatcher, type WatchedSnapshot } from './watch.js';
-import { type LiveSnapshots, VmNotResumedError, removeSnapshots, runWindow } from './window.js';
-import { formatSetId } from '../store/index.js';
+import { type LiveSnapshots, VmNotResumedError, type WindowResult, removeSnapshots, runWindow } from './window.js';
 
 /** Internal knobs (tests inject these). */
 export interface BackupContext {
@@ -52,26 +55,9 @@ export interface BackupContext {
   bypassCache?: boolean;
   /** Delay between the two tries of bringing a VM back or removing a snapshot (ms, default 1000). */
   retryDelayMs?: number;
+  /** How often job statistics are read while the memory is saved (ms, default 500). */
+  saveProgressIntervalMs?: number;
   now?: () => Date;
-}
-
-function checkOptions(o: BackupOptions, inspect = false): void {
-  if (typeof o.domain !== 'string' || o.domain === '') throw new ConfigError('name the domain to back up', 'domain');
-  if (!inspect && (typeof o.dest !== 'string' || o.dest === '')) {
-    throw new ConfigError('give a destination folder for the backup (--dest DIR)', 'dest');
-  }
-  if (o.level !== undefined && (!Number.isInteger(o.level) || o.level < 1 || o.level > 9)) {
-    throw new ConfigError(`--level ${o.level} is out of range; give a gzip level from 1 to 9`, 'level');
-  }
-  if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1)) {
-    throw new ConfigError(`--threads ${o.threads} must be a whole number of at least 1`, 'threads');
-  }
-  if (o.extendThreshold !== undefined && !(o.extendThreshold > 0 && o.extendThreshold < 100)) {
-    throw new ConfigError('extendThreshold must be a percentage between 0 and 100', 'extendThreshold');
-  }
-  if (o.agentTimeoutSeconds !== undefined && !(Number.isInteger(o.agentTimeoutSeconds) && o.agentTimeoutSeconds > 0)) {
-    throw new ConfigError('--agent-timeout must be a whole number of seconds above 0', 'agentTimeoutSeconds');
-  }
 }
 
 async function withConnection<T>(
@@ -88,6 +74,17 @@ async function withConnection<T>(
   }
 }
 
+function plan(hv: Hypervisor, lvm: Lvm, options: Omit<BackupOptions, 'dest'> & { dest?: string }, runId: string): Promise<PlannedBackup> {
+  return planBackup(hv, lvm, {
+    domainName: options.domain,
+    ...(options.dest !== undefined ? { dest: options.dest } : {}),
+    ...(options.mode !== undefined ? { mode: options.mode } : {}),
+    ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
+    ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
+    runId,
+  });
+}
+
 /**
  * What a backup of `options.domain` would do — every precondition checked,
  * nothing touched (`kvmbak inspect`, `kvmbak backup --dry-run`).
@@ -96,17 +93,9 @@ export async function inspectBackup(
   options: Omit<BackupOptions, 'dest'> & { dest?: string },
   ctx: BackupContext = {},
 ): Promise<BackupPlan> {
-  checkOptions(options as BackupOptions, true);
+  checkBackupOptions(options as BackupOptions, false);
   return withConnection(options.uri, ctx, async (hv, lvm) => {
-    const runId = formatSetId(ctx.now?.() ?? new Date());
-    const planned = await planBackup(hv, lvm, {
-      domainName: options.domain,
-      ...(options.dest !== undefined ? { dest: options.dest } : {}),
-      ...(options.mode !== undefined ? { mode: options.mode } : {}),
-      ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
-      ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
-      runId,
-    });
+    const planned = await plan(hv, lvm, options, formatSetId(ctx.now?.() ?? new Date()));
     planned.domain.free();
     return planned.plan;
   });
@@ -114,14 +103,28 @@ export async function inspectBackup(
 
 /** Backs up one domain. See the module comment for the guarantees. */
 export async function backup(options: BackupOptions, ctx: BackupContext = {}): Promise<BackupResult> {
-  checkOptions(options);
+  checkBackupOptions(options);
   throwIfAborted(options.signal);
   return withConnection(options.uri, ctx, (hv, lvm) => runBackup(hv, lvm, options, ctx));
 }
 
-async function runBackup(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: BackupContext): Promise<BackupResult> {
-  const t0 = performance.now();
-  const signal = options.signal;
+/** One run: its options, its clock and how it reports. */
+interface Run {
+  hv: Hypervisor;
+  lvm: Lvm;
+  options: BackupOptions;
+  ctx: BackupContext;
+  startedAt: Date;
+  runId: string;
+  t0: number;
+  retryDelayMs: number;
+  emit: (e: BackupProgress) => void;
+  phase: (p: BackupPhase, message: string) => void;
+  warn: (message: string) => void;
+}
+
+function startRun(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: BackupContext): Run {
+  const startedAt = ctx.now?.() ?? new Date();
   const emit = (e: BackupProgress): void => {
     try {
       options.onProgress?.(e);
@@ -129,54 +132,75 @@ async function runBackup(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: 
       // A progress consumer must never break a backup.
     }
   };
-  const phase = (p: BackupPhase, message: string): void => emit({ type: 'phase', domain: options.domain, phase: p, message });
-  const warn = (message: string): void => emit({ type: 'warning', domain: options.domain, message });
+  return {
+    hv,
+    lvm,
+    options,
+    ctx,
+    startedAt,
+    runId: formatSetId(startedAt),
+    t0: performance.now(),
+    retryDelayMs: ctx.retryDelayMs ?? 1000,
+    emit,
+    phase: (p, message) => emit({ type: 'phase', domain: options.domain, phase: p, message }),
+    warn: (message) => emit({ type: 'warning', domain: options.domain, message }),
+  };
+}
 
-  phase('plan', `planning the backup of ${options.domain}`);
-  const startedAt = ctx.now?.() ?? new Date();
-  const runId = formatSetId(startedAt);
-  const makePlan = (): Promise<PlannedBackup> =>
-    planBackup(hv, lvm, {
-      domainName: options.domain,
-      dest: options.dest,
-      ...(options.mode !== undefined ? { mode: options.mode } : {}),
-      ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
-      ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
-      runId,
-    });
-  let planned: PlannedBackup = await makePlan();
-  const dest = planned.plan.dest!;
-  let lock: DomainLock | null = null;
-  try {
+async function runBackup(hv: Hypervisor, lvm: Lvm, options: BackupOptions, ctx: BackupContext): Promise<BackupResult> {
+  const run = startRun(hv, lvm, options, ctx);
+  run.phase('plan', `planning the backup of ${options.domain}`);
+  if (options.dryRun) {
     // A dry run touches nothing: no lock, no recovery of earlier runs.
-    if (options.dryRun) return dryRunResult(planned.plan);
-    const name = planned.plan.domain;
-    lock = await acquireLock(dest, name, 'backup');
-    // Finish or undo an interrupted earlier run of this domain first.
-    phase('recover', `checking for interrupted backups of ${name}`);
-    const recovered = await recoverDomain({ dest, domain: name, hv, lvm, holdsLock: true });
-    for (const r of recovered) {
-      for (const a of r.actions) warn(`recovered an interrupted backup (${r.setId}): ${a}`);
-    }
-    const unfinished = recovered.filter((r) => r.error !== undefined);
-    if (unfinished.length > 0) {
-      throw new KvmbakError(
-        `an interrupted backup of ${name} could not be undone (${unfinished.map((r) => `${r.setId}: ${r.error}`).join('; ')}); ` +
-          `fix that and run kvmbak recover --dest ${dest} before backing ${name} up again`,
-        'KVMBAK_RECOVER_FAILED',
-      );
-    }
-    if (recovered.some((r) => r.actions.length > 0)) {
-      // The domain may have changed state (e.g. restored from a crashed run's memory state): plan again.
-      planned.domain.free();
-      planned = await makePlan();
-    }
-    throwIfAborted(signal);
-    const planMs = Math.round(performance.now() - t0);
-    return await execute(hv, lvm, planned, options, ctx, { startedAt, planMs, t0, phase, warn, emit });
-  } finally {
+    const planned = await plan(hv, lvm, options, run.runId);
     planned.domain.free();
-    await lock?.release();
+    return dryRunResult(planned.plan);
+  }
+  const dest = await assertDestUsable(options.dest);
+  const name = await domainNameOf(hv, options.domain);
+  const domainDirExisted = existsSync(join(dest, name));
+  const lock: DomainLock = await acquireLock(dest, name, 'backup');
+  try {
+    // Leftovers first: a run killed in its window may have left the VM saved and shut
+    // off, or paused. Its state now decides the plan (mode, state before).
+    await recoverLeftovers(run, dest, name);
+    throwIfAborted(options.signal);
+    const planned = await plan(hv, lvm, { ...options, dest }, run.runId);
+    try {
+      throwIfAborted(options.signal);
+      return await execute(run, planned, Math.round(performance.now() - run.t0));
+    } finally {
+      planned.domain.free();
+    }
+  } finally {
+    await lock.release();
+    // A run that stopped before making anything leaves no empty DEST/DOMAIN behind.
+    if (!domainDirExisted) await removeEmptyDomainDir(dest, name);
+  }
+}
+
+/** Finishes or undoes an interrupted earlier run of this domain; throws when one cannot be. */
+async function recoverLeftovers(run: Run, dest: string, name: string): Promise<void> {
+  const recovered = await recoverDomain({
+    dest,
+    domain: name,
+    hv: run.hv,
+    lvm: run.lvm,
+    holdsLock: true,
+    agentTimeoutSeconds: run.options.agentTimeoutSeconds ?? DEFAULT_AGENT_TIMEOUT_SECONDS,
+    retryDelayMs: run.retryDelayMs,
+    onProgress: (e) => (e.type === 'warning' ? run.warn(e.message) : run.phase('recover', e.message)),
+  });
+  for (const r of recovered) {
+    for (const a of r.actions) run.warn(`recovered an interrupted backup (${r.setId}): ${a}`);
+  }
+  const unfinished = recovered.filter((r) => r.error !== undefined);
+  if (unfinished.length > 0) {
+    throw new KvmbakError(
+      `an interrupted backup of ${name} could not be undone (${unfinished.map((r) => `${r.setId}: ${r.error}`).join('; ')}); ` +
+        `fix that and run kvmbak recover (\`dest\` ${dest}) before backing ${name} up again`,
+      'KVMBAK_RECOVER_FAILED',
+    );
   }
 }
 
@@ -199,267 +223,345 @@ function dryRunResult(plan: BackupPlan): BackupResult {
   };
 }
 
-interface Run {
-  startedAt: Date;
-  planMs: number;
-  t0: number;
-  phase: (p: BackupPhase, message: string) => void;
-  warn: (message: string) => void;
-  emit: (e: BackupProgress) => void;
+/** What a run has made so far (what its undo has to take back). */
+interface Made {
+  files: BackupSetFiles | null;
+  journal: Journal | null;
+  /** Snapshots that may exist. */
+  live: LiveSnapshots;
+  /** The VM is held (VmNotResumedError): the set keeps its memory state for recover. */
+  vmHeld: boolean;
 }
 
-async function execute(
-  hv: Hypervisor,
-  lvm: Lvm,
-  planned: PlannedBackup,
-  options: BackupOptions,
-  ctx: BackupContext,
-  run: Run,
-): Promise<BackupResult> {
-  const { plan, domain, runTag } = planned;
-  const dest = plan.dest!;
-  const { phase, warn, emit } = run;
-  const signal = options.signal;
-  phase('prepare', `creating the backup set in ${dest}`);
-  const set: BackupSet = await createSet(dest, plan.domain, { now: run.startedAt });
-  let journal: Journal | null = null;
-  /** The VM is held (VmNotResumedError): the set keeps its memory state for recover. */
-  let vmHeld = false;
-  const live: LiveSnapshots = new Map();
-  const retryDelayMs = ctx.retryDelayMs ?? 1000;
+async function execute(run: Run, planned: PlannedBackup, planMs: number): Promise<BackupResult> {
+  const made: Made = { files: null, journal: null, live: new Map(), vmHeld: false };
   try {
-    journal = await openJournal(set, 'backup');
-    await journal.record({
-      step: 'planned',
-      domain: plan.domain,
-      uuid: plan.uuid,
-      uri: plan.uri,
-      mode: plan.mode,
-      stateBefore: plan.stateBefore as ManifestDomainState,
-      setPath: set.path,
-      snapshots: plan.disks.map((d) => ({ vg: d.vg, lv: d.lv, name: d.snapshotName })),
-      runTag,
-    });
-    const xmlFile = await writeSetFile(set, DOMAIN_XML_FILE, planned.domainXml);
-    const disksDir = join(set.path, 'disks');
-    await mkdir(disksDir, { mode: 0o700 });
-    await chmod(disksDir, 0o700);
-    throwIfAborted(signal);
-
-    await options.hooks?.beforeHold?.({ domain: plan.domain, mode: plan.mode, setPath: set.path });
-    // The window.
-    const memoryFile = setFilePath(set, MEMORY_FILE);
-    const tw = performance.now();
-    let window;
-    try {
-      window = await runWindow({
-        hv,
-        lvm,
-        domain,
-        journal,
-        mode: plan.mode,
-        stateBefore: plan.stateBefore,
-        disks: plan.disks,
-        origins: planned.origins,
-        runTag,
-        ownerTag: ownerTag(processOwner()),
-        memoryFile,
-        live,
-        bypassCache: ctx.bypassCache ?? true,
-        agentTimeoutSeconds: options.agentTimeoutSeconds ?? 10,
-        quiesceFallback: options.quiesceFallback ?? 'none',
-        retryDelayMs,
-        onPhase: (p, m) => phase(p, m),
-        onWarning: warn,
-      });
-    } catch (e) {
-      if (e instanceof VmNotResumedError) vmHeld = true;
-      throw e;
-    }
-    const windowMs = Math.round(performance.now() - tw);
-    const snapshots = window.snapshots;
-    await options.hooks?.afterResume?.({ domain: plan.domain, mode: window.mode, setPath: set.path }).catch((e: unknown) => warn((e as Error).message));
-
-    // Archive, watching the classic snapshots.
+    const { files, journal, domainXml } = await prepareSet(run, planned, made);
+    const hookCtx: BackupHookContext = { domain: planned.plan.domain, mode: planned.plan.mode, setPath: files.set.path };
+    await run.options.hooks?.beforeHold?.(hookCtx);
+    throwIfAborted(run.options.signal);
+    const window = await holdAndSnapshot(run, planned, files, journal, made, hookCtx);
     const ta = performance.now();
-    const watched: WatchedSnapshot[] = plan.disks.map((d) => {
-      const s = snapshots.get(d.target)!;
-      return { target: d.target, vg: s.vg, lv: s.lv, size: s.size, peakPercent: 0, extendedTo: null, done: d.thin };
-    });
-    const archiveAbort = new AbortController();
-    const onOuterAbort = (): void => archiveAbort.abort(signal?.reason);
-    signal?.addEventListener('abort', onOuterAbort, { once: true });
-    if (signal?.aborted) onOuterAbort();
-    const snapPercent = new Map<string, number>();
-    const watcher = new SnapshotWatcher({
-      lvm,
-      snapshots: watched,
-      intervalMs: options.watchIntervalMs ?? 1500,
-      threshold: options.extendThreshold ?? 80,
-      onExtended: (s, from, percent) =>
-        emit({ type: 'snapshot-extended', domain: plan.domain, target: s.target, fromBytes: from, toBytes: s.size, percent }),
-      onWarning: warn,
-      onInvalid: (err) => archiveAbort.abort(err),
-      onUsage: (s, p) => snapPercent.set(s.target, p),
-    });
-    const diskResults: BackupDiskResult[] = [];
-    const manifestDisks: ManifestDisk[] = [];
-    watcher.start();
-    try {
-      for (const d of plan.disks) {
-        const snap = snapshots.get(d.target)!;
-        const rel = `disks/${d.target}.img.gz`;
-        phase('archive', `archiving ${d.target} (${snap.path})`);
-        let packed;
-        try {
-          packed = await packImage(snap.path, setFilePath(set, rel), {
-            ...(options.level !== undefined ? { level: options.level } : {}),
-            ...(options.threads !== undefined ? { threads: options.threads } : {}),
-            ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
-            ...(options.bwlimit !== undefined ? { bwlimit: options.bwlimit } : {}),
-            signal: archiveAbort.signal,
-            onProgress: (p) =>
-              emit({
-                type: 'archive',
-                domain: plan.domain,
-                target: d.target,
-                bytesDone: p.bytesDone,
-                bytesTotal: p.bytesTotal,
-                rate: p.rate,
-                snapshotPercent: snapPercent.get(d.target),
-              }),
-          });
-        } catch (e) {
-          // An invalid snapshot reads as EIO or aborts the pack: report the real cause.
-          const invalid = watcher.failure ?? (await watcher.check());
-          if (invalid !== null) throw invalid;
-          if (archiveAbort.signal.aborted && signal?.aborted) throw new AbortError('backup cancelled', { cause: e });
-          throw e;
-        }
-        // The snapshot must still be valid now that every block was read.
-        const invalid = await watcher.check({ strict: true });
-        if (invalid !== null) throw invalid;
-        const w = watched.find((x) => x.target === d.target)!;
-        w.done = true;
-        await journal.record({ step: 'archived', target: d.target, file: rel });
-        diskResults.push({
-          target: d.target,
-          lvPath: d.lvPath,
-          file: rel,
-          rawBytes: packed.bytes,
-          rawSha256: packed.sha256,
-          storedBytes: packed.storedBytes,
-          fileSha256: packed.fileSha256,
-          zeroChunks: packed.zeroChunks,
-          snapshotSize: d.thin ? null : w.size,
-          snapshotPeakPercent: d.thin ? null : w.peakPercent,
-          snapshotExtendedTo: w.extendedTo,
-          seconds: packed.seconds,
-        });
-        manifestDisks.push({
-          target: d.target,
-          source: d.source,
-          vg: d.vg,
-          lv: d.lv,
-          pool: d.pool,
-          capacity: d.capacity,
-          allocation: d.allocation,
-          physical: d.physical,
-          lvSize: d.lvSize,
-          lvUuid: d.lvUuid,
-          thin: d.thin,
-          thinPool: d.thinPool,
-          image: {
-            file: rel,
-            rawBytes: packed.bytes,
-            rawSha256: packed.sha256,
-            storedBytes: packed.storedBytes,
-            fileSha256: packed.fileSha256,
-            chunkSize: packed.chunkSize,
-            members: packed.members,
-            zeroChunks: packed.zeroChunks,
-          },
-          snapshot: {
-            name: d.snapshotName,
-            size: d.thin ? null : d.snapshotSize,
-            peakPercent: d.thin ? null : w.peakPercent,
-            ...(w.extendedTo !== null ? { extendedTo: w.extendedTo } : {}),
-          },
-        });
-      }
-    } finally {
-      await watcher.stop();
-      signal?.removeEventListener('abort', onOuterAbort);
-    }
+    const disks = await archiveDisks(run, planned, files, journal, window);
     const archiveMs = Math.round(performance.now() - ta);
-
-    phase('cleanup', 'removing the snapshots');
-    const removeErrors = await removeSnapshots(lvm, live, retryDelayMs);
-    if (removeErrors.length > 0) {
-      throw new KvmbakError(
-        `could not remove snapshots: ${removeErrors.map((e) => e.message).join('; ')}; run kvmbak recover`,
-        'KVMBAK_SNAPSHOT_REMOVE',
-      );
-    }
-    await journal.record({ step: 'snapshots-removed' });
-
-    phase('commit', 'writing checksums and the manifest');
-    let memory: Manifest['memory'] = null;
-    if (window.memorySaved) {
-      const h = await sha256File(memoryFile);
-      memory = { file: MEMORY_FILE, bytes: h.bytes, sha256: h.sha256 };
-    }
-    const stateAfter = (await domain.info()).state;
-    const totalMs = Math.round(performance.now() - run.t0);
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
-      toolVersion: toolVersion(),
-      createdAt: new Date().toISOString(),
-      host: plan.host,
-      libvirtVersion: plan.libvirtVersion,
-      uri: plan.uri,
-      domain: { name: plan.domain, uuid: plan.uuid, stateBefore: plan.stateBefore as ManifestDomainState },
-      mode: window.mode,
-      downtimeMs: window.downtimeMs,
-      timings: { planMs: run.planMs, windowMs, archiveMs, totalMs },
-      memory,
-      domainXml: { file: DOMAIN_XML_FILE, sha256: xmlFile.sha256 },
-      disks: manifestDisks,
-      skipped: plan.skipped,
-    };
-    await commitSet(set, manifest);
-    await journal.record({ step: 'committed' });
-    await journal.remove();
-    phase('done', `backup of ${plan.domain} complete: ${set.path}`);
-    return {
-      domain: plan.domain,
-      uuid: plan.uuid,
-      setPath: set.path,
-      mode: window.mode,
-      stateBefore: plan.stateBefore,
-      stateAfter,
-      downtimeMs: window.downtimeMs,
-      memoryBytes: memory?.bytes ?? null,
-      disks: diskResults,
-      skipped: plan.skipped,
-      storedBytes: diskResults.reduce((n, d) => n + d.storedBytes, 0) + (memory?.bytes ?? 0),
-      timings: { planMs: run.planMs, windowMs, archiveMs, totalMs },
-    };
+    await removeRunSnapshots(run, made.live, journal);
+    return await commit(run, planned, files, journal, window, disks, domainXml, { planMs, archiveMs });
   } catch (e) {
-    // Undo: snapshots go, the partial set goes (unless the VM still needs its saved
-    // state). What cannot be undone stays in the journal for kvmbak recover.
-    await removeSnapshots(lvm, live, retryDelayMs);
-    if (journal !== null) {
-      await journal
-        .record({ step: 'failed', message: (e as Error).message, ...(e instanceof KvmbakError ? { code: e.code } : {}) })
-        .catch(() => undefined);
-    }
-    const setGone = !vmHeld && (await deleteSet(set, { dest }).then(() => true, () => false));
-    if (journal !== null) {
-      if (live.size === 0) await journal.record({ step: 'snapshots-removed' }).catch(() => undefined);
-      if (setGone && live.size === 0) await journal.remove().catch(() => undefined);
-      else handOverJournal(journal);
-    }
+    await undo(run, made, e);
     throw e;
+  }
+}
+
+/** The set folder, the journal (its `planned` step), domain.xml. */
+async function prepareSet(
+  run: Run,
+  planned: PlannedBackup,
+  made: Made,
+): Promise<{ files: BackupSetFiles; journal: Journal; domainXml: WrittenFile }> {
+  const { plan, runTag } = planned;
+  run.phase('prepare', `creating the backup set in ${plan.dest}`);
+  const files = await createBackupSet(plan.dest!, plan.domain, { now: run.startedAt });
+  made.files = files;
+  const journal = await openJournal(files.set, 'backup');
+  made.journal = journal;
+  await journal.record({
+    step: 'planned',
+    domain: plan.domain,
+    uuid: plan.uuid,
+    uri: plan.uri,
+    mode: plan.mode,
+    stateBefore: plan.stateBefore as ManifestDomainState,
+    setPath: files.set.path,
+    snapshots: plan.disks.map((d) => ({ vg: d.vg, lv: d.lv, name: d.snapshotName })),
+    runTag,
+  });
+  const domainXml = await files.writeDomainXml(planned.domainXml);
+  throwIfAborted(run.options.signal);
+  return { files, journal, domainXml };
+}
+
+/** Awaits a hook that must not change the outcome: a throw is a warning. */
+async function afterResume(run: Run, hookCtx: BackupHookContext): Promise<void> {
+  try {
+    await run.options.hooks?.afterResume?.(hookCtx);
+  } catch (e) {
+    run.warn(`the afterResume hook failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** The window; then (whenever the VM runs again) the afterResume hook. */
+async function holdAndSnapshot(
+  run: Run,
+  planned: PlannedBackup,
+  files: BackupSetFiles,
+  journal: Journal,
+  made: Made,
+  hookCtx: BackupHookContext,
+): Promise<WindowResult> {
+  const { plan } = planned;
+  let window: WindowResult;
+  try {
+    window = await runWindow({
+      hv: run.hv,
+      lvm: run.lvm,
+      domain: planned.domain,
+      journal,
+      mode: plan.mode,
+      stateBefore: plan.stateBefore,
+      disks: plan.disks,
+      origins: planned.origins,
+      runTag: planned.runTag,
+      ownerTag: ownerTag(processOwner()),
+      memoryFile: files.memoryFile,
+      live: made.live,
+      bypassCache: run.ctx.bypassCache ?? true,
+      agentTimeoutSeconds: run.options.agentTimeoutSeconds ?? DEFAULT_AGENT_TIMEOUT_SECONDS,
+      quiesceFallback: run.options.quiesceFallback ?? 'none',
+      retryDelayMs: run.retryDelayMs,
+      onPhase: (p, m) => run.phase(p, m),
+      onWarning: run.warn,
+      onSaveProgress: (bytesDone, bytesTotal) => run.emit({ type: 'save', domain: plan.domain, bytesDone, bytesTotal }),
+      ...(run.ctx.saveProgressIntervalMs !== undefined ? { saveProgressIntervalMs: run.ctx.saveProgressIntervalMs } : {}),
+    });
+  } catch (e) {
+    if (e instanceof VmNotResumedError) made.vmHeld = true;
+    else await afterResume(run, hookCtx);
+    throw e;
+  }
+  await afterResume(run, hookCtx);
+  return window;
+}
+
+interface ArchivedDisk {
+  result: BackupDiskResult;
+  manifest: ManifestDisk;
+}
+
+/** Archives every disk from its snapshot, watching the snapshots; aborts on an invalid one. */
+async function archiveDisks(
+  run: Run,
+  planned: PlannedBackup,
+  files: BackupSetFiles,
+  journal: Journal,
+  window: WindowResult,
+): Promise<ArchivedDisk[]> {
+  const { plan } = planned;
+  const signal = run.options.signal;
+  const watched: WatchedSnapshot[] = plan.disks.map((d) => {
+    const s = window.snapshots.get(d.target)!;
+    return { target: d.target, vg: s.vg, lv: s.lv, size: s.size, peakPercent: 0, extendedTo: null, done: false, thin: d.thin };
+  });
+  const archiveAbort = new AbortController();
+  const onOuterAbort = (): void => archiveAbort.abort(signal?.reason);
+  signal?.addEventListener('abort', onOuterAbort, { once: true });
+  if (signal?.aborted) onOuterAbort();
+  const snapPercent = new Map<string, number>();
+  const watcher = new SnapshotWatcher({
+    lvm: run.lvm,
+    snapshots: watched,
+    intervalMs: run.options.watchIntervalMs ?? 1500,
+    threshold: run.options.extendThreshold ?? 80,
+    onExtended: (s, from, percent) =>
+      run.emit({ type: 'snapshot-extended', domain: plan.domain, target: s.target, fromBytes: from, toBytes: s.size, percent }),
+    onWarning: run.warn,
+    onInvalid: (err) => archiveAbort.abort(err),
+    onUsage: (s, p) => snapPercent.set(s.target, p),
+  });
+  const out: ArchivedDisk[] = [];
+  watcher.start();
+  try {
+    for (const d of plan.disks) {
+      const image = files.image(d.target);
+      const packed = await archiveOne(run, d, image.path, window, watcher, archiveAbort.signal, snapPercent);
+      const w = watched.find((x) => x.target === d.target)!;
+      w.done = true;
+      await journal.record({ step: 'archived', target: d.target, file: image.file });
+      out.push(describeDisk(d, image.file, packed, w));
+    }
+  } finally {
+    await watcher.stop();
+    signal?.removeEventListener('abort', onOuterAbort);
+  }
+  return out;
+}
+
+/** One disk's image; the snapshot must still be valid once every block was read. */
+async function archiveOne(
+  run: Run,
+  d: PlannedDisk,
+  path: string,
+  window: WindowResult,
+  watcher: SnapshotWatcher,
+  signal: AbortSignal,
+  snapPercent: Map<string, number>,
+): Promise<PackResult> {
+  const snap = window.snapshots.get(d.target)!;
+  const o = run.options;
+  run.phase('archive', `archiving ${d.target} (${snap.path})`);
+  let packed: PackResult;
+  try {
+    packed = await packImage(snap.path, path, {
+      ...(o.level !== undefined ? { level: o.level } : {}),
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
+      ...(o.chunkSize !== undefined ? { chunkSize: o.chunkSize } : {}),
+      ...(o.bwlimit !== undefined ? { bwlimit: o.bwlimit } : {}),
+      signal,
+      onProgress: (p) =>
+        run.emit({
+          type: 'archive',
+          domain: o.domain,
+          target: d.target,
+          bytesDone: p.bytesDone,
+          bytesTotal: p.bytesTotal,
+          rate: p.rate,
+          snapshotPercent: snapPercent.get(d.target),
+        }),
+    });
+  } catch (e) {
+    // An invalid snapshot reads as EIO or aborts the pack: report the real cause.
+    const invalid = watcher.failure ?? (await watcher.check());
+    if (invalid !== null) throw invalid;
+    if (signal.aborted && o.signal?.aborted) throw new AbortError('backup cancelled', { cause: e });
+    throw e;
+  }
+  const invalid = await watcher.check({ strict: true });
+  if (invalid !== null) throw invalid;
+  return packed;
+}
+
+function describeDisk(d: PlannedDisk, file: string, packed: PackResult, w: WatchedSnapshot): ArchivedDisk {
+  return {
+    result: {
+      target: d.target,
+      lvPath: d.lvPath,
+      file,
+      rawBytes: packed.bytes,
+      rawSha256: packed.sha256,
+      storedBytes: packed.storedBytes,
+      fileSha256: packed.fileSha256,
+      zeroChunks: packed.zeroChunks,
+      snapshotSize: d.thin ? null : w.size,
+      snapshotPeakPercent: d.thin ? null : w.peakPercent,
+      snapshotExtendedTo: w.extendedTo,
+      seconds: packed.seconds,
+    },
+    manifest: {
+      target: d.target,
+      source: d.source,
+      vg: d.vg,
+      lv: d.lv,
+      pool: d.pool,
+      capacity: d.capacity,
+      allocation: d.allocation,
+      physical: d.physical,
+      lvSize: d.lvSize,
+      lvUuid: d.lvUuid,
+      thin: d.thin,
+      thinPool: d.thinPool,
+      image: {
+        file,
+        rawBytes: packed.bytes,
+        rawSha256: packed.sha256,
+        storedBytes: packed.storedBytes,
+        fileSha256: packed.fileSha256,
+        chunkSize: packed.chunkSize,
+        members: packed.members,
+        zeroChunks: packed.zeroChunks,
+      },
+      snapshot: {
+        name: d.snapshotName,
+        size: d.thin ? null : d.snapshotSize,
+        peakPercent: d.thin ? null : w.peakPercent,
+        ...(w.extendedTo !== null ? { extendedTo: w.extendedTo } : {}),
+      },
+    },
+  };
+}
+
+async function removeRunSnapshots(run: Run, live: LiveSnapshots, journal: Journal): Promise<void> {
+  run.phase('cleanup', 'removing the snapshots');
+  const errors = await removeSnapshots(run.lvm, live, run.retryDelayMs);
+  if (errors.length > 0) {
+    throw new KvmbakError(`could not remove snapshots: ${errors.map((e) => e.message).join('; ')}; run kvmbak recover`, 'KVMBAK_SNAPSHOT_REMOVE');
+  }
+  await journal.record({ step: 'snapshots-removed' });
+}
+
+/** Checksums and the manifest, written last; the journal goes. */
+async function commit(
+  run: Run,
+  planned: PlannedBackup,
+  files: BackupSetFiles,
+  journal: Journal,
+  window: WindowResult,
+  disks: ArchivedDisk[],
+  domainXml: WrittenFile,
+  t: { planMs: number; archiveMs: number },
+): Promise<BackupResult> {
+  const { plan } = planned;
+  run.phase('commit', 'writing checksums and the manifest');
+  let memory: Manifest['memory'] = null;
+  if (window.memorySaved) {
+    const h = await sha256File(files.memoryFile);
+    memory = { file: MEMORY_FILE, bytes: h.bytes, sha256: h.sha256 };
+  }
+  const stateAfter = (await planned.domain.info()).state;
+  const timings = { planMs: t.planMs, windowMs: window.windowMs, archiveMs: t.archiveMs, totalMs: Math.round(performance.now() - run.t0) };
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    toolVersion: toolVersion(),
+    createdAt: new Date().toISOString(),
+    host: plan.host,
+    libvirtVersion: plan.libvirtVersion,
+    uri: plan.uri,
+    domain: { name: plan.domain, uuid: plan.uuid, stateBefore: plan.stateBefore as ManifestDomainState },
+    mode: window.mode,
+    downtimeMs: window.downtimeMs,
+    timings,
+    memory,
+    domainXml: { file: DOMAIN_XML_FILE, sha256: domainXml.sha256 },
+    disks: disks.map((d) => d.manifest),
+    skipped: plan.skipped,
+  };
+  await commitSet(files.set, manifest);
+  await journal.record({ step: 'committed' });
+  await journal.remove();
+  run.phase('done', `backup of ${plan.domain} complete: ${files.set.path}`);
+  const results = disks.map((d) => d.result);
+  return {
+    domain: plan.domain,
+    uuid: plan.uuid,
+    setPath: files.set.path,
+    mode: window.mode,
+    stateBefore: plan.stateBefore,
+    stateAfter,
+    downtimeMs: window.downtimeMs,
+    memoryBytes: memory?.bytes ?? null,
+    disks: results,
+    skipped: plan.skipped,
+    storedBytes: results.reduce((n, d) => n + d.storedBytes, 0) + (memory?.bytes ?? 0),
+    timings,
+  };
+}
+
+/**
+ * After a failure: snapshots go, the partial set goes (unless the VM still
+ * needs its saved state). What cannot be undone stays in the journal for
+ * kvmbak recover.
+ */
+async function undo(run: Run, made: Made, e: unknown): Promise<void> {
+  await removeSnapshots(run.lvm, made.live, run.retryDelayMs);
+  const journal = made.journal;
+  if (journal !== null) {
+    await journal
+      .record({ step: 'failed', message: (e as Error).message, ...(e instanceof KvmbakError ? { code: e.code } : {}) })
+      .catch(() => undefined);
+  }
+  const setGone =
+    made.files === null || (!made.vmHeld && (await deleteSet(made.files.set, { dest: made.files.set.dest }).then(() => true, () => false)));
+  if (journal !== null) {
+    if (made.live.size === 0) await journal.record({ step: 'snapshots-removed' }).catch(() => undefined);
+    if (setGone && made.live.size === 0) await journal.remove().catch(() => undefined);
+    else handOverJournal(journal);
   }
 }

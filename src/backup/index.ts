@@ -1,9 +1,18 @@
 /** backup/: the orchestration of a live backup, and recovery of interrupted ones. */
 export { backup, inspectBackup, type BackupContext } from './backup.js';
 export { BackupPlanError, chooseMode, classifyDisks, snapshotNameFor, runTagFor } from './plan.js';
-export { VmNotResumedError, QuiesceError } from './window.js';
+export { VmNotResumedError, QuiesceError, AGENT_TIMEOUT_AFTER } from './hold.js';
 export { SnapshotInvalidError } from './watch.js';
-export { recover, ownerTag, type RecoverOptions, type RecoverResult, type RecoveredRun } from './recover.js';
+export {
+  recover,
+  checkRecoverOptions,
+  ownerTag,
+  type RecoverOptions,
+  type RecoverProgress,
+  type RecoverResult,
+  type RecoveredRun,
+} from './recover.js';
+export { BACKUP_OPTION_NAMES, DEFAULT_AGENT_TIMEOUT_SECONDS, checkBackupOptions } from './options.js';
 export { parseSnapshotSize, snapshotSizeFor, type SnapshotSizeRequest } from './sizing.js';
 export type {
   BackupOptions,

@@ -44,6 +44,41 @@ async function assertWritable(dest: string): Promise<void> {
   }
 }
 
+/** The destination exists, is a folder and is writable; returns its absolute path. */
+export async function assertDestUsable(dest: string): Promise<string> {
+  const root = await assertDest(dest);
+  await assertWritable(root);
+  return root;
+}
+
+/** Looks a domain up by name or UUID; a clear error naming the domains there are when there is none. */
+async function lookupDomainFor(hv: Hypervisor, name: string): Promise<Domain> {
+  try {
+    return await hv.lookupDomain(name);
+  } catch (e) {
+    if (isLibvirtError(e, 'VIR_ERR_NO_DOMAIN')) {
+      const known = (await hv.listDomains().catch(() => [])).map((d) => d.name);
+      throw new BackupPlanError(
+        name,
+        `no domain named ${name} on ${hv.uri}${known.length > 0 ? ` (domains: ${known.join(', ')})` : ''}; check the name or \`uri\``,
+        'KVMBAK_NO_DOMAIN',
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+}
+
+/** The domain's own name (the caller may have given its UUID): what its lock and folder are named after. */
+export async function domainNameOf(hv: Hypervisor, nameOrUuid: string): Promise<string> {
+  const d = await lookupDomainFor(hv, nameOrUuid);
+  try {
+    return d.name;
+  } finally {
+    d.free();
+  }
+}
+
 /** States in which a domain's disks can be frozen by save/pause/quiesce. */
 const LIVE_STATES = new Set(['running', 'blocked', 'paused']);
 
@@ -54,13 +89,13 @@ const LIVE_STATES = new Set(['running', 'blocked', 'paused']);
  */
 export function chooseMode(domain: string, state: string, requested: BackupMode | undefined): BackupMode {
   if (requested !== undefined && !BACKUP_MODES.includes(requested)) {
-    throw new ConfigError(`--mode ${String(requested)} is not a mode; use one of ${BACKUP_MODES.join(', ')}`, 'mode');
+    throw new ConfigError(`mode ${String(requested)} is not a mode; use one of ${BACKUP_MODES.join(', ')}`, 'mode');
   }
   if (state === 'shutoff') {
     if (requested === undefined || requested === 'offline') return 'offline';
     throw new BackupPlanError(
       domain,
-      `domain ${domain} is shut off, so --mode ${requested} cannot apply; use --mode offline (or leave --mode out)`,
+      `domain ${domain} is shut off, so \`mode\` ${requested} cannot apply; use \`mode\` offline (or leave \`mode\` out)`,
       'KVMBAK_BACKUP_STATE',
     );
   }
@@ -68,7 +103,7 @@ export function chooseMode(domain: string, state: string, requested: BackupMode 
     if (requested === 'offline') {
       throw new BackupPlanError(
         domain,
-        `domain ${domain} is ${state}; --mode offline needs it shut off: shut it down first or use --mode save, pause or quiesce`,
+        `domain ${domain} is ${state}; \`mode\` offline needs it shut off: shut it down first or use \`mode\` save, pause or quiesce`,
         'KVMBAK_BACKUP_STATE',
       );
     }
@@ -103,7 +138,7 @@ export function classifyDisks(domain: string, disks: readonly DomainDisk[], excl
   for (const t of exclude) {
     if (!targets.includes(t)) {
       throw new ConfigError(
-        `--exclude ${t}: domain ${domain} has no disk ${t} (its disks: ${targets.join(', ') || 'none'})`,
+        `\`exclude\` ${t}: domain ${domain} has no disk ${t} (its disks: ${targets.join(', ') || 'none'})`,
         'exclude',
       );
     }
@@ -123,7 +158,7 @@ export function classifyDisks(domain: string, disks: readonly DomainDisk[], excl
       if (d.source === undefined) {
         throw new BackupPlanError(
           domain,
-          `disk ${d.target} of domain ${domain} has no source; give it one or leave it out with --exclude ${d.target}`,
+          `disk ${d.target} of domain ${domain} has no source; give it one or leave it out with \`exclude\` ${d.target}`,
           'KVMBAK_BACKUP_DISK',
         );
       }
@@ -134,7 +169,7 @@ export function classifyDisks(domain: string, disks: readonly DomainDisk[], excl
     throw new BackupPlanError(
       domain,
       `disk ${d.target} of domain ${domain} is a ${d.type}${d.format ? ` ${d.format}` : ''} disk${where}, not an LVM ` +
-        `logical volume; kvmbak backs up LVM disks only — leave it out with --exclude ${d.target}`,
+        `logical volume; kvmbak backs up LVM disks only — leave it out with \`exclude\` ${d.target}`,
       'KVMBAK_BACKUP_DISK',
     );
   }
@@ -159,7 +194,7 @@ async function diskDevicePath(hv: Hypervisor, domain: string, d: DomainDisk): Pr
     throw new BackupPlanError(
       domain,
       `disk ${d.target} of domain ${domain} is volume ${d.volume} of pool ${d.pool}, which libvirt cannot find ` +
-        `(${(e as Error).message}); start the pool or leave the disk out with --exclude ${d.target}`,
+        `(${(e as Error).message}); start the pool or leave the disk out with \`exclude\` ${d.target}`,
       'KVMBAK_BACKUP_DISK',
       { cause: e },
     );
@@ -178,6 +213,34 @@ async function poolOf(hv: Hypervisor, paths: string[]): Promise<string | null> {
   return null;
 }
 
+/** A thin pool fuller than this (data or metadata, percent) is refused at planning. */
+export const THIN_POOL_PLAN_LIMIT_PERCENT = 95;
+
+/**
+ * Room in the thin pool of every thin disk: a thin snapshot takes no space
+ * when made, but every block the guest writes while the snapshot exists is
+ * allocated anew in the pool, and a full pool fails the backup (see
+ * watch.ts). A pool already nearly full is refused before anything is touched.
+ */
+export async function checkThinPoolRoom(lvm: Lvm, domain: string, disks: readonly PlannedDisk[]): Promise<void> {
+  const pools = new Map<string, { vg: string; lv: string }>();
+  for (const d of disks) if (d.thin && d.thinPool !== null) pools.set(`${d.vg}/${d.thinPool}`, { vg: d.vg, lv: d.thinPool });
+  for (const [full, ref] of pools) {
+    const pool = await lvm.get(ref);
+    const data = pool.dataPercent ?? 0;
+    const meta = pool.metadataPercent ?? 0;
+    if (data >= THIN_POOL_PLAN_LIMIT_PERCENT || meta >= THIN_POOL_PLAN_LIMIT_PERCENT) {
+      const what = data >= meta ? `its data is ${data.toFixed(1)}% full` : `its metadata is ${meta.toFixed(1)}% full`;
+      throw new BackupPlanError(
+        domain,
+        `thin pool ${full} has too little room for the thin snapshots of ${domain} (${what}; kvmbak needs it below ` +
+          `${THIN_POOL_PLAN_LIMIT_PERCENT}%): extend it (lvextend ${full}) or free space in it first`,
+        'KVMBAK_THIN_POOL_FULL',
+      );
+    }
+  }
+}
+
 export interface PlannedBackup {
   plan: BackupPlan;
   domain: Domain;
@@ -192,24 +255,9 @@ export interface PlannedBackup {
  * caller owns the returned Domain handle (free it).
  */
 export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Promise<PlannedBackup> {
-  const dest = input.dest === undefined ? null : await assertDest(input.dest);
-  if (dest !== null) await assertWritable(dest);
+  const dest = input.dest === undefined ? null : await assertDestUsable(input.dest);
   const sizeReq = parseSnapshotSize(input.snapshotSize);
-  let domain: Domain;
-  try {
-    domain = await hv.lookupDomain(input.domainName);
-  } catch (e) {
-    if (isLibvirtError(e, 'VIR_ERR_NO_DOMAIN')) {
-      const known = (await hv.listDomains().catch(() => [])).map((d) => d.name);
-      throw new BackupPlanError(
-        input.domainName,
-        `no domain named ${input.domainName} on ${hv.uri}${known.length > 0 ? ` (domains: ${known.join(', ')})` : ''}; check the name or --uri`,
-        'KVMBAK_NO_DOMAIN',
-        { cause: e },
-      );
-    }
-    throw e;
-  }
+  const domain = await lookupDomainFor(hv, input.domainName);
   try {
     const info = await domain.info();
     const mode = chooseMode(domain.name, info.state, input.mode);
@@ -230,7 +278,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         throw new BackupPlanError(
           domain.name,
           `disk ${d.target} of domain ${domain.name} (${path}) is not an LVM logical volume (${e.message}); ` +
-            `kvmbak backs up LVM disks only — leave it out with --exclude ${d.target}`,
+            `kvmbak backs up LVM disks only — leave it out with \`exclude\` ${d.target}`,
           'KVMBAK_BACKUP_DISK',
           { cause: e },
         );
@@ -238,7 +286,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
       if (lv.snapshot !== null) {
         throw new BackupPlanError(
           domain.name,
-          `disk ${d.target} of domain ${domain.name} is an LVM snapshot (${lv.fullName}); back up its origin or leave it out with --exclude ${d.target}`,
+          `disk ${d.target} of domain ${domain.name} is an LVM snapshot (${lv.fullName}); back up its origin or leave it out with \`exclude\` ${d.target}`,
           'KVMBAK_BACKUP_DISK',
         );
       }
@@ -246,7 +294,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
       if (other !== undefined) {
         throw new BackupPlanError(
           domain.name,
-          `disks ${other} and ${d.target} of domain ${domain.name} are the same LV ${lv.fullName}; leave one out with --exclude`,
+          `disks ${other} and ${d.target} of domain ${domain.name} are the same LV ${lv.fullName}; leave one out with \`exclude\``,
           'KVMBAK_BACKUP_DISK',
         );
       }
@@ -296,6 +344,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         throw new BackupPlanError(domain.name, describeShortfall(vg, needed, info.free), 'KVMBAK_VG_FULL');
       }
     }
+    await checkThinPoolRoom(lvm, domain.name, planned);
     // The destination: writable, with room for the memory state.
     let destFree: number | null = null;
     if (dest !== null) {
@@ -307,7 +356,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
       throw new BackupPlanError(
         domain.name,
         `${dest} has ${formatBytes(destFree)} free but the memory state of ${domain.name} needs up to ${formatBytes(memoryBytes)}; ` +
-          `free space there or use --mode pause`,
+          `free space there or use \`mode\` pause`,
         'KVMBAK_DEST_FULL',
       );
     }

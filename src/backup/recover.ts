@@ -6,11 +6,13 @@
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { ConfigError, isLibvirtError } from '../errors.js';
+import { ConfigError, isLibvirtError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { KVMBAK_TAG, type LogicalVolume, Lvm } from '../lvm/index.js';
 import {
   type Journal,
+  type JournalAssessment,
+  type JournalDocument,
   type JournalRecord,
   acquireLock,
   currentBootId,
@@ -20,6 +22,8 @@ import {
   readJournals,
   reopenJournal,
 } from '../store/index.js';
+import { type HoldTarget, VmNotResumedError, release } from './hold.js';
+import { DEFAULT_AGENT_TIMEOUT_SECONDS, checkAgentTimeout } from './options.js';
 
 export interface RecoveredRun {
   domain: string;
@@ -39,7 +43,20 @@ export interface RecoverOptions {
   /** Only this domain. */
   domain?: string;
   uri?: string;
+  /** Seconds each guest-agent call (a thaw) may take. Default 10. */
+  agentTimeoutSeconds?: number;
+  /**
+   * Stops recover between two runs (a run being recovered is always
+   * finished: a VM is never left half brought back). Rejects with AbortError.
+   */
+  signal?: AbortSignal;
+  onProgress?: (event: RecoverProgress) => void;
 }
+
+/** What recover is doing, as it goes. */
+export type RecoverProgress =
+  | { type: 'phase'; domain: string | null; message: string }
+  | { type: 'warning'; domain: string | null; message: string };
 
 export interface RecoverResult {
   runs: RecoveredRun[];
@@ -96,6 +113,9 @@ interface DomainRecoverInput {
   lvm: Lvm;
   /** The caller holds the domain's lock already. */
   holdsLock: boolean;
+  agentTimeoutSeconds?: number;
+  retryDelayMs?: number;
+  onProgress?: (event: RecoverProgress) => void;
 }
 
 /** Recovers every dead run of one domain under DEST. */
@@ -125,9 +145,6 @@ async function recoverRun(r: JournalRecord, input: DomainRecoverInput, own: Jour
     res.error = `journal is unreadable (${r.error}); check the domain, remove snapshots tagged ${KVMBAK_TAG} by hand, then delete ${r.path}`;
     return res;
   }
-  const a = r.assessment;
-  const planned = r.document.entries.find((e) => e.step === 'planned');
-  const stateBefore = planned?.step === 'planned' ? planned.stateBefore : 'running';
   let journal: Journal;
   try {
     journal = own ?? (await reopenJournal(r.path));
@@ -135,97 +152,101 @@ async function recoverRun(r: JournalRecord, input: DomainRecoverInput, own: Jour
     res.skipped = (e as Error).message;
     return res;
   }
-  let vmOk = true;
-  // 1. The VM first.
-  if (a.vm === 'held') {
-    try {
-      const dom = await input.hv.lookupDomain(r.domain);
-      try {
-        const state = (await dom.info()).state;
-        if (a.windowAction === 'save') {
-          if (state === 'shutoff') {
-            // The state file, when there is one: also after a crash between the save and its
-            // journal entry. Without one (or when an unfinished one is refused) a cold start.
-            let restored = false;
-            if (a.memoryFile !== null && existsSync(a.memoryFile)) {
-              try {
-                // No start-mode flag: the image records whether the domain ran or was paused.
-                await input.hv.restoreDomain(a.memoryFile);
-                restored = true;
-                res.actions.push(`restored ${r.domain} from its saved memory ${a.memoryFile}`);
-              } catch (e) {
-                if (a.memorySaved) throw e;
-              }
-            }
-            if (!restored) {
-              await dom.start();
-              res.actions.push(`started ${r.domain} (its memory was not saved completely)`);
-            }
-            if (stateBefore === 'paused' && (await dom.info()).state === 'running') {
-              await dom.suspend();
-              res.actions.push(`paused ${r.domain} again, as it was`);
-            }
-          } else if (state === 'paused' && stateBefore !== 'paused') {
-            await dom.resume();
-            res.actions.push(`resumed ${r.domain}`);
-          } else if (state === 'running' && stateBefore === 'paused') {
-            await dom.suspend();
-            res.actions.push(`paused ${r.domain} again, as it was`);
-          }
-        } else if (a.windowAction === 'suspend') {
-          if (state === 'paused' && stateBefore !== 'paused') {
-            await dom.resume();
-            res.actions.push(`resumed ${r.domain}`);
-          }
-        } else if (a.windowAction === 'freeze') {
-          if (state === 'running') {
-            const n = await dom.fsThaw().catch(() => 0);
-            res.actions.push(`thawed the filesystems of ${r.domain} (${n})`);
-          }
-        }
-      } finally {
-        dom.free();
-      }
-      await journal.record({ step: 'resumed' });
-    } catch (e) {
-      vmOk = false;
-      res.error = `could not bring ${r.domain} back: ${(e as Error).message}`;
-    }
+  input.onProgress?.({ type: 'phase', domain: r.domain, message: `recovering the interrupted backup ${r.setId} of ${r.domain}` });
+  const vmOk = await bringVmBack(r, r.document, r.assessment, input, journal, res);
+  const snapsOk = await removeRunSnapshots(r.assessment, input, journal, res);
+  await settleSet(r, r.document, r.assessment, input, vmOk, res);
+  if (vmOk && snapsOk && res.error === undefined) {
+    await journal.remove();
+    handedOver.delete(r.path);
   }
-  // 2. Snapshots: those the journal names, and any other with the run's tag.
+  return res;
+}
+
+function addError(res: RecoveredRun, message: string): void {
+  res.error = `${res.error ? `${res.error}; ` : ''}${message}`;
+}
+
+/** The VM first: released from whatever the run held it with (hold.ts, as the window does). */
+async function bringVmBack(
+  r: JournalRecord,
+  doc: JournalDocument,
+  a: JournalAssessment,
+  input: DomainRecoverInput,
+  journal: Journal,
+  res: RecoveredRun,
+): Promise<boolean> {
+  if (a.vm !== 'held' || a.windowAction === null) return true;
+  const planned = doc.entries.find((e) => e.step === 'planned');
+  const stateBefore = planned?.step === 'planned' ? planned.stateBefore : 'running';
+  try {
+    const dom = await input.hv.lookupDomain(r.domain);
+    try {
+      const memoryFile = a.memoryFile !== null && existsSync(a.memoryFile) ? a.memoryFile : null;
+      const target: HoldTarget = {
+        hv: input.hv,
+        domain: dom,
+        stateBefore,
+        memoryFile,
+        agentTimeoutSeconds: input.agentTimeoutSeconds ?? DEFAULT_AGENT_TIMEOUT_SECONDS,
+        retryDelayMs: input.retryDelayMs ?? 1000,
+        bypassCache: false,
+        onWarning: (message) => input.onProgress?.({ type: 'warning', domain: r.domain, message }),
+      };
+      // A state file that was never completed may be refused: then a cold start.
+      res.actions.push(...(await release(a.windowAction, target, { coldStart: !a.memorySaved })));
+    } finally {
+      dom.free();
+    }
+    await journal.record({ step: 'resumed' });
+    return true;
+  } catch (e) {
+    const why = e instanceof VmNotResumedError && e.cause instanceof Error ? e.cause.message : (e as Error).message;
+    res.error = `could not bring ${r.domain} back: ${why}`;
+    return false;
+  }
+}
+
+/** The run's snapshots: those the journal names, and any other with the run's tag. */
+async function removeRunSnapshots(a: JournalAssessment, input: DomainRecoverInput, journal: Journal, res: RecoveredRun): Promise<boolean> {
   const names = new Map<string, { vg: string; lv: string }>();
   for (const s of a.snapshots) names.set(`${s.vg}/${s.name}`, { vg: s.vg, lv: s.name });
   if (a.runTag !== null) {
     try {
       for (const lv of await input.lvm.list({ tag: a.runTag })) names.set(lv.fullName, { vg: lv.vg, lv: lv.lv });
     } catch (e) {
-      res.error = `${res.error ? `${res.error}; ` : ''}could not list snapshots tagged ${a.runTag}: ${(e as Error).message}`;
+      addError(res, `could not list snapshots tagged ${a.runTag}: ${(e as Error).message}`);
     }
   }
-  let snapsOk = true;
+  let ok = true;
   for (const [full, s] of names) {
     try {
       if (await input.lvm.remove(s, { missingOk: true })) res.actions.push(`removed snapshot ${full}`);
     } catch (e) {
-      snapsOk = false;
-      res.error = `${res.error ? `${res.error}; ` : ''}could not remove snapshot ${full}: ${(e as Error).message}`;
+      ok = false;
+      addError(res, `could not remove snapshot ${full}: ${(e as Error).message}`);
     }
   }
-  if (snapsOk) await journal.record({ step: 'snapshots-removed' });
-  // 3. The set: a committed one stays; a partial one goes (once the VM no longer needs its state file).
+  if (ok) await journal.record({ step: 'snapshots-removed' });
+  return ok;
+}
+
+/** The set: a committed one stays; a partial one goes (once the VM no longer needs its state file). */
+async function settleSet(
+  r: JournalRecord,
+  doc: JournalDocument,
+  a: JournalAssessment,
+  input: DomainRecoverInput,
+  vmOk: boolean,
+  res: RecoveredRun,
+): Promise<void> {
   if (a.committed) {
     res.actions.push(`set ${r.setId} was complete; only its journal was left`);
   } else if (vmOk) {
-    const setPath = r.document.setPath;
-    if (await deleteSet(setPath, { dest: input.dest }).catch(() => false)) {
-      res.actions.push(`deleted the partial set ${setPath}`);
+    if (await deleteSet(doc.setPath, { dest: input.dest }).catch(() => false)) {
+      res.actions.push(`deleted the partial set ${doc.setPath}`);
     }
   }
-  if (vmOk && snapsOk && res.error === undefined) {
-    await journal.remove();
-    handedOver.delete(r.path);
-  }
-  return res;
 }
 
 /** Removes snapshots tagged `kvmbak` whose creating process is gone. */
@@ -251,35 +272,34 @@ async function sweepOrphans(lvm: Lvm, result: RecoverResult): Promise<void> {
  * `kvmbak recover [--dest DIR]`: finishes or undoes every interrupted backup
  * under DEST whose process is gone, then removes orphaned kvmbak snapshots.
  */
-export async function recover(options: RecoverOptions = {}, ctx: { hypervisor?: Hypervisor; lvm?: Lvm } = {}): Promise<RecoverResult> {
-  if (options.domain !== undefined && options.dest === undefined) {
-    throw new ConfigError('recovering one domain needs --dest, where its journals are', 'dest');
-  }
+export async function recover(
+  options: RecoverOptions = {},
+  ctx: { hypervisor?: Hypervisor; lvm?: Lvm; retryDelayMs?: number } = {},
+): Promise<RecoverResult> {
+  checkRecoverOptions(options);
+  throwIfAborted(options.signal);
   const result: RecoverResult = { runs: [], orphanSnapshots: [], errors: [] };
   const lvm = ctx.lvm ?? new Lvm();
   let hv = ctx.hypervisor ?? null;
   const ownHv = hv === null;
+  const emit = (e: RecoverProgress): void => {
+    try {
+      options.onProgress?.(e);
+    } catch {
+      // A progress consumer must never break a recovery.
+    }
+  };
   try {
     if (options.dest !== undefined) {
       const records = await readJournals(options.dest, options.domain);
-      const domains = [...new Set(records.map((r) => r.domain))];
-      for (const domain of domains) {
+      for (const domain of [...new Set(records.map((r) => r.domain))]) {
+        throwIfAborted(options.signal);
         hv ??= await openHypervisor(options.uri);
-        let lock;
-        try {
-          lock = await acquireLock(options.dest, domain, 'recover');
-        } catch (e) {
-          if (!isLockError(e)) throw e;
-          result.runs.push({ domain, setId: '', journal: '', actions: [], skipped: e.message });
-          continue;
-        }
-        try {
-          result.runs.push(...(await recoverDomain({ dest: options.dest, domain, hv, lvm, holdsLock: true })));
-        } finally {
-          await lock.release();
-        }
+        result.runs.push(...(await recoverLocked(options.dest, domain, { hv, lvm, options, ctx, emit })));
       }
     }
+    throwIfAborted(options.signal);
+    emit({ type: 'phase', domain: null, message: `looking for snapshots tagged ${KVMBAK_TAG} whose run is gone` });
     await sweepOrphans(lvm, result);
   } catch (e) {
     if (isLibvirtError(e)) result.errors.push(e.message);
@@ -289,4 +309,47 @@ export async function recover(options: RecoverOptions = {}, ctx: { hypervisor?: 
   }
   for (const r of result.runs) if (r.error !== undefined) result.errors.push(`${r.domain} ${r.setId}: ${r.error}`);
   return result;
+}
+
+/** Checks recover's options (ConfigError naming the field). */
+export function checkRecoverOptions(o: RecoverOptions): void {
+  if (typeof o !== 'object' || o === null) throw new ConfigError('recover takes an options object', 'options');
+  for (const key of ['dest', 'domain', 'uri'] as const) {
+    if (o[key] !== undefined && (typeof o[key] !== 'string' || o[key] === '')) {
+      throw new ConfigError(`${key} must be a non-empty string`, key);
+    }
+  }
+  if (o.domain !== undefined && o.dest === undefined) {
+    throw new ConfigError('recovering one domain needs `dest`, where its journals are', 'dest');
+  }
+  checkAgentTimeout(o.agentTimeoutSeconds);
+}
+
+/** One domain's runs, under its lock (a domain whose lock is held is left alone). */
+async function recoverLocked(
+  dest: string,
+  domain: string,
+  c: { hv: Hypervisor; lvm: Lvm; options: RecoverOptions; ctx: { retryDelayMs?: number }; emit: (e: RecoverProgress) => void },
+): Promise<RecoveredRun[]> {
+  let lock;
+  try {
+    lock = await acquireLock(dest, domain, 'recover');
+  } catch (e) {
+    if (!isLockError(e)) throw e;
+    return [{ domain, setId: '', journal: '', actions: [], skipped: e.message }];
+  }
+  try {
+    return await recoverDomain({
+      dest,
+      domain,
+      hv: c.hv,
+      lvm: c.lvm,
+      holdsLock: true,
+      ...(c.options.agentTimeoutSeconds !== undefined ? { agentTimeoutSeconds: c.options.agentTimeoutSeconds } : {}),
+      ...(c.ctx.retryDelayMs !== undefined ? { retryDelayMs: c.ctx.retryDelayMs } : {}),
+      onProgress: c.emit,
+    });
+  } finally {
+    await lock.release();
+  }
 }

@@ -22,16 +22,16 @@ export function parseSnapshotSize(text: string | number | undefined): SnapshotSi
       const percent = Number(m[1]);
       if (percent <= 0 || percent > 100) {
         throw new ConfigError(
-          `--snapshot-size: ${text} is out of range; give a share between 1% and 100% of each LV, or a size like 2G`,
+          `snapshotSize: ${text} is out of range; give a share between 1% and 100% of each LV, or a size like 2G`,
           'snapshotSize',
         );
       }
       return { kind: 'percent', percent };
     }
   }
-  const bytes = parseSize(text, '--snapshot-size');
+  const bytes = parseSize(text, 'snapshotSize');
   if (bytes <= 0) {
-    throw new ConfigError('--snapshot-size: must be more than 0; give a size like 2G or a share like 10%', 'snapshotSize');
+    throw new ConfigError('snapshotSize: must be more than 0; give a size like 2G or a share like 10%', 'snapshotSize');
   }
   return { kind: 'bytes', bytes };
 }
@@ -63,6 +63,6 @@ export function snapshotSizeFor(lvSize: number, extentSize: number, req: Snapsho
 export function describeShortfall(vg: string, need: number, free: number): string {
   return (
     `volume group ${vg} has ${formatBytes(free)} free but the snapshots need ${formatBytes(need)}; ` +
-    `free space in ${vg}, give a smaller --snapshot-size, or exclude disks with --exclude`
+    `free space in ${vg}, give a smaller \`snapshotSize\`, or leave disks out with \`exclude\``
   );
 }

@@ -36,6 +36,11 @@ export interface BackupOptions {
   extendThreshold?: number;
   /** How often snapshot usage is polled while archiving, ms (default 1500). */
   watchIntervalMs?: number;
+  /**
+   * Cancels the backup. A signal during the window lets the window finish
+   * (the VM is brought back, the snapshots taken are removed), then the
+   * backup stops with an AbortError, leaving no snapshot and no set.
+   */
   signal?: AbortSignal;
   onProgress?: (event: BackupProgress) => void;
   /** Awaited callbacks at the two points of a run only the orchestration knows. */
@@ -49,6 +54,7 @@ export interface BackupOptions {
   bwlimit?: number;
 }
 
+/** What the hooks of a backup are told. */
 export interface BackupHookContext {
   domain: string;
   mode: BackupMode;
@@ -80,6 +86,8 @@ export type BackupProgress =
       rate: number;
       snapshotPercent: number | undefined;
     }
+  /** The memory state being written (mode save), from the domain's job statistics when the driver keeps them. */
+  | { type: 'save'; domain: string; bytesDone: number; bytesTotal: number | undefined }
   | { type: 'snapshot-extended'; domain: string; target: string; fromBytes: number; toBytes: number; percent: number }
   | { type: 'warning'; domain: string; message: string };
 

@@ -1,10 +1,13 @@
 /**
- * Watching classic snapshots while they are archived: COW usage is polled;
+ * Watching snapshots while they are archived. Classic: COW usage is polled;
  * above a threshold a snapshot is extended while its VG has room; an
- * invalidated (overflowed) snapshot stops the backup.
+ * invalidated (overflowed) snapshot stops the backup. Thin: what runs out is
+ * the thin pool (data or metadata); a pool that fills up stops the backup,
+ * since writes to a full pool fail or hang and the snapshot can no longer be
+ * trusted.
  */
 import { KvmbakError } from '../errors.js';
-import type { Lvm } from '../lvm/index.js';
+import type { Lvm, SnapshotUsage } from '../lvm/index.js';
 
 /** A snapshot overflowed: its content is garbage and the backup must fail. */
 export class SnapshotInvalidError extends KvmbakError {
@@ -27,7 +30,12 @@ export interface WatchedSnapshot {
   extendedTo: number | null;
   /** The snapshot is archived and removed: stop watching it. */
   done: boolean;
+  /** A thin snapshot: its pool is watched instead of a COW area. */
+  thin?: boolean;
 }
+
+/** A thin pool this full (data or metadata, percent) fails the backup. */
+export const THIN_POOL_FULL_PERCENT = 100;
 
 export interface WatcherOptions {
   lvm: Lvm;
@@ -104,6 +112,11 @@ export class SnapshotWatcher {
         this.#o.onWarning(`could not read the usage of snapshot ${s.vg}/${s.lv}: ${(e as Error).message}`);
         continue;
       }
+      if (usage.kind === 'thin') {
+        const failed = this.#checkPool(s, usage.pool);
+        if (failed !== null) return failed;
+        continue;
+      }
       const percent = usage.percent ?? 0;
       if (percent > s.peakPercent) s.peakPercent = percent;
       this.#o.onUsage?.(s, percent);
@@ -113,7 +126,7 @@ export class SnapshotWatcher {
           s.target,
           `snapshot ${s.vg}/${s.lv} of disk ${s.target} overflowed (the guest wrote more than its ` +
             `${Math.round(s.size / 1024 ** 2)} MiB copy-on-write area) and is invalid: the backup is discarded; ` +
-            `run it again with a larger --snapshot-size or free space in ${s.vg} so kvmbak can extend it`,
+            `run it again with a larger \`snapshotSize\` or free space in ${s.vg} so kvmbak can extend it`,
         );
         this.#o.onInvalid(this.#failed);
         return this.#failed;
@@ -121,6 +134,21 @@ export class SnapshotWatcher {
       if (percent >= this.#o.threshold) await this.#extend(s, percent);
     }
     return null;
+  }
+
+  /** A thin snapshot's pool: full (data or metadata) is a failure. */
+  #checkPool(s: WatchedSnapshot, pool: SnapshotUsage['pool']): SnapshotInvalidError | null {
+    if (pool === null) return null;
+    const full =
+      (pool.dataPercent ?? 0) >= THIN_POOL_FULL_PERCENT ? 'data' : (pool.metadataPercent ?? 0) >= THIN_POOL_FULL_PERCENT ? 'metadata' : null;
+    if (full === null) return null;
+    this.#failed = new SnapshotInvalidError(
+      s.target,
+      `thin pool ${s.vg}/${pool.name} of snapshot ${s.vg}/${s.lv} (disk ${s.target}) ran out of ${full} space while it was ` +
+        `archived: the backup is discarded; extend the pool (lvextend ${s.vg}/${pool.name}) and run it again`,
+    );
+    this.#o.onInvalid(this.#failed);
+    return this.#failed;
   }
 
   async #extend(s: WatchedSnapshot, percent: number): Promise<void> {

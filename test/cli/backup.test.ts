@@ -37,6 +37,7 @@ afterAll(async () => {
 
 interface Run {
   code: number | null;
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
@@ -200,6 +201,59 @@ describe('kvmbak backup', () => {
     expect(r.stderr).toMatch(/kvmbak: (backup cancelled|interrupted by SIGINT)\n$/);
     expect(await setDirs(c, 'web-01')).toEqual([]);
     expect(c.world().lvs.filter((l) => l.origin !== null)).toEqual([]);
+  });
+});
+
+// Issue 9: signals that cancel like SIGINT (defect 3), options checked before planning (defect 4), one line per message.
+describe('kvmbak backup: hardening', () => {
+  for (const [sig, code] of [['SIGHUP', 129], ['SIGQUIT', 131]] as const) {
+    it(`${sig} in the window (the VM saved): the window finishes, the VM is restored, no snapshot, no set, exit ${code}`, async () => {
+      const c = await makeCase();
+      let sent = false;
+      const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri], (text, kill) => {
+        if (!sent && text.includes('kvmbak: web-01: snapshot vg0/')) {
+          sent = true;
+          kill(sig);
+        }
+      });
+      expect(sent).toBe(true);
+      expect({ code: r.code, signal: r.signal }).toEqual({ code, signal: null });
+      expect(r.stderr).toContain('kvmbak: web-01: restoring web-01 from its saved memory');
+      expect(r.stderr).toMatch(new RegExp(`kvmbak: (backup cancelled|interrupted by ${sig})\n$`));
+      const w = c.world();
+      expect(w.lvs.filter((l) => l.origin !== null)).toEqual([]);
+      expect(w.calls.filter((x) => x[0] === 'lvcreate')).toHaveLength(2);
+      expect(await setDirs(c, 'web-01')).toEqual([]);
+    });
+  }
+
+  it('--threads 257 is refused before anything is planned or held: exit 2, one line naming the flag', async () => {
+    const c = await makeCase();
+    const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--threads', '257']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe("kvmbak: --threads must be a whole number from 1 to 256, got 257\nRun 'kvmbak --help' for usage.\n");
+    expect(c.world().calls).toEqual([]);
+    expect(await readdir(c.dest)).toEqual([]);
+    const t = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--agent-timeout', '0']);
+    expect(t.code).toBe(2);
+    expect(t.stderr).toContain('kvmbak: --agent-timeout must be a whole number of seconds from 1 to 2147483647, got 0\n');
+  });
+
+  it('a single-value option given twice is refused with one line (not a TypeError)', async () => {
+    const c = await makeCase();
+    const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '-d', c.dest, '--uri', c.uri]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe("kvmbak: --dest was given 2 times; give it once\nRun 'kvmbak --help' for usage.\n");
+    expect(c.world().calls).toEqual([]);
+  });
+
+  it('a domain name with a newline cannot forge a line: control characters are escaped', async () => {
+    const c = await makeCase();
+    const r = await c.kvmbak(['backup', 'web-01\nkvmbak: backed up everything', '--dest', c.dest, '--uri', c.uri]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines.filter((l) => l.startsWith('kvmbak: backed up'))).toEqual([]);
+    expect(lines.at(-1)).toMatch(/^kvmbak: no domain named web-01\\nkvmbak: backed up everything on test:\/\/\/\S+ \(domains: .*\); check the name or --uri$/);
   });
 });
 

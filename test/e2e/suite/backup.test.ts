@@ -60,13 +60,13 @@ async function checkSet(r: BackupResult, work: string): Promise<void> {
 }
 
 /** The events a CLI run prints under --json on stderr, as they come. */
-function spawnCli(args: string[], onEvent: (e: Record<string, unknown>, kill: () => void) => void) {
+function spawnCli(args: string[], onEvent: (e: Record<string, unknown>, kill: (sig?: NodeJS.Signals) => void) => void) {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let stdout = '';
   let buf = '';
-  const kill = (): void => {
-    child.kill('SIGKILL');
+  const kill = (sig: NodeJS.Signals = 'SIGKILL'): void => {
+    child.kill(sig);
   };
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
@@ -140,11 +140,13 @@ describe('kvmbak backup in the lab', () => {
     const want0 = writePattern(lv0.path, 'save-vda', lv0.bytes);
     const want1 = writePattern(lv1.path, 'save-vdb', lv1.bytes);
     let wroteAfter = false;
+    let saveEvents = 0;
     const r = await backup({
       domain: 'lab-two',
       dest: freshDest(),
       uri: fx.uri,
       onProgress: (e: BackupProgress) => {
+        if (e.type === 'save') saveEvents++;
         if (e.type === 'phase' && e.phase === 'archive' && !wroteAfter) {
           wroteAfter = true;
           writePattern(lv0.path, 'save-vda-after', 4 * MiB);
@@ -153,6 +155,7 @@ describe('kvmbak backup in the lab', () => {
       },
     });
     measured.save = r.downtimeMs;
+    measured.saveProgressEvents = saveEvents;
     expect(wroteAfter).toBe(true);
     expect(r.mode).toBe('save');
     expect(r.stateBefore).toBe('running');
@@ -207,7 +210,8 @@ describe('kvmbak backup in the lab', () => {
     expect(e).toMatchObject({ code: 'KVMBAK_QUIESCE' });
     expect((e as Error).message).toMatch(/guest agent of lab-agent did not freeze .*qemu-guest-agent/);
     expect(await domState('lab-agent')).toBe('running');
-    expect(readdirSync(join(d, 'lab-agent')).filter((n) => !n.startsWith('.'))).toEqual([]);
+    // A run that made nothing leaves no DEST/DOMAIN folder either.
+    expect(existsSync(join(d, 'lab-agent')) ? readdirSync(join(d, 'lab-agent')) : []).toEqual([]);
     const r = await backup({
       domain: 'lab-agent',
       dest: d,
@@ -232,7 +236,7 @@ describe('kvmbak backup in the lab', () => {
     const d = freshDest();
     const e = await rejection(backup({ domain: 'lab-qcow', dest: d, uri: fx.uri }));
     expect(e).toMatchObject({ code: 'KVMBAK_BACKUP_DISK' });
-    expect((e as Error).message).toMatch(/disk vdb of domain lab-qcow .*not an LVM logical volume.*--exclude vdb/);
+    expect((e as Error).message).toMatch(/disk vdb of domain lab-qcow .*not an LVM logical volume.*`exclude` vdb/);
     expect(readdirSync(d)).toEqual([]);
     const cli = await sh(process.execPath, [CLI, 'backup', 'lab-qcow', '--dest', d, '-c', fx.uri, '--quiet'], { check: false });
     expect(cli.code).toBe(1);
@@ -264,7 +268,7 @@ describe('kvmbak backup in the lab', () => {
     );
     expect(burst).toBe(true);
     expect(e).toMatchObject({ code: 'KVMBAK_SNAPSHOT_INVALID' });
-    expect((e as Error).message).toMatch(/overflowed .*larger --snapshot-size/);
+    expect((e as Error).message).toMatch(/overflowed .*larger `snapshotSize`/);
     expect(await domState('lab-two')).toBe('running');
     expect(readdirSync(join(d, 'lab-two')).filter((n) => !n.startsWith('.'))).toEqual([]);
     expect(readdirSync(join(d, 'lab-two')).filter((n) => n.startsWith('.journal'))).toEqual([]);
@@ -314,6 +318,47 @@ describe('kvmbak backup in the lab', () => {
     expect(rec.stdout).toMatch(/restored lab-two from its saved memory/);
     expect(await domState('lab-two')).toBe('running');
     expect(readdirSync(join(d, 'lab-two'))).toEqual([]);
+  });
+
+  it('SIGHUP while the VM is saved (a dropped SSH session): the window finishes, the VM runs again, no snapshot, no set, exit 129', async () => {
+    const d = freshDest();
+    let sent = false;
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json'], (e, kill) => {
+      if (!sent && e.type === 'phase' && e.phase === 'snapshot') {
+        sent = true;
+        kill('SIGHUP');
+      }
+    });
+    expect(sent).toBe(true);
+    expect({ code: run.code, signal: run.signal }, run.stderr).toEqual({ code: 129, signal: null });
+    expect(run.stderr).toMatch(/"phase":"resume"/);
+    expect(await domState('lab-two')).toBe('running');
+    expect(await kvmbakLvs()).toEqual([]);
+    expect(existsSync(join(d, 'lab-two')) ? readdirSync(join(d, 'lab-two')) : []).toEqual([]);
+  });
+
+  it('kill -9 in the save window, then kvmbak backup --mode pause (no recover): the VM is restored first, then backed up paused', async () => {
+    const d = freshDest();
+    let killed = false;
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json'], (e, kill) => {
+      if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
+        killed = true;
+        kill();
+      }
+    });
+    expect(run.signal).toBe('SIGKILL');
+    await lvmSettled();
+    expect(await domState('lab-two')).toBe('shut off');
+    const next = await sh(process.execPath, [CLI, 'backup', 'lab-two', '--dest', d, '-c', fx.uri, '--mode', 'pause', '--json'], { check: false });
+    expect(next.code, next.stderr).toBe(0);
+    expect(next.stderr).toMatch(/recovered an interrupted backup \(\S+\): restored lab-two from its saved memory/);
+    const doc = JSON.parse(next.stdout) as { ok: boolean; results: { result: BackupResult }[] };
+    const r = doc.results[0]!.result;
+    expect(r).toMatchObject({ mode: 'pause', stateBefore: 'running', stateAfter: 'running' });
+    expect(await domState('lab-two')).toBe('running');
+    expect(readdirSync(join(d, 'lab-two'))).toEqual([r.setPath.split('/').pop()]);
+    expect((await readManifest(r.setPath)).mode).toBe('pause');
+    await checkSet(r, work);
   });
 
   it('kill -9 while the VM is paused for its snapshots: the next backup of it resumes the VM first, then backs up', async () => {

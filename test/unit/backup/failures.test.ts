@@ -136,7 +136,8 @@ const CASES: [string, BackupMode, string][] = [
 
 // The lvm2 calls do not depend on how the VM is held (the libvirt matrix covers that): two disks live, one disk offline.
 describe.each([CASES[0], CASES[4]])('%s in mode %s: an lvm2 failure at every call', (domain, mode, state) => {
-  it('fails once, or from then on: the invariant holds', async () => {
+  // Dozens of whole backups in one test: the default 30 s is too short on a loaded machine.
+  it('fails once, or from then on: the invariant holds', { timeout: 300_000 }, async () => {
     const { lvm } = await census(domain, mode);
     expect(lvm.lvcreate).toBeGreaterThan(0);
     for (const [command, n] of Object.entries(lvm)) {
@@ -158,7 +159,7 @@ describe.each([CASES[0], CASES[4]])('%s in mode %s: an lvm2 failure at every cal
 });
 
 describe.each(CASES)('%s in mode %s: a libvirt failure at every call', (domain, mode, state) => {
-  it('fails before or after acting, once or from then on: the invariant holds', async () => {
+  it('fails before or after acting, once or from then on: the invariant holds', { timeout: 300_000 }, async () => {
     const { libvirt } = await census(domain, mode);
     for (const [method, n] of Object.entries(libvirt)) {
       for (let i = 1; i <= n; i++) {
@@ -245,7 +246,7 @@ describe('bringing the VM back', () => {
       code: 'KVMBAK_QUIESCE',
       message:
         'the guest agent of web-01 did not freeze its filesystems (Guest agent is not responding: QEMU guest agent is not ' +
-        'connected); install and start qemu-guest-agent in the guest, or use --mode pause (or --quiesce-fallback pause)',
+        'connected); install and start qemu-guest-agent in the guest, or use `mode` pause (or `quiesceFallback` pause)',
     });
     await expectNothingLeft(env, 'web-01', 'running');
     const warnings: string[] = [];
@@ -255,7 +256,7 @@ describe('bringing the VM back', () => {
     );
     expect(r.mode).toBe('pause');
     expect((await readManifest(r.setPath)).mode).toBe('pause');
-    expect(warnings).toContainEqual(expect.stringMatching(/^guest agent of web-01 did not answer .*; falling back to --mode pause$/));
+    expect(warnings).toContainEqual(expect.stringMatching(/^guest agent of web-01 did not answer .*; falling back to `mode` pause$/));
   });
 });
 
@@ -319,7 +320,7 @@ describe('while archiving', () => {
       code: 'KVMBAK_SNAPSHOT_INVALID',
       target: 'vda',
       message: expect.stringMatching(
-        /^snapshot vg0\/web-root-kvmbak-\S+ of disk vda overflowed \(the guest wrote more than its 2 MiB copy-on-write area\) and is invalid: the backup is discarded; run it again with a larger --snapshot-size or free space in vg0 so kvmbak can extend it$/,
+        /^snapshot vg0\/web-root-kvmbak-\S+ of disk vda overflowed \(the guest wrote more than its 2 MiB copy-on-write area\) and is invalid: the backup is discarded; run it again with a larger `snapshotSize` or free space in vg0 so kvmbak can extend it$/,
       ),
     });
     await expectNothingLeft(env, 'web-01', 'running');

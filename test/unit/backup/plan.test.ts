@@ -6,6 +6,8 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  type BackupMode,
+  type BackupOptions,
   BackupPlanError,
   ConfigError,
   backup,
@@ -54,10 +56,10 @@ describe('mode', () => {
     const e = await open();
     await expect(inspectBackup({ domain: 'db-01', mode: 'save' }, e.ctx)).rejects.toMatchObject({
       code: 'KVMBAK_BACKUP_STATE',
-      message: 'domain db-01 is shut off, so --mode save cannot apply; use --mode offline (or leave --mode out)',
+      message: 'domain db-01 is shut off, so `mode` save cannot apply; use `mode` offline (or leave `mode` out)',
     });
     await expect(inspectBackup({ domain: 'web-01', mode: 'offline' }, e.ctx)).rejects.toThrow(
-      /domain web-01 is running; --mode offline needs it shut off/,
+      /domain web-01 is running; `mode` offline needs it shut off/,
     );
     await expect(inspectBackup({ domain: 'web-01', mode: 'snap' as 'save' }, e.ctx)).rejects.toBeInstanceOf(ConfigError);
     expect(() => chooseMode('x', 'crashed', undefined)).toThrow(/x is crashed; kvmbak backs up domains that are running, paused or shut off/);
@@ -70,7 +72,7 @@ describe('mode', () => {
     expect(err).toBeInstanceOf(BackupPlanError);
     expect(err).toMatchObject({
       code: 'KVMBAK_NO_DOMAIN',
-      message: `no domain named web-02 on ${e.uri} (domains: app-01, db-01, files-01, vol-01, web-01); check the name or --uri`,
+      message: `no domain named web-02 on ${e.uri} (domains: app-01, db-01, files-01, vol-01, web-01); check the name or \`uri\``,
     });
   });
 });
@@ -103,7 +105,7 @@ describe('disks', () => {
     const e = await open();
     await expect(inspectBackup({ domain: 'web-01', exclude: ['vdz'] }, e.ctx)).rejects.toMatchObject({
       code: 'KVMBAK_INVALID_ARGUMENT',
-      message: '--exclude vdz: domain web-01 has no disk vdz (its disks: vda, vdb, sda)',
+      message: '`exclude` vdz: domain web-01 has no disk vdz (its disks: vda, vdb, sda)',
     });
   });
 
@@ -113,7 +115,7 @@ describe('disks', () => {
       code: 'KVMBAK_BACKUP_DISK',
       message:
         'disk vdb of domain files-01 is a file qcow2 disk (/var/lib/libvirt/images/files-01-data.qcow2), not an LVM logical ' +
-        'volume; kvmbak backs up LVM disks only — leave it out with --exclude vdb',
+        'volume; kvmbak backs up LVM disks only — leave it out with `exclude` vdb',
     });
     const p = await inspectBackup({ domain: 'files-01', exclude: ['vdb'] }, e.ctx);
     expect(p.disks.map((d) => d.target)).toEqual(['vda']);
@@ -133,7 +135,7 @@ describe('disks', () => {
     // /dev/vg0/web-data is no LV: Lvm.resolve stats the path, which is not there on this host.
     const err = await inspectBackup({ domain: 'web-01' }, e.ctx).catch((x: unknown) => x);
     expect(err).toMatchObject({ code: 'KVMBAK_BACKUP_DISK' });
-    expect((err as Error).message).toMatch(/^disk vdb of domain web-01 \(\/dev\/vg0\/web-data\) is not an LVM logical volume .*--exclude vdb$/);
+    expect((err as Error).message).toMatch(/^disk vdb of domain web-01 \(\/dev\/vg0\/web-data\) is not an LVM logical volume .*`exclude` vdb$/);
   });
 });
 
@@ -146,7 +148,7 @@ describe('room for the snapshots', () => {
       code: 'KVMBAK_VG_FULL',
       message:
         'volume group vg0 has 2.0 MiB free but the snapshots need 3.0 MiB; free space in vg0, give a smaller ' +
-        '--snapshot-size, or exclude disks with --exclude',
+        '`snapshotSize`, or leave disks out with `exclude`',
     });
     expect((await inspectBackup({ domain: 'web-01', snapshotSize: '50%' }, e.ctx)).volumeGroups[0]).toMatchObject({ needed: 2 * MiB });
     await expectUntouched(e);
@@ -163,7 +165,7 @@ describe('room for the snapshots', () => {
     expect(await sizes('25%')).toEqual([5 * GiB, MiB]); // 256 KiB rounds up to one extent
     expect(await sizes('3G')).toEqual([3 * GiB, MiB]);
     expect(await sizes('1536K')).toEqual([2 * MiB, MiB]);
-    await expect(sizes('0%')).rejects.toThrow(/--snapshot-size: 0% is out of range/);
+    await expect(sizes('0%')).rejects.toThrow(/snapshotSize: 0% is out of range/);
     await expect(sizes('lots')).rejects.toBeInstanceOf(ConfigError);
     expect(snapshotSizeFor(4 * GiB, 4 * MiB, parseSnapshotSize(undefined))).toBe(GiB);
   });
@@ -213,8 +215,30 @@ describe('destination', () => {
   it('checks the options before anything', async () => {
     const e = await open();
     await expect(backup({ domain: 'web-01', dest: '' }, e.ctx)).rejects.toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT' });
-    await expect(backup(e.opts('web-01', { level: 12 }), e.ctx)).rejects.toThrow('--level 12 is out of range; give a gzip level from 1 to 9');
-    await expect(backup(e.opts('web-01', { threads: 0 }), e.ctx)).rejects.toThrow(/--threads 0/);
+    await expect(backup(e.opts('web-01', { level: 12 }), e.ctx)).rejects.toThrow('level must be a whole number from 1 to 9, got 12');
+    await expect(backup(e.opts('web-01', { threads: 0 }), e.ctx)).rejects.toThrow('threads must be a whole number from 1 to 256, got 0');
     expect(e.fake.calls()).toEqual([]);
+  });
+
+  // Defect 4 of issue 9: `--threads 257` was refused by the archiver only after the VM was saved and snapshotted.
+  it('refuses every bad option before planning: nothing held, no set, no lvm2 call (the archiver\'s limits)', async () => {
+    const e = await open();
+    const bad: [Partial<BackupOptions>, string, string][] = [
+      [{ threads: 257 }, 'threads', 'threads must be a whole number from 1 to 256, got 257'],
+      [{ chunkSize: 1000 }, 'chunkSize', 'chunkSize must be a multiple of 4 KiB between 4 KiB and 256 MiB, got 1000 (1000 bytes)'],
+      [{ agentTimeoutSeconds: 0 }, 'agentTimeoutSeconds', 'agentTimeoutSeconds must be a whole number of seconds from 1 to 2147483647, got 0'],
+      [{ mode: 'snapshot' as BackupMode }, 'mode', 'mode "snapshot" is not a mode; use one of save, pause, quiesce, offline'],
+      [{ quiesceFallback: 'stop' as 'pause' }, 'quiesceFallback', `quiesceFallback must be 'pause' or 'none', got "stop"`],
+      [{ snapshotSize: 'lots' }, 'snapshotSize', "snapshotSize: 'lots' is not a size; write a number with an optional unit, e.g. 512M, 2G or 1.5GiB"],
+      [{ exclude: 'vdb' as unknown as string[] }, 'exclude', 'exclude must be a list of disk targets such as vdb'],
+      [{ extendThreshold: 100 }, 'extendThreshold', 'extendThreshold must be a percentage between 0 and 100, got 100'],
+      [{ hooks: { beforeHold: 'x' as unknown as () => Promise<void> } }, 'hooks', 'hooks.beforeHold must be a function'],
+    ];
+    for (const [more, option, message] of bad) {
+      await expect(backup(e.opts('web-01', more), e.ctx)).rejects.toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT', option, message });
+    }
+    expect(e.fake.calls()).toEqual([]);
+    expect(await readdir(e.dest)).toEqual([]);
+    expect(await stateOf(e.hv, 'web-01')).toBe('running');
   });
 });
