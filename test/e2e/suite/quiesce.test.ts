@@ -188,9 +188,8 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     expect(readdirSync(join(killedDest, dom)).some((n) => n.startsWith('.journal'))).toBe(true);
   });
 
-  // Needs recover to bound its agent calls (issue 9: "kvmbak recover calls fsThaw with no timeout");
-  // until then it hangs here and is killed at HUNG_AFTER_MS: re-enable (`it`) with that fix.
-  it.fails('kvmbak recover then returns within the agent timeout, even with libvirt\'s default agent timeout (block): the VM runs, no snapshot is left', async () => {
+  // recover bounds its agent calls (a timeout set before the thaw, the previous one put back).
+  it('kvmbak recover then returns within the agent timeout, even with libvirt\'s default agent timeout (block): the VM runs, no snapshot is left', async () => {
     expect(handOver, 'the previous test left no stopped agent and interrupted run').toBe(true);
     handOver = false;
     try {
