@@ -16,7 +16,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,7 +38,16 @@ if (process.argv[2] === '--child') {
     const store = await ChunkStore.open(dst);
     const r = await writeDiskToStore(src, store, { wholeSha256: op === 'store' });
     await store.close();
-    line = { op, seconds: (performance.now() - t0) / 1000, bytesRead: r.bytesRead, bytesAdded: r.bytesAdded, chunksNew: r.chunksNew, chunksReused: r.chunksReused, zeroChunks: r.zeroChunks, rawSha256: r.rawSha256 };
+    line = {
+      op,
+      seconds: (performance.now() - t0) / 1000,
+      bytesRead: r.bytesRead,
+      bytesAdded: r.bytesAdded,
+      chunksNew: r.chunksNew,
+      chunksReused: r.chunksReused,
+      zeroChunks: r.zeroChunks,
+      rawSha256: r.rawSha256,
+    };
   } else if (op === 'sha256') {
     // The serial whole-disk hash alone, from memory: 256 MiB read once, hashed 4 times.
     const buf = Buffer.allocUnsafe(256 * MiB);
@@ -129,7 +138,11 @@ function run(argv) {
     const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
-    child.on('close', (code) => (code === 0 ? res({ ...JSON.parse(out.trim().split('\n').at(-1)), wall: (performance.now() - t0) / 1000 }) : rej(new Error(`${argv.join(' ')} exited ${code}`))));
+    child.on('close', (code) =>
+      code === 0
+        ? res({ ...JSON.parse(out.trim().split('\n').at(-1)), wall: (performance.now() - t0) / 1000 })
+        : rej(new Error(`${argv.join(' ')} exited ${code}`)),
+    );
   });
 }
 const warm = (f) => execFileSync('cat', [f], { stdio: ['ignore', 'ignore', 'ignore'] });
@@ -148,7 +161,10 @@ function duBytes(dir) {
 await mkdir(OUT, { recursive: true });
 const img = await realisticImage();
 const size = statSync(img).size;
-const startLoad = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+const startLoad = os
+  .loadavg()
+  .map((l) => l.toFixed(2))
+  .join(' ');
 const packS = [];
 const firstS = [];
 const secondS = [];
@@ -178,7 +194,9 @@ for (let r = 0; r < reps; r++) {
   const nosha = await storeRun(img, store, 'store-nosha');
   noShaS.push(nosha.seconds);
   cpu.nosha.push(nosha.cpuS);
-  log(`#${r + 1}: image pack ${p.seconds.toFixed(2)} s, first store backup ${first.seconds.toFixed(2)} s (${(first.maxRssKiB / 1024).toFixed(0)} MiB RSS), unchanged re-backup ${second.seconds.toFixed(2)} s (${noShaS.at(-1).toFixed(2)} s without the whole-disk sha256)`);
+  log(
+    `#${r + 1}: image pack ${p.seconds.toFixed(2)} s, first store backup ${first.seconds.toFixed(2)} s (${(first.maxRssKiB / 1024).toFixed(0)} MiB RSS), unchanged re-backup ${second.seconds.toFixed(2)} s (${noShaS.at(-1).toFixed(2)} s without the whole-disk sha256)`,
+  );
 }
 const storeBytes = duBytes(store);
 
@@ -207,7 +225,12 @@ const rebackupRate = mbps(size, median(secondS));
 const lines = [];
 const cpus = os.cpus();
 lines.push(`kvmbak chunk store benchmark — ${new Date().toISOString()}`);
-lines.push(`machine: ${cpus.length} CPUs (${cpus[0]?.model}), node ${process.version}, ${reps} repetition(s), medians; warm page cache; load ${startLoad} → ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+lines.push(
+  `machine: ${cpus.length} CPUs (${cpus[0]?.model}), node ${process.version}, ${reps} repetition(s), medians; warm page cache; load ${startLoad} → ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
 lines.push(`image: bench/.data/realistic.img (${(size / GiB).toFixed(0)} GiB, ext4 of /usr files, fully allocated); MB = 10^6 bytes`);
 lines.push('');
 lines.push(`${'figure'.padEnd(52)} ${'value'.padStart(22)}  goal`);
@@ -216,14 +239,34 @@ row('image pack (kvmbak image pack)', `${mbps(size, median(packS)).toFixed(0)} M
 row('first backup into an empty store', `${mbps(size, median(firstS)).toFixed(0)} MB/s`, '');
 row('  first store backup / image pack speed', `${(median(packS) / median(firstS)).toFixed(2)}×`, '≥ 0.95×');
 row('  bytes: store / image pack .gz', `${(storeBytes / 1e6).toFixed(1)} / ${(packBytes / 1e6).toFixed(1)} MB`, '');
-row('second backup, unchanged: speed-up over the first', `${(median(firstS) / median(secondS)).toFixed(2)}× (${rebackupRate.toFixed(0)} MB/s)`, '≥ 5×');
-row('  bytes added / first backup\'s bytes', `${((second.bytesAdded / first.bytesAdded) * 100).toFixed(3)} %`, '< 0.1 %');
-row(`after rewriting 2% of the chunks (${rewrite} of ${nChunks}): bytes added`, `${((third.bytesAdded / first.bytesAdded) * 100).toFixed(2)} % (${third.chunksNew} new)`, '≤ 3 %');
+row(
+  'second backup, unchanged: speed-up over the first',
+  `${(median(firstS) / median(secondS)).toFixed(2)}× (${rebackupRate.toFixed(0)} MB/s)`,
+  '≥ 5×',
+);
+row("  bytes added / first backup's bytes", `${((second.bytesAdded / first.bytesAdded) * 100).toFixed(3)} %`, '< 0.1 %');
+row(
+  `after rewriting 2% of the chunks (${rewrite} of ${nChunks}): bytes added`,
+  `${((third.bytesAdded / first.bytesAdded) * 100).toFixed(2)} % (${third.chunksNew} new)`,
+  '≤ 3 %',
+);
 row('serial whole-disk sha256 (one core, from memory)', `${shaRate.toFixed(0)} MB/s (${mbps(sha.bytes, sha.hashCpuS).toFixed(0)} per CPU s)`, '');
 row('  unchanged re-backup rate / sha256 rate', `${(rebackupRate / shaRate).toFixed(2)}`, 'near 1 = the serial hash caps it');
-row('  the same without the whole-disk sha256', `${(median(firstS) / median(noShaS)).toFixed(2)}× (${mbps(size, median(noShaS)).toFixed(0)} MB/s)`, 'wholeSha256: false');
-row('CPU seconds (user+sys): pack / first / unchanged', `${median(cpu.pack).toFixed(1)} / ${median(cpu.first).toFixed(1)} / ${median(cpu.second).toFixed(1)}`, 'load-independent view');
-row('  first / unchanged CPU seconds', `${(median(cpu.first) / median(cpu.second)).toFixed(2)}× (${(median(cpu.first) / median(cpu.nosha)).toFixed(2)}× without the sha256)`, '');
+row(
+  '  the same without the whole-disk sha256',
+  `${(median(firstS) / median(noShaS)).toFixed(2)}× (${mbps(size, median(noShaS)).toFixed(0)} MB/s)`,
+  'wholeSha256: false',
+);
+row(
+  'CPU seconds (user+sys): pack / first / unchanged',
+  `${median(cpu.pack).toFixed(1)} / ${median(cpu.first).toFixed(1)} / ${median(cpu.second).toFixed(1)}`,
+  'load-independent view',
+);
+row(
+  '  first / unchanged CPU seconds',
+  `${(median(cpu.first) / median(cpu.second)).toFixed(2)}× (${(median(cpu.first) / median(cpu.nosha)).toFixed(2)}× without the sha256)`,
+  '',
+);
 row('peak RSS, first store backup', `${(first.maxRssKiB / 1024).toFixed(0)} MiB`, '< 256 MiB');
 lines.push('');
 lines.push('reproduce: node bench/chunks.mjs [--reps N]; one run alone:');
@@ -232,4 +275,11 @@ lines.push('  --child store-nosha for the same without the whole-disk sha256)');
 lines.push('  node bench/child.mjs pack bench/.data/realistic.img /tmp/x.gz');
 lines.push('  node bench/chunks.mjs --child sha256 bench/.data/realistic.img');
 console.log(lines.join('\n'));
-await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, packS, firstS, secondS, noShaS, cpu, first, second, third, sha, storeBytes, packBytes }, null, 2));
+await writeFile(
+  join(OUT, 'results.json'),
+  JSON.stringify(
+    { date: new Date().toISOString(), reps, packS, firstS, secondS, noShaS, cpu, first, second, third, sha, storeBytes, packBytes },
+    null,
+    2,
+  ),
+);

@@ -35,7 +35,15 @@ const out = {};
 const buf = Buffer.alloc(CH);
 const zero = Buffer.alloc(65536);
 const h = createHash('sha256');
-let tRead = 0, tHash = 0, tZero = 0, tComp = 0, tCompK = 0, tCodec = 0, compBytes = 0, zeroChunks = 0, storedChunks = 0;
+let tRead = 0,
+  tHash = 0,
+  tZero = 0,
+  tComp = 0,
+  tCompK = 0,
+  tCodec = 0,
+  compBytes = 0,
+  zeroChunks = 0,
+  storedChunks = 0;
 const cOut = Buffer.alloc(codec.gzipCompressBound(CH));
 const scratch = Buffer.alloc(codec.gzipCompressBound(16384));
 // what the kvmbak worker does (src/archive/worker.ts): store chunks whose samples do not compress
@@ -59,9 +67,16 @@ for (let pos = 0; pos < size; pos += CH) {
   tHash += cpuNow() - t;
   t = cpuNow();
   let isZero = true;
-  for (let o = 0; o < n; o += 65536) if (v.compare(zero, 0, Math.min(65536, n - o), o, Math.min(n, o + 65536)) !== 0) { isZero = false; break; }
+  for (let o = 0; o < n; o += 65536)
+    if (v.compare(zero, 0, Math.min(65536, n - o), o, Math.min(n, o + 65536)) !== 0) {
+      isZero = false;
+      break;
+    }
   tZero += cpuNow() - t;
-  if (isZero) { zeroChunks++; continue; }
+  if (isZero) {
+    zeroChunks++;
+    continue;
+  }
   t = cpuNow();
   zlib.gzipSync(v, { level: LEVEL, memLevel: 8, chunkSize: n + (n >>> 10) + 1024 });
   tComp += cpuNow() - t;
@@ -97,7 +112,10 @@ out.storedChunkShare = (storedChunks * CH) / size;
 let t = now();
 const w = openSync(`${gz}.profile`, 'w');
 let off = 0;
-for (const m of members) { writeSync(w, m, 0, m.length, off); off += m.length; }
+for (const m of members) {
+  writeSync(w, m, 0, m.length, off);
+  off += m.length;
+}
 out.writeCompressed = perGiB(now() - t);
 t = now();
 fsyncSync(w);
@@ -139,7 +157,10 @@ closeSync(w2);
 rmSync(`${gz}.profile-raw`);
 
 // a chunk's round trip to a worker thread and back, transferred (no copy)
-const worker = new Worker(`require('node:worker_threads').parentPort.on('message', (ab) => require('node:worker_threads').parentPort.postMessage(ab, [ab]))`, { eval: true });
+const worker = new Worker(
+  `require('node:worker_threads').parentPort.on('message', (ab) => require('node:worker_threads').parentPort.postMessage(ab, [ab]))`,
+  { eval: true },
+);
 let ab = new ArrayBuffer(CH);
 const rounds = 200;
 await new Promise((resolve) => {

@@ -237,11 +237,19 @@ async function benchImage(name, img) {
     await prepareCache([img.path]);
     const k = await kv('pack', img.path, kvGz, idx);
     const line = JSON.parse(k.stdout);
-    res.pack.kvmbak.push({ s: line.seconds, wall: k.wall, rssMiB: line.maxRssKiB / 1024, cpu: { user: line.cpuUserS, system: line.cpuSystemS }, poolLagMs: line.poolLagMs });
+    res.pack.kvmbak.push({
+      s: line.seconds,
+      wall: k.wall,
+      rssMiB: line.maxRssKiB / 1024,
+      cpu: { user: line.cpuUserS, system: line.cpuSystemS },
+      poolLagMs: line.poolLagMs,
+    });
     res.refSize = (await stat(refGz)).size;
     res.kvSize = line.storedBytes;
     res.zeroShare = (line.zeroChunks * 4 * MiB) / line.bytes;
-    log(`${name} pack #${r + 1}: ref ${ref.wall.toFixed(2)} s, kvmbak ${line.seconds.toFixed(2)} s (process ${k.wall.toFixed(2)} s, ${(line.maxRssKiB / 1024).toFixed(0)} MiB RSS)`);
+    log(
+      `${name} pack #${r + 1}: ref ${ref.wall.toFixed(2)} s, kvmbak ${line.seconds.toFixed(2)} s (process ${k.wall.toFixed(2)} s, ${(line.maxRssKiB / 1024).toFixed(0)} MiB RSS)`,
+    );
   }
   for (let r = 0; r < reps; r++) {
     await rm(restored, { force: true });
@@ -253,7 +261,13 @@ async function benchImage(name, img) {
     const k = await kv('unpack', kvGz, restored, idx);
     const line = JSON.parse(k.stdout);
     if (!line.verified) throw new Error('unpack did not verify');
-    res.unpack.kvmbak.push({ s: line.seconds, wall: k.wall, rssMiB: line.maxRssKiB / 1024, cpu: { user: line.cpuUserS, system: line.cpuSystemS }, poolLagMs: line.poolLagMs });
+    res.unpack.kvmbak.push({
+      s: line.seconds,
+      wall: k.wall,
+      rssMiB: line.maxRssKiB / 1024,
+      cpu: { user: line.cpuUserS, system: line.cpuSystemS },
+      poolLagMs: line.poolLagMs,
+    });
     log(`${name} unpack #${r + 1}: ref ${ref.wall.toFixed(2)} s, kvmbak ${line.seconds.toFixed(2)} s (process ${k.wall.toFixed(2)} s)`);
   }
   await rm(restored, { force: true });
@@ -275,15 +289,28 @@ ensureBuilt();
 await mkdir(OUT, { recursive: true });
 const images = await makeImages();
 const cpus = os.cpus();
-const startLoad = os.loadavg().map((l) => l.toFixed(2)).join(' ');
-log(`machine: ${cpus.length} × ${cpus[0]?.model}, node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+const startLoad = os
+  .loadavg()
+  .map((l) => l.toFixed(2))
+  .join(' ');
+log(
+  `machine: ${cpus.length} × ${cpus[0]?.model}, node ${process.version}, load ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
 const results = [];
 for (const name of only) if (images[name]) results.push(await benchImage(name, images[name]));
 const profiles = [];
 for (const r of results) {
   if (r.name === 'zero') continue;
   await prepareCache([images[r.name].path]);
-  const p = await timed(process.execPath, [join(root, 'bench', 'profile.mjs'), images[r.name].path, join(OUT, `${r.name}.kvmbak.gz`), join(OUT, `${r.name}.index.json`)]);
+  const p = await timed(process.execPath, [
+    join(root, 'bench', 'profile.mjs'),
+    images[r.name].path,
+    join(OUT, `${r.name}.kvmbak.gz`),
+    join(OUT, `${r.name}.index.json`),
+  ]);
   profiles.push({ name: r.name, ...JSON.parse(p.stdout) });
   log(`${r.name} profiled`);
 }
@@ -298,7 +325,12 @@ const lpad = (s, n) => String(s).padStart(n);
 const lines = [];
 lines.push(`kvmbak archive benchmark — ${new Date().toISOString()}`);
 lines.push(`machine: ${cpus.length} CPUs (${cpus[0]?.model}), node ${process.version}, ${reps} repetition(s), median [best]`);
-lines.push(`page cache: ${canDrop ? 'dropped before every run (cold reads)' : 'inputs read once before every run (warm)'}; load average at start ${startLoad}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+lines.push(
+  `page cache: ${canDrop ? 'dropped before every run (cold reads)' : 'inputs read once before every run (warm)'}; load average at start ${startLoad}, at end ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
 lines.push('MB = 10^6 bytes. kvmbak = the packImage/unpackImage call (worker start-up, fsync and rename included), run in a child process;');
 lines.push('the reference = the whole shell pipeline (the unpack one with dd conv=fsync, as kvmbak fsyncs).');
 {
@@ -306,12 +338,15 @@ lines.push('the reference = the whole shell pipeline (the unpack one with dd con
   if (extra.length) lines.push(`Starting node and importing kvmbak adds ${median(extra).toFixed(2)} s per process (median), not counted above.`);
 }
 lines.push('');
-lines.push(`${pad('image', 10)} ${pad('op', 7)} ${lpad('ref MB/s', 14)} ${lpad('kvmbak MB/s', 16)} ${lpad('speed-up', 14)} ${lpad('size ratio', 11)} ${lpad('kvmbak RSS', 11)} ${lpad('pool lag', 9)}`);
+lines.push(
+  `${pad('image', 10)} ${pad('op', 7)} ${lpad('ref MB/s', 14)} ${lpad('kvmbak MB/s', 16)} ${lpad('speed-up', 14)} ${lpad('size ratio', 11)} ${lpad('kvmbak RSS', 11)} ${lpad('pool lag', 9)}`,
+);
 // the longest wait of a 1-byte fs read (libuv's pool) polled every 10 ms during the run: the codec must not hold the pool
 const lag = (arr) => (arr.every((x) => x.poolLagMs !== undefined) ? `${Math.max(...arr.map((x) => x.poolLagMs)).toFixed(0)} ms` : '-');
 for (const r of results) {
   const fmt = (arr) => `${mbps(r.bytes, median(arr.map((x) => x.s))).toFixed(0)} [${mbps(r.bytes, Math.min(...arr.map((x) => x.s))).toFixed(0)}]`;
-  const ratio = (ref, kv) => `${(median(ref.map((x) => x.s)) / median(kv.map((x) => x.s))).toFixed(2)}× [${(Math.min(...ref.map((x) => x.s)) / Math.min(...kv.map((x) => x.s))).toFixed(2)}×]`;
+  const ratio = (ref, kv) =>
+    `${(median(ref.map((x) => x.s)) / median(kv.map((x) => x.s))).toFixed(2)}× [${(Math.min(...ref.map((x) => x.s)) / Math.min(...kv.map((x) => x.s))).toFixed(2)}×]`;
   lines.push(
     `${pad(r.name, 10)} ${pad('pack', 7)} ${lpad(fmt(r.pack.ref), 14)} ${lpad(fmt(r.pack.kvmbak), 16)} ${lpad(ratio(r.pack.ref, r.pack.kvmbak), 14)} ${lpad(`${(r.kvSize / r.refSize).toFixed(4)}`, 11)} ${lpad(`${Math.max(...r.pack.kvmbak.map((x) => x.rssMiB)).toFixed(0)} MiB`, 11)} ${lpad(lag(r.pack.kvmbak), 9)}`,
   );
@@ -349,7 +384,9 @@ if (profiles.length) {
   lines.push('   "zlib L3" = node:zlib gzipSync level 3; zero chunks skipped by all three)');
   lines.push(`  ${pad('image', 10)} ${cols.map(([, h]) => lpad(h, 12)).join(' ')} ${lpad('transfer/chunk', 15)}`);
   for (const p of profiles) {
-    lines.push(`  ${pad(p.name, 10)} ${cols.map(([k]) => lpad(p[k].toFixed(2), 12)).join(' ')} ${lpad(`${p.transferRoundTripMs.toFixed(3)} ms`, 15)}`);
+    lines.push(
+      `  ${pad(p.name, 10)} ${cols.map(([k]) => lpad(p[k].toFixed(2), 12)).join(' ')} ${lpad(`${p.transferRoundTripMs.toFixed(3)} ms`, 15)}`,
+    );
   }
   lines.push('');
   lines.push('codec speed on one core, same non-zero chunks (MB of raw data per CPU second):');
@@ -363,7 +400,10 @@ if (profiles.length) {
 if (rss.length) {
   lines.push('');
   lines.push('peak RSS of a kvmbak pack process (default 4 MiB chunks, one thread per CPU):');
-  for (const x of rss) lines.push(`  ${pad(x.name, 8)} ${lpad((x.bytes / GiB).toFixed(0), 2)} GiB  ${lpad(x.rssMiB.toFixed(0), 4)} MiB  (${mbps(x.bytes, x.s).toFixed(0)} MB/s)`);
+  for (const x of rss)
+    lines.push(
+      `  ${pad(x.name, 8)} ${lpad((x.bytes / GiB).toFixed(0), 2)} GiB  ${lpad(x.rssMiB.toFixed(0), 4)} MiB  (${mbps(x.bytes, x.s).toFixed(0)} MB/s)`,
+    );
 }
 console.log(lines.join('\n'));
 await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, canDrop, results, profiles, rss }, null, 2));

@@ -35,7 +35,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('uri', {
       alias: ['c', 'connect'],
       type: 'string',
-      describe: 'libvirt connection URI (default: LIBVIRT_DEFAULT_URI, then libvirt\'s default)',
+      describe: "libvirt connection URI (default: LIBVIRT_DEFAULT_URI, then libvirt's default)",
       global: true,
     })
     .option('json', { type: 'boolean', describe: 'print one machine-readable JSON document', global: true })

@@ -88,9 +88,7 @@ Napi::Value GzipDecompress(const Napi::CallbackInfo& info) {
   size_t in_used = 0;
   size_t out_len = 0;
   libdeflate_result r = libdeflate_gzip_decompress_ex(d, in.data, in.length, out.data, out.length, &in_used, &out_len);
-  const char* result = r == LIBDEFLATE_SUCCESS               ? "ok"
-                       : r == LIBDEFLATE_INSUFFICIENT_SPACE ? "no-space"
-                                                            : "bad-data";
+  const char* result = r == LIBDEFLATE_SUCCESS ? "ok" : r == LIBDEFLATE_INSUFFICIENT_SPACE ? "no-space" : "bad-data";
   Napi::Object o = Napi::Object::New(env);
   o.Set("result", Napi::String::New(env, result));
   o.Set("inBytes", Napi::Number::New(env, r == LIBDEFLATE_SUCCESS ? static_cast<double>(in_used) : 0));

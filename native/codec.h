@@ -14,11 +14,10 @@
 #define KVMBAK_NATIVE_CODEC_H_
 
 #include <libdeflate.h>
+#include <napi.h>
 
 #include <array>
 #include <memory>
-
-#include <napi.h>
 
 namespace kvmbak {
 

@@ -112,9 +112,7 @@ Napi::Value Domain::Free(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Domain::IsFreed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), dom_ == nullptr);
-}
+Napi::Value Domain::IsFreed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), dom_ == nullptr); }
 
 Napi::Value Domain::GetName(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -224,8 +222,8 @@ Napi::Value Domain::Save(const Napi::CallbackInfo& info) {
 Napi::Value Domain::SimpleCall(const Napi::CallbackInfo& info, const char* operation, int (*fn)(virDomainPtr)) {
   virDomainPtr dom = Ptr(info.Env());
   return VirWorker<Done>::Start(
-      info.Env(), info.This().As<Napi::Object>(), operation, PinDomain(dom),
-      [dom, fn](Done&) { return fn(dom) == 0; }, ResolveUndefined);
+      info.Env(), info.This().As<Napi::Object>(), operation, PinDomain(dom), [dom, fn](Done&) { return fn(dom) == 0; },
+      ResolveUndefined);
 }
 
 Napi::Value Domain::Suspend(const Napi::CallbackInfo& info) {
@@ -311,14 +309,29 @@ Napi::Value Domain::GetJobStats(const Napi::CallbackInfo& info) {
           t.name = p.field;
           t.type = p.type;
           switch (p.type) {
-            case VIR_TYPED_PARAM_INT: t.number = p.value.i; break;
-            case VIR_TYPED_PARAM_UINT: t.number = p.value.ui; break;
-            case VIR_TYPED_PARAM_LLONG: t.number = static_cast<double>(p.value.l); break;
-            case VIR_TYPED_PARAM_ULLONG: t.number = static_cast<double>(p.value.ul); break;
-            case VIR_TYPED_PARAM_DOUBLE: t.number = p.value.d; break;
-            case VIR_TYPED_PARAM_BOOLEAN: t.boolean = p.value.b != 0; break;
-            case VIR_TYPED_PARAM_STRING: t.text = p.value.s != nullptr ? p.value.s : ""; break;
-            default: continue;  // a type newer than this addon: skip it
+            case VIR_TYPED_PARAM_INT:
+              t.number = p.value.i;
+              break;
+            case VIR_TYPED_PARAM_UINT:
+              t.number = p.value.ui;
+              break;
+            case VIR_TYPED_PARAM_LLONG:
+              t.number = static_cast<double>(p.value.l);
+              break;
+            case VIR_TYPED_PARAM_ULLONG:
+              t.number = static_cast<double>(p.value.ul);
+              break;
+            case VIR_TYPED_PARAM_DOUBLE:
+              t.number = p.value.d;
+              break;
+            case VIR_TYPED_PARAM_BOOLEAN:
+              t.boolean = p.value.b != 0;
+              break;
+            case VIR_TYPED_PARAM_STRING:
+              t.text = p.value.s != nullptr ? p.value.s : "";
+              break;
+            default:
+              continue;  // a type newer than this addon: skip it
           }
           out.params.push_back(std::move(t));
         }

@@ -36,8 +36,8 @@ class VirWorker final : public Napi::AsyncWorker {
 
   // Queues the call and returns its promise. `operation` is the libvirt C
   // function name reported in errors; it must be a string literal.
-  static Napi::Promise Start(Napi::Env env, Napi::Object self, const char* operation, Pin pin,
-                             RunFn run, ResolveFn resolve) {
+  static Napi::Promise Start(Napi::Env env, Napi::Object self, const char* operation, Pin pin, RunFn run,
+                             ResolveFn resolve) {
     auto* worker = new VirWorker(env, self, operation, std::move(pin), std::move(run), std::move(resolve));
     Napi::Promise promise = worker->deferred_.Promise();
     worker->Queue();

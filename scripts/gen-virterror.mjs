@@ -34,9 +34,7 @@ function parseEnum(source, typeName) {
   const re = new RegExp(`typedef\\s+enum\\s*\\{([^}]*)\\}\\s*${typeName}\\s*;`);
   const m = re.exec(source);
   if (!m) throw new Error(`enum ${typeName} not found in the header`);
-  const body = m[1]
-    .replace(/\/\*[\s\S]*?\*\//g, '')
-    .replace(/^\s*#.*$/gm, '');
+  const body = m[1].replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*#.*$/gm, '');
   const entries = [];
   let next = 0;
   for (const raw of body.split(',')) {

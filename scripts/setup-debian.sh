@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages kvmbak needs to build and test (run as root).
+# Installs the Debian 12 packages kvmbak needs to build, lint and test (run as root).
 # The lab (npm run test:e2e) installs its own extra host tools when it first runs.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
@@ -10,5 +10,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   libvirt-dev libdeflate-dev libvirt-clients pkg-config g++ make python3 \
-  gzip coreutils ca-certificates >/dev/null
+  gzip coreutils ca-certificates clang-format cppcheck >/dev/null
 echo "kvmbak setup: system packages installed (libvirt $(pkg-config --modversion libvirt), libdeflate $(pkg-config --modversion libdeflate))"

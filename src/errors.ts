@@ -100,8 +100,7 @@ export class LvmCommandError extends KvmbakError {
         .split('\n')
         .map((l) => l.trim())
         .filter((l) => l.length > 0 && !/^WARNING:/.test(l))[0] ?? '';
-    const status =
-      details.signal !== null ? `killed by ${details.signal}` : `exit code ${details.exitCode}`;
+    const status = details.signal !== null ? `killed by ${details.signal}` : `exit code ${details.exitCode}`;
     const shortMessage = firstLine || status;
     super(`${details.command} failed (${status}): ${shortMessage}`, 'KVMBAK_LVM_COMMAND', options);
     this.command = details.command;

@@ -187,18 +187,13 @@ export function loadNativeFrom(tried: string[]): NativeBinding {
   // Prefer the message of an addon that exists but cannot load (a missing
   // libvirt.so.0, a wrong architecture) over "not found".
   const real = failures.find((f) => !isNotFound(f.error));
-  const detail = real
-    ? `${real.path}: ${(real.error as Error).message ?? String(real.error)}`
-    : 'the addon was never built';
+  const detail = real ? `${real.path}: ${(real.error as Error).message ?? String(real.error)}` : 'the addon was never built';
   const fix = real
     ? /libvirt/.test(String((real.error as Error).message))
       ? 'install the libvirt runtime library (apt-get install libvirt0), then npm rebuild kvmbak'
       : 'rebuild it for this machine: npm rebuild kvmbak (needs apt-get install -y libvirt-dev pkg-config)'
-    : 'build it: npm rebuild kvmbak (needs apt-get install -y libvirt-dev pkg-config; ' +
-      'runtime: apt-get install libvirt0)';
-  throw new NativeLoadError(
-    `kvmbak: cannot load the native libvirt addon (${detail}); tried ${tried.join(', ')}. Fix: ${fix}`,
-    tried,
-    { cause: real?.error ?? failures[0]?.error },
-  );
+    : 'build it: npm rebuild kvmbak (needs apt-get install -y libvirt-dev pkg-config; ' + 'runtime: apt-get install libvirt0)';
+  throw new NativeLoadError(`kvmbak: cannot load the native libvirt addon (${detail}); tried ${tried.join(', ')}. Fix: ${fix}`, tried, {
+    cause: real?.error ?? failures[0]?.error,
+  });
 }

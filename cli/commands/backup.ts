@@ -87,7 +87,9 @@ function resultLines(r: BackupResult): string[] {
   if (r.memoryBytes !== null) lines.push(`  memory        ${formatBytes(r.memoryBytes)}`);
   for (const d of r.disks) {
     const snap =
-      d.snapshotPeakPercent === null ? 'thin snapshot' : `snapshot peak ${d.snapshotPeakPercent.toFixed(1)}%${d.snapshotExtendedTo !== null ? ` (extended to ${formatBytes(d.snapshotExtendedTo)})` : ''}`;
+      d.snapshotPeakPercent === null
+        ? 'thin snapshot'
+        : `snapshot peak ${d.snapshotPeakPercent.toFixed(1)}%${d.snapshotExtendedTo !== null ? ` (extended to ${formatBytes(d.snapshotExtendedTo)})` : ''}`;
     lines.push(
       `  ${d.target.padEnd(12)}  ${formatBytes(d.rawBytes)} → ${formatBytes(d.storedBytes)} in ${d.seconds.toFixed(1)} s (${formatRate(d.rawBytes / Math.max(d.seconds, 1e-6))}), ${snap}`,
     );
@@ -118,7 +120,9 @@ function progressFor(domain: string, argv: GlobalArgs, bwlimit?: number): { onPr
           line(`kvmbak: ${domain}: warning: ${e.message}`);
           break;
         case 'snapshot-extended':
-          line(`kvmbak: ${domain}: snapshot of ${e.target} was ${e.percent.toFixed(1)}% full: extended from ${formatBytes(e.fromBytes)} to ${formatBytes(e.toBytes)}`);
+          line(
+            `kvmbak: ${domain}: snapshot of ${e.target} was ${e.percent.toFixed(1)}% full: extended from ${formatBytes(e.fromBytes)} to ${formatBytes(e.toBytes)}`,
+          );
           break;
         case 'save':
           bar.update(`${escapeControl(domain)} memory`, {
@@ -154,7 +158,7 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
   describe: 'Back up running (or shut-off) domains whose disks are LVM logical volumes',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .positional('domain', { type: 'string', array: true, describe: 'domain names or UUIDs (default: the configuration file\'s domains)' })
+      .positional('domain', { type: 'string', array: true, describe: "domain names or UUIDs (default: the configuration file's domains)" })
       .option('dest', { alias: 'd', type: 'string', describe: 'backup destination folder (default: dest in the configuration file)' })
       .option('mode', {
         alias: 'm',
@@ -198,7 +202,12 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
       throw cliError(e);
     }
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok: true, plan }, null, 2)}\n`);
-    else process.stdout.write(`${planLines(plan).map((l) => escapeControl(l)).join('\n')}\n`);
+    else
+      process.stdout.write(
+        `${planLines(plan)
+          .map((l) => escapeControl(l))
+          .join('\n')}\n`,
+      );
   },
 };
 
@@ -342,7 +351,9 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
   if (single && r.outcomes.length === 1 && !r.outcomes[0]!.ok) throw cliError(outcomeError(r.outcomes[0]!));
   const results = r.outcomes.map(({ hookWarnings, ...o }) => ({ ...o, ...(hookWarnings.length > 0 ? { hookWarnings } : {}) }));
   if (argv.json) {
-    process.stdout.write(`${JSON.stringify({ ok: r.ok, results, skipped: r.skipped, ...(r.metricsFile !== undefined ? { metricsFile: r.metricsFile } : {}) }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: r.ok, results, skipped: r.skipped, ...(r.metricsFile !== undefined ? { metricsFile: r.metricsFile } : {}) }, null, 2)}\n`,
+    );
   } else {
     const lines: string[] = [];
     for (const o of r.outcomes) {
@@ -350,7 +361,8 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
       else if (o.result !== undefined) {
         lines.push(...resultLines(o.result));
         if (o.bwlimit !== undefined) lines.push(`  read rate     ${formatRate(o.readBytesPerSecond ?? 0)} (limit ${formatRate(o.bwlimit)})`);
-        if (o.retention !== undefined && o.retention.error === undefined) lines.push(`  retention     kept ${o.retention.kept}, removed ${o.retention.removed.length}`);
+        if (o.retention !== undefined && o.retention.error === undefined)
+          lines.push(`  retention     kept ${o.retention.kept}, removed ${o.retention.removed.length}`);
       }
     }
     if (lines.length > 0) process.stdout.write(`${lines.map((l) => escapeControl(l)).join('\n')}\n`);

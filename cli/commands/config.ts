@@ -95,7 +95,9 @@ export const configCommand: CommandModule<GlobalArgs, ConfigCmdArgs> = {
     if (argv.domain !== undefined) {
       const eff = effectiveSettings(config, argv.domain);
       if (argv.json) {
-        process.stdout.write(`${JSON.stringify({ ok: true, file: config.file, domain: argv.domain, settings: eff.settings, sources: eff.sources }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ ok: true, file: config.file, domain: argv.domain, settings: eff.settings, sources: eff.sources }, null, 2)}\n`,
+        );
         return;
       }
       const sources = Object.fromEntries(

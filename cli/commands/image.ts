@@ -1,12 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
-import {
-  packImage,
-  unpackImage,
-  type ImageIndex,
-  type PackResult,
-  type UnpackResult,
-} from '../../src/index.js';
+import { packImage, unpackImage, type ImageIndex, type PackResult, type UnpackResult } from '../../src/index.js';
 import { UsageError } from '../errors.js';
 import { createProgressRenderer, formatBytes, formatRate, formatSeconds } from '../render/index.js';
 import { runCancellable } from '../signals.js';
@@ -158,9 +152,6 @@ export const imageCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'image',
   describe: 'Pack a disk into a gzip image or unpack one (the engine behind backup/restore)',
   builder: (y: Argv<GlobalArgs>) =>
-    y
-      .command(pack)
-      .command(unpack)
-      .demandCommand(1, "Name an action: 'kvmbak image pack' or 'kvmbak image unpack'.") as unknown as Argv<GlobalArgs>,
+    y.command(pack).command(unpack).demandCommand(1, "Name an action: 'kvmbak image pack' or 'kvmbak image unpack'.") as unknown as Argv<GlobalArgs>,
   handler: () => undefined,
 };

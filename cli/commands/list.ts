@@ -10,7 +10,11 @@ interface ListArgs extends GlobalArgs {
 }
 
 /** '2026-11-26 03:15:00Z' */
-const when = (t: Date): string => t.toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
+const when = (t: Date): string =>
+  t
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d{3}Z$/, 'Z');
 
 /** What the journal next to an incomplete set says about its run. */
 function journalNote(s: SetInfo): string {

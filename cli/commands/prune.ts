@@ -50,8 +50,8 @@ export function formatPrune(r: PruneResult): string[] {
     removed += gone;
     freed += d.freedBytes;
     lines.push(`${d.domain}: keep ${d.keep.length}, ${r.dryRun ? 'would remove' : 'removed'} ${gone} (${formatBytes(d.freedBytes)})`);
-    const all = [...d.keep.map((s) => ({ s, keep: true })), ...d.remove.map((s) => ({ s, keep: false }))].sort((a, b) =>
-      a.s.time.getTime() - b.s.time.getTime() || a.s.seq - b.s.seq,
+    const all = [...d.keep.map((s) => ({ s, keep: true })), ...d.remove.map((s) => ({ s, keep: false }))].sort(
+      (a, b) => a.s.time.getTime() - b.s.time.getTime() || a.s.seq - b.s.seq,
     );
     for (const { s, keep } of all) {
       const verb = keep ? 'keep' : r.dryRun ? 'would remove' : d.deleted.includes(s.path) ? 'removed' : 'not removed';
@@ -80,9 +80,7 @@ export const pruneCommand: CommandModule<GlobalArgs, PruneArgs> = {
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'show what would be removed, remove nothing' }) as unknown as Argv<PruneArgs>,
   handler: async (argv) => {
     const rules = rulesFrom(argv);
-    const r: PruneResult = await runCancellable((signal) =>
-      pruneSets(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal }),
-    );
+    const r: PruneResult = await runCancellable((signal) => pruneSets(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal }));
     const skipped = r.domains.filter((d) => d.error !== undefined);
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok: skipped.length === 0, command: 'prune', ...r }, null, 2)}\n`);
     else process.stdout.write(`${formatPrune(r).join('\n')}\n`);

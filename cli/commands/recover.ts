@@ -32,7 +32,10 @@ export const recoverCommand: CommandModule<object, RecoverArgs> = {
     y
       .positional('domain', { type: 'string', describe: 'only this domain (needs --dest)' })
       .option('dest', { alias: 'd', type: 'string', describe: 'backup destination whose interrupted runs to recover' })
-      .option('agent-timeout', { type: 'number', describe: 'seconds to wait for a guest agent to thaw (default 10)' }) as unknown as Argv<RecoverArgs>,
+      .option('agent-timeout', {
+        type: 'number',
+        describe: 'seconds to wait for a guest agent to thaw (default 10)',
+      }) as unknown as Argv<RecoverArgs>,
   handler: async (argv) => {
     const sig = abortOnSignals();
     let r;

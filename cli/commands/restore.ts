@@ -136,7 +136,11 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
       .option('map', { type: 'string', array: true, describe: 'restore one disk into an LV: --map vda=/dev/VG/LV (repeatable)' })
       .option('thin-pool', { type: 'string', describe: 'create the LVs of thin disks as thin volumes in this pool' })
       .option('memory', { type: 'boolean', default: true, describe: 'resume from the memory state (--no-memory: boot from the disks)' })
-      .option('start', { type: 'boolean', default: true, describe: 'run the domain afterwards (--no-start: leave it shut off, or paused with a memory state)' })
+      .option('start', {
+        type: 'boolean',
+        default: true,
+        describe: 'run the domain afterwards (--no-start: leave it shut off, or paused with a memory state)',
+      })
       .option('force', {
         alias: 'f',
         type: 'boolean',
@@ -170,7 +174,7 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     const r: RestoreResult = await runCancellable(
       (signal) => restore({ ...options, signal, onProgress: progress.onProgress }).catch((e: unknown) => Promise.reject(errorWithFlags(e))),
       {
-      cleanup: progress.done,
+        cleanup: progress.done,
         usageOptions: RESTORE_OPTION_NAMES,
       },
     );

@@ -27,7 +27,7 @@ export function statusLines(r: StatusResult): string[] {
 
 export const statusCommand: CommandModule<ConfigArgs, StatusArgs> = {
   command: 'status [dest] [domain]',
-  describe: 'Newest backup set per domain, its age and the last run\'s result; exit 1 when a run failed or a set is too old',
+  describe: "Newest backup set per domain, its age and the last run's result; exit 1 when a run failed or a set is too old",
   builder: (y: Argv<ConfigArgs>) =>
     y
       .positional('dest', { type: 'string', describe: 'backup destination (default: dest in the configuration file)' })

@@ -32,9 +32,16 @@ export const systemdCommand: CommandModule<ConfigArgs, SystemdArgs> = {
       .positional('action', { choices: ['install', 'uninstall'] as const, demandOption: true })
       .option('config', configOption)
       .option('on-calendar', { type: 'string', describe: `when the backups run, a systemd calendar expression (default "${DEFAULT_ON_CALENDAR}")` })
-      .option('randomized-delay', { type: 'string', describe: `random delay added to each start, e.g. 30m (default ${DEFAULT_RANDOMIZED_DELAY_SECONDS / 60}m)` })
+      .option('randomized-delay', {
+        type: 'string',
+        describe: `random delay added to each start, e.g. 30m (default ${DEFAULT_RANDOMIZED_DELAY_SECONDS / 60}m)`,
+      })
       .option('unit-dir', { type: 'string', describe: `where the units go (default ${SYSTEMD_UNIT_DIR})` })
-      .option('systemctl', { type: 'boolean', default: true, describe: 'run systemctl daemon-reload and enable/disable the units (--no-systemctl: only write the files)' }) as unknown as Argv<SystemdArgs>,
+      .option('systemctl', {
+        type: 'boolean',
+        default: true,
+        describe: 'run systemctl daemon-reload and enable/disable the units (--no-systemctl: only write the files)',
+      }) as unknown as Argv<SystemdArgs>,
   handler: async (argv) => {
     const unitDir = argv['unit-dir'] ?? SYSTEMD_UNIT_DIR;
     if (argv.action === 'uninstall') {
@@ -50,7 +57,8 @@ export const systemdCommand: CommandModule<ConfigArgs, SystemdArgs> = {
       if (reportConfigError(e, argv)) return;
       throw e;
     }
-    if (config === null) throw new UsageError('the units run the backups of a configuration file: create /etc/kvmbak/kvmbak.toml or give --config PATH');
+    if (config === null)
+      throw new UsageError('the units run the backups of a configuration file: create /etc/kvmbak/kvmbak.toml or give --config PATH');
     let written: string[];
     try {
       written = await installSystemdUnits({

@@ -47,12 +47,7 @@ export class ArchiveError extends KvmbakError {
   readonly offset: number | undefined;
   readonly rawOffset: number | undefined;
 
-  constructor(
-    message: string,
-    code: ArchiveErrorCode,
-    details: ArchiveErrorDetails = {},
-    options: KvmbakErrorOptions = {},
-  ) {
+  constructor(message: string, code: ArchiveErrorCode, details: ArchiveErrorDetails = {}, options: KvmbakErrorOptions = {}) {
     super(message, code, options);
     this.path = details.path;
     this.offset = details.offset;
@@ -69,7 +64,6 @@ Object.defineProperty(ArchiveError.prototype, 'name', {
 export function isArchiveError(e: unknown, code?: ArchiveErrorCode): e is ArchiveError {
   return isKvmbakError(e) && e.name === 'ArchiveError' && (code === undefined || e.code === code);
 }
-
 
 /** Maps a failed read of the source to an ArchiveError. */
 export function sourceError(path: string, e: unknown, what = 'source'): ArchiveError {
@@ -115,7 +109,12 @@ export function destError(path: string, e: unknown): ArchiveError {
         { cause: e },
       );
     case 'EDQUOT':
-      return new ArchiveError(`disk quota exceeded while writing ${path}; free some space or raise the quota`, 'KVMBAK_DEST_UNWRITABLE', { path }, { cause: e });
+      return new ArchiveError(
+        `disk quota exceeded while writing ${path}; free some space or raise the quota`,
+        'KVMBAK_DEST_UNWRITABLE',
+        { path },
+        { cause: e },
+      );
     case 'EACCES':
     case 'EPERM':
     case 'EROFS':

@@ -25,10 +25,13 @@ export class HashWorker {
       this.waiting.delete(m.id);
       w.resolve(m as never);
     });
-    this.worker.on('error', (e) => this.fail(new ArchiveError(`the hash worker thread failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {}, { cause: e })));
+    this.worker.on('error', (e) =>
+      this.fail(new ArchiveError(`the hash worker thread failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {}, { cause: e })),
+    );
     this.worker.once('exit', (code) => {
       counters.workersAlive--;
-      if (this.destroyed === undefined) this.fail(new ArchiveError(`the hash worker thread exited unexpectedly (code ${code})`, 'KVMBAK_ARCHIVE_WORKER'));
+      if (this.destroyed === undefined)
+        this.fail(new ArchiveError(`the hash worker thread exited unexpectedly (code ${code})`, 'KVMBAK_ARCHIVE_WORKER'));
     });
   }
 

@@ -46,10 +46,7 @@ export function checkChunkSize(size: unknown): number {
   if (typeof size === 'number' || typeof size === 'string') n = parseSize(size, 'chunkSize');
   else throw new ConfigError(`chunkSize must be a size such as 4M, got ${String(size)}`, 'chunkSize');
   if (n < MIN_CHUNK_SIZE || n > MAX_CHUNK_SIZE || n % 4096 !== 0) {
-    throw new ConfigError(
-      `chunkSize must be a multiple of 4 KiB between 4 KiB and 256 MiB, got ${String(size)} (${n} bytes)`,
-      'chunkSize',
-    );
+    throw new ConfigError(`chunkSize must be a multiple of 4 KiB between 4 KiB and 256 MiB, got ${String(size)} (${n} bytes)`, 'chunkSize');
   }
   return n;
 }

@@ -82,11 +82,7 @@ interface PackConfig {
   throttle: ReadThrottle | undefined;
 }
 
-async function runPack(
-  src: Source,
-  out: PartialFile,
-  cfg: PackConfig,
-): Promise<Omit<PackResult, 'level' | 'chunkSize' | 'seconds'>> {
+async function runPack(src: Source, out: PartialFile, cfg: PackConfig): Promise<Omit<PackResult, 'level' | 'chunkSize' | 'seconds'>> {
   const { level, chunkSize, threads, signal, meter } = cfg;
   const pool = new WorkerPool(threads);
   pool.warm(src.size === undefined ? threads : Math.ceil(src.size / chunkSize));
@@ -146,10 +142,12 @@ async function runPack(
           throw sourceError(src.path, e);
         });
       // Pipes and character devices have no positions: one read at a time, in order.
-      const p = run.track((src.seekable ? doRead() : previous.then(doRead)).then((len) => {
-        if (len < chunkSize) eof = true;
-        return { index: i, ab, len };
-      }));
+      const p = run.track(
+        (src.seekable ? doRead() : previous.then(doRead)).then((len) => {
+          if (len < chunkSize) eof = true;
+          return { index: i, ab, len };
+        }),
+      );
       previous = p;
       readQ.push(p);
     }
@@ -182,17 +180,23 @@ async function runPack(
         freeBuffers.push(c.ab);
         member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len }));
       } else {
-        member = hasher.update(c.ab, c.len).then((ab) => pool.gzip(ab, c.len, freeOut.pop() ?? new ArrayBuffer(outCap), deflateLevel, true)).then(
-          (r) => {
-            freeBuffers.push(r.ab);
-            return { data: new Uint8Array(r.out, 0, r.outLen), raw: c.len, stored: r.stored, out: r.out };
-          },
-          (e: unknown) => {
-            throw e instanceof WorkerTaskError
-              ? new ArchiveError(`compressing ${src.path} failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', { path: src.path, rawOffset: c.index * chunkSize })
-              : e;
-          },
-        );
+        member = hasher
+          .update(c.ab, c.len)
+          .then((ab) => pool.gzip(ab, c.len, freeOut.pop() ?? new ArrayBuffer(outCap), deflateLevel, true))
+          .then(
+            (r) => {
+              freeBuffers.push(r.ab);
+              return { data: new Uint8Array(r.out, 0, r.outLen), raw: c.len, stored: r.stored, out: r.out };
+            },
+            (e: unknown) => {
+              throw e instanceof WorkerTaskError
+                ? new ArchiveError(`compressing ${src.path} failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {
+                    path: src.path,
+                    rawOffset: c.index * chunkSize,
+                  })
+                : e;
+            },
+          );
       }
       outQ.push(settleQuietly(member));
     }

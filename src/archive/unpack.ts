@@ -85,7 +85,12 @@ export async function unpackImage(image: string, dest: string, options: UnpackOp
         if (out.kind === 'block' && expectBytes !== undefined && out.size < expectBytes) {
           throw tooSmall(dest, out.size, expectBytes, true);
         }
-        const sink: Sink = { kind: out.kind, path: out.kind === 'file' ? out.partial : out.dest, fh: out.fh, size: out.kind === 'block' ? out.size : undefined };
+        const sink: Sink = {
+          kind: out.kind,
+          path: out.kind === 'file' ? out.partial : out.dest,
+          fh: out.fh,
+          size: out.kind === 'block' ? out.size : undefined,
+        };
         const meter = new ProgressMeter('unpack', expectBytes, onProgress);
         const cfg = { threads, signal, meter, hashFile: options.hashFile ?? false };
         const r = parallel ? await runIndexed(img, index!, sink, cfg) : await runStream(img, sink, cfg);
@@ -158,7 +163,13 @@ function tooSmall(dest: string, size: number, need: number, known: boolean): Arc
   );
 }
 
-function checkOutcome(image: string, r: RunResult, expectBytes: number | undefined, expectSha256: string | undefined, blockDest: string | undefined): void {
+function checkOutcome(
+  image: string,
+  r: RunResult,
+  expectBytes: number | undefined,
+  expectSha256: string | undefined,
+  blockDest: string | undefined,
+): void {
   const note = blockDest ? `; ${blockDest} now holds unverified data` : '';
   if (expectBytes !== undefined && r.bytes !== expectBytes) {
     throw new ArchiveError(
@@ -177,7 +188,11 @@ function checkOutcome(image: string, r: RunResult, expectBytes: number | undefin
 }
 
 function indexError(image: string, what: string): ArchiveError {
-  return new ArchiveError(`the member index does not fit image ${image}: ${what}; check that the index (manifest) belongs to this image`, 'KVMBAK_ARCHIVE_INDEX', { path: image });
+  return new ArchiveError(
+    `the member index does not fit image ${image}: ${what}; check that the index (manifest) belongs to this image`,
+    'KVMBAK_ARCHIVE_INDEX',
+    { path: image },
+  );
 }
 
 function memberCount(index: ImageIndex): number {
@@ -190,7 +205,8 @@ function checkIndexShape(index: ImageIndex, image: string): void {
   if (!Number.isSafeInteger(index.bytes) || index.bytes < 0) throw bad(`bytes ${index.bytes} is not a byte count`);
   if (!Array.isArray(index.members)) throw bad('members is not a list');
   const want = memberCount(index);
-  if (index.members.length !== want) throw bad(`${index.members.length} members listed, ${want} expected for ${index.bytes} bytes in chunks of ${index.chunkSize}`);
+  if (index.members.length !== want)
+    throw bad(`${index.members.length} members listed, ${want} expected for ${index.bytes} bytes in chunks of ${index.chunkSize}`);
   let prev = -1;
   for (const [i, off] of index.members.entries()) {
     if (!Number.isSafeInteger(off) || off <= prev || (i === 0 && off !== 0)) throw bad(`member offset #${i} (${off}) is out of order`);
@@ -232,7 +248,10 @@ function checkIndexAgainstFile(image: string, index: ImageIndex, img: Source): v
 
 async function checkNotEmpty(img: Source): Promise<void> {
   if (img.kind === 'file' && img.size === 0) {
-    throw new ArchiveError(`image ${img.path} is empty (0 bytes), not a gzip file; use a complete copy`, 'KVMBAK_ARCHIVE_TRUNCATED', { path: img.path, offset: 0 });
+    throw new ArchiveError(`image ${img.path} is empty (0 bytes), not a gzip file; use a complete copy`, 'KVMBAK_ARCHIVE_TRUNCATED', {
+      path: img.path,
+      offset: 0,
+    });
   }
 }
 
@@ -243,7 +262,8 @@ interface ReadMember {
 }
 
 /** A decoded chunk; `out` (the buffer holding data, or the zeros) is recycled once written. */
-type Decoded = { index: number; raw: number; zero: true; out?: ArrayBuffer } | { index: number; raw: number; zero: false; data: Uint8Array; out: ArrayBuffer };
+type Decoded =
+  { index: number; raw: number; zero: true; out?: ArrayBuffer } | { index: number; raw: number; zero: false; data: Uint8Array; out: ArrayBuffer };
 
 /** Parallel decompression driven by the member index. */
 async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg: RunConfig): Promise<RunResult> {
@@ -290,10 +310,14 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
         readFully(img.fh, new Uint8Array(ab), len, members[i]!).then(
           (got) => {
             if (got < len) {
-              throw new ArchiveError(`image ${img.path} is truncated: ${where(i)} ends at ${members[i]! + got}; use a complete copy`, 'KVMBAK_ARCHIVE_TRUNCATED', {
-                path: img.path,
-                offset: members[i]! + got,
-              });
+              throw new ArchiveError(
+                `image ${img.path} is truncated: ${where(i)} ends at ${members[i]! + got}; use a complete copy`,
+                'KVMBAK_ARCHIVE_TRUNCATED',
+                {
+                  path: img.path,
+                  offset: members[i]! + got,
+                },
+              );
             }
             return { index: i, ab, len };
           },
@@ -316,27 +340,39 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
             offset: members[i],
             rawOffset: i * chunkSize,
           })
-        : new ArchiveError(`image ${img.path} is corrupt: ${where(i)} is incomplete; the image is damaged — use another copy`, 'KVMBAK_ARCHIVE_CORRUPT', {
-            path: img.path,
-            offset: members[i],
-            rawOffset: i * chunkSize,
-          });
+        : new ArchiveError(
+            `image ${img.path} is corrupt: ${where(i)} is incomplete; the image is damaged — use another copy`,
+            'KVMBAK_ARCHIVE_CORRUPT',
+            {
+              path: img.path,
+              offset: members[i],
+              rawOffset: i * chunkSize,
+            },
+          );
     }
     if (e.kind === 'length') {
-      return new ArchiveError(`image ${img.path} does not match its index: ${where(i)}: ${e.message}; check that the index (manifest) belongs to this image`, 'KVMBAK_ARCHIVE_INDEX', {
-        path: img.path,
-        offset: members[i],
-        rawOffset: i * chunkSize,
-      });
+      return new ArchiveError(
+        `image ${img.path} does not match its index: ${where(i)}: ${e.message}; check that the index (manifest) belongs to this image`,
+        'KVMBAK_ARCHIVE_INDEX',
+        {
+          path: img.path,
+          offset: members[i],
+          rawOffset: i * chunkSize,
+        },
+      );
     }
     if (e.kind === 'internal') {
       return new ArchiveError(`decompressing ${img.path} failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', { path: img.path });
     }
-    return new ArchiveError(`image ${img.path} is corrupt: ${where(i)} does not decompress (${e.message}); the image is damaged — use another copy`, 'KVMBAK_ARCHIVE_CORRUPT', {
-      path: img.path,
-      offset: members[i],
-      rawOffset: i * chunkSize,
-    });
+    return new ArchiveError(
+      `image ${img.path} is corrupt: ${where(i)} does not decompress (${e.message}); the image is damaged — use another copy`,
+      'KVMBAK_ARCHIVE_CORRUPT',
+      {
+        path: img.path,
+        offset: members[i],
+        rawOffset: i * chunkSize,
+      },
+    );
   };
 
   // In order: hash the compressed file, recognise known zero members, dispatch the rest.

@@ -60,11 +60,7 @@ export interface BackupContext {
   now?: () => Date;
 }
 
-async function withConnection<T>(
-  uri: string | undefined,
-  ctx: BackupContext,
-  fn: (hv: Hypervisor, lvm: Lvm) => Promise<T>,
-): Promise<T> {
+async function withConnection<T>(uri: string | undefined, ctx: BackupContext, fn: (hv: Hypervisor, lvm: Lvm) => Promise<T>): Promise<T> {
   const hv = ctx.hypervisor ?? (await openHypervisor(uri));
   const lvm = ctx.lvm ?? new Lvm();
   try {
@@ -89,10 +85,7 @@ function plan(hv: Hypervisor, lvm: Lvm, options: Omit<BackupOptions, 'dest'> & {
  * What a backup of `options.domain` would do — every precondition checked,
  * nothing touched (`kvmbak inspect`, `kvmbak backup --dry-run`).
  */
-export async function inspectBackup(
-  options: Omit<BackupOptions, 'dest'> & { dest?: string },
-  ctx: BackupContext = {},
-): Promise<BackupPlan> {
+export async function inspectBackup(options: Omit<BackupOptions, 'dest'> & { dest?: string }, ctx: BackupContext = {}): Promise<BackupPlan> {
   checkBackupOptions(options as BackupOptions, false);
   return withConnection(options.uri, ctx, async (hv, lvm) => {
     const planned = await plan(hv, lvm, options, formatSetId(ctx.now?.() ?? new Date()));
@@ -558,7 +551,12 @@ async function undo(run: Run, made: Made, e: unknown): Promise<void> {
       .catch(() => undefined);
   }
   const setGone =
-    made.files === null || (!made.vmHeld && (await deleteSet(made.files.set, { dest: made.files.set.dest }).then(() => true, () => false)));
+    made.files === null ||
+    (!made.vmHeld &&
+      (await deleteSet(made.files.set, { dest: made.files.set.dest }).then(
+        () => true,
+        () => false,
+      )));
   if (journal !== null) {
     if (made.live.size === 0) await journal.record({ step: 'snapshots-removed' }).catch(() => undefined);
     if (setGone && made.live.size === 0) await journal.remove().catch(() => undefined);

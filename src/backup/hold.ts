@@ -139,9 +139,11 @@ export async function withAgentTimeout<T>(t: HoldTarget, fn: () => Promise<T>, s
     return await fn();
   } finally {
     if (set) {
-      await t.domain.setAgentTimeout(AGENT_TIMEOUT_AFTER).catch((e: unknown) =>
-        t.onWarning(`could not put the guest agent timeout of ${t.domain.name} back to libvirt's default: ${(e as Error).message}`),
-      );
+      await t.domain
+        .setAgentTimeout(AGENT_TIMEOUT_AFTER)
+        .catch((e: unknown) =>
+          t.onWarning(`could not put the guest agent timeout of ${t.domain.name} back to libvirt's default: ${(e as Error).message}`),
+        );
     }
   }
 }
@@ -226,7 +228,10 @@ export async function hold(action: WindowAction, t: HoldTarget): Promise<void> {
     t.onPhase?.('save', `saving the memory of ${name}`);
     const file = t.memoryFile!;
     try {
-      await withSaveProgress(t, withCacheFlag(t, (bypass) => t.domain.save(file, { bypassCache: bypass })));
+      await withSaveProgress(
+        t,
+        withCacheFlag(t, (bypass) => t.domain.save(file, { bypassCache: bypass })),
+      );
     } catch (e) {
       // virDomainSave failed: libvirt leaves the domain as it was. Make sure of it: a
       // domain found shut off did save (the error came after) and is restored; one
@@ -281,7 +286,11 @@ async function releaseOnce(action: WindowAction, t: HoldTarget, options: Release
   const paused = t.stateBefore === 'paused';
   const done: string[] = [];
   const resume = async (): Promise<void> => {
-    await twice(() => t.domain.resume(), t.retryDelayMs, async () => (await state(t)) === 'running');
+    await twice(
+      () => t.domain.resume(),
+      t.retryDelayMs,
+      async () => (await state(t)) === 'running',
+    );
     done.push(`resumed ${name}`);
   };
   if (action === 'save') {

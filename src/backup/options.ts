@@ -36,7 +36,10 @@ export const BACKUP_OPTION_NAMES = [
 export function checkAgentTimeout(v: unknown): void {
   if (v === undefined) return;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_AGENT_TIMEOUT_SECONDS) {
-    throw new ConfigError(`agentTimeoutSeconds must be a whole number of seconds from 1 to ${MAX_AGENT_TIMEOUT_SECONDS}, got ${String(v)}`, 'agentTimeoutSeconds');
+    throw new ConfigError(
+      `agentTimeoutSeconds must be a whole number of seconds from 1 to ${MAX_AGENT_TIMEOUT_SECONDS}, got ${String(v)}`,
+      'agentTimeoutSeconds',
+    );
   }
 }
 
@@ -74,7 +77,10 @@ export function checkBackupOptions(o: BackupOptions, needDest = true): void {
     throw new ConfigError(`extendThreshold must be a percentage between 0 and 100, got ${String(o.extendThreshold)}`, 'extendThreshold');
   }
   if (o.watchIntervalMs !== undefined && !(Number.isInteger(o.watchIntervalMs) && o.watchIntervalMs >= 1)) {
-    throw new ConfigError(`watchIntervalMs must be a whole number of milliseconds of at least 1, got ${String(o.watchIntervalMs)}`, 'watchIntervalMs');
+    throw new ConfigError(
+      `watchIntervalMs must be a whole number of milliseconds of at least 1, got ${String(o.watchIntervalMs)}`,
+      'watchIntervalMs',
+    );
   }
   if (o.hooks !== undefined) {
     if (typeof o.hooks !== 'object' || o.hooks === null) throw new ConfigError('hooks must be an object of callbacks', 'hooks');

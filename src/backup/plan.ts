@@ -137,10 +137,7 @@ export function classifyDisks(domain: string, disks: readonly DomainDisk[], excl
   const targets = disks.map((d) => d.target);
   for (const t of exclude) {
     if (!targets.includes(t)) {
-      throw new ConfigError(
-        `\`exclude\` ${t}: domain ${domain} has no disk ${t} (its disks: ${targets.join(', ') || 'none'})`,
-        'exclude',
-      );
+      throw new ConfigError(`\`exclude\` ${t}: domain ${domain} has no disk ${t} (its disks: ${targets.join(', ') || 'none'})`, 'exclude');
     }
   }
   const backup: DomainDisk[] = [];

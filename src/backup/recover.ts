@@ -54,9 +54,7 @@ export interface RecoverOptions {
 }
 
 /** What recover is doing, as it goes. */
-export type RecoverProgress =
-  | { type: 'phase'; domain: string | null; message: string }
-  | { type: 'warning'; domain: string | null; message: string };
+export type RecoverProgress = { type: 'phase'; domain: string | null; message: string } | { type: 'warning'; domain: string | null; message: string };
 
 export interface RecoverResult {
   runs: RecoveredRun[];

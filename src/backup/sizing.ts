@@ -4,10 +4,7 @@ import { formatBytes, parseSize } from '../util/size.js';
 export const GiB = 1024 ** 3;
 
 /** How big a classic snapshot's COW area is asked to be. */
-export type SnapshotSizeRequest =
-  | { kind: 'default' }
-  | { kind: 'bytes'; bytes: number }
-  | { kind: 'percent'; percent: number };
+export type SnapshotSizeRequest = { kind: 'default' } | { kind: 'bytes'; bytes: number } | { kind: 'percent'; percent: number };
 
 /**
  * Parses `--snapshot-size`: an absolute size (`2G`, `512M`) or a share of

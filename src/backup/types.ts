@@ -62,18 +62,7 @@ export interface BackupHookContext {
 }
 
 export type BackupPhase =
-  | 'plan'
-  | 'recover'
-  | 'prepare'
-  | 'save'
-  | 'suspend'
-  | 'freeze'
-  | 'snapshot'
-  | 'resume'
-  | 'archive'
-  | 'cleanup'
-  | 'commit'
-  | 'done';
+  'plan' | 'recover' | 'prepare' | 'save' | 'suspend' | 'freeze' | 'snapshot' | 'resume' | 'archive' | 'cleanup' | 'commit' | 'done';
 
 export type BackupProgress =
   | { type: 'phase'; domain: string; phase: BackupPhase; message: string }

@@ -167,9 +167,7 @@ export class SnapshotWatcher {
     if (add <= 0) {
       if (!this.#warnedFull.has(s.lv)) {
         this.#warnedFull.add(s.lv);
-        this.#o.onWarning(
-          `snapshot ${s.vg}/${s.lv} is ${percent.toFixed(1)}% full and ${s.vg} has no free space to extend it`,
-        );
+        this.#o.onWarning(`snapshot ${s.vg}/${s.lv} is ${percent.toFixed(1)}% full and ${s.vg} has no free space to extend it`);
       }
       return;
     }

@@ -182,11 +182,9 @@ async function endHold(input: WindowInput, t: HoldTarget, held: Held): Promise<v
     const errors = await removeSnapshots(input.lvm, input.live, t.retryDelayMs);
     if (errors.length === 0) throw e;
     const err = e as VmNotResumedError;
-    throw new VmNotResumedError(
-      err.domain,
-      `${err.message}; also failed to remove snapshots: ${errors.map((x) => x.message).join('; ')}`,
-      { cause: err.cause },
-    );
+    throw new VmNotResumedError(err.domain, `${err.message}; also failed to remove snapshots: ${errors.map((x) => x.message).join('; ')}`, {
+      cause: err.cause,
+    });
   }
 }
 

@@ -67,7 +67,8 @@ export interface WriteDiskResult {
 
 function checkConcurrency(n: number | undefined): number {
   if (n === undefined) return Math.max(2, availableParallelism());
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new ConfigError(`concurrency must be a whole number from 1 to 64, got ${String(n)}`, 'concurrency');
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new ConfigError(`concurrency must be a whole number from 1 to 64, got ${String(n)}`, 'concurrency');
   return n;
 }
 
@@ -203,7 +204,12 @@ export async function writeDiskToStore(source: DiskSource, store: ChunkStore, op
         n = await read(buf);
       } catch (e) {
         free.push(buf);
-        throw new ChunkError(`cannot read the disk at byte ${bytesRead}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', typeof source === 'string' ? { path: source } : {}, { cause: e });
+        throw new ChunkError(
+          `cannot read the disk at byte ${bytesRead}: ${(e as Error).message}`,
+          'KVMBAK_CHUNK_STORE_IO',
+          typeof source === 'string' ? { path: source } : {},
+          { cause: e },
+        );
       }
       if (n === 0) {
         free.push(buf);
@@ -273,7 +279,12 @@ export interface ReadDiskResult {
  * against the list's raw-sha256 (when the list has one); a mismatch is a ChunkError. The data is
  * fsynced before it returns.
  */
-export async function readDiskFromStore(list: ChunkList, store: ChunkStore, dest: string | FileHandle, options: ReadDiskOptions = {}): Promise<ReadDiskResult> {
+export async function readDiskFromStore(
+  list: ChunkList,
+  store: ChunkStore,
+  dest: string | FileHandle,
+  options: ReadDiskOptions = {},
+): Promise<ReadDiskResult> {
   validateChunkList(list);
   const concurrency = checkConcurrency(options.concurrency);
   const { signal, onProgress } = options;
@@ -317,7 +328,11 @@ export async function readDiskFromStore(list: ChunkList, store: ChunkStore, dest
       if (id === (await zeroIdOf(len))) return null;
       const raw = await store.get(id, { signal, maxBytes: len });
       if (raw.byteLength !== len) {
-        throw new ChunkError(`chunk ${i} (${id}) holds ${raw.byteLength} bytes, the list expects ${len}: the list does not match the store`, 'KVMBAK_CHUNK_DISK_MISMATCH', { chunkId: id });
+        throw new ChunkError(
+          `chunk ${i} (${id}) holds ${raw.byteLength} bytes, the list expects ${len}: the list does not match the store`,
+          'KVMBAK_CHUNK_DISK_MISMATCH',
+          { chunkId: id },
+        );
       }
       return raw;
     };
@@ -367,7 +382,10 @@ export async function readDiskFromStore(list: ChunkList, store: ChunkStore, dest
   }
   const rawSha256 = whole.digest('hex');
   if (list.rawSha256 !== undefined && rawSha256 !== list.rawSha256) {
-    throw new ChunkError(`the rebuilt disk hashes to ${rawSha256}, its chunk list says ${list.rawSha256}: the list or the store is damaged`, 'KVMBAK_CHUNK_DISK_MISMATCH');
+    throw new ChunkError(
+      `the rebuilt disk hashes to ${rawSha256}, its chunk list says ${list.rawSha256}: the list or the store is damaged`,
+      'KVMBAK_CHUNK_DISK_MISMATCH',
+    );
   }
   return { rawSha256, bytesWritten, zeroChunksSkipped };
 }

@@ -33,8 +33,7 @@ import { chunkIdAt, chunkCount, chunkRelativePath, iterateChunkListFile, type Ch
 import { enterAsGc, type PresenceEntry } from './presence.js';
 
 export type GcProgress =
-  | { phase: 'mark'; listsDone: number; chunksMarked: number }
-  | { phase: 'sweep'; foldersDone: number; chunksRemoved: number; bytesFreed: number };
+  { phase: 'mark'; listsDone: number; chunksMarked: number } | { phase: 'sweep'; foldersDone: number; chunksRemoved: number; bytesFreed: number };
 
 export interface CollectGarbageOptions {
   /**
@@ -85,7 +84,8 @@ const CHUNK = /^[0-9a-f]{64}$/;
 /** Collects the store at `root` (use ChunkStore.collectGarbage). */
 export async function collectGarbage(root: string, options: CollectGarbageOptions): Promise<GcResult> {
   const graceMs = options.graceMs ?? 0;
-  if (!Number.isSafeInteger(graceMs) || graceMs < 0) throw new ConfigError(`graceMs must be a whole number of milliseconds ≥ 0, got ${String(graceMs)}`, 'graceMs');
+  if (!Number.isSafeInteger(graceMs) || graceMs < 0)
+    throw new ConfigError(`graceMs must be a whole number of milliseconds ≥ 0, got ${String(graceMs)}`, 'graceMs');
   const { signal, onProgress } = options;
   throwIfAborted(signal);
   const entered = await enterAsGc(root);
@@ -172,7 +172,10 @@ export async function collectGarbage(root: string, options: CollectGarbageOption
       for await (const entry of await opendir(dir)) {
         const path = join(dir, entry.name);
         if (entry.name.startsWith('.tmp-')) {
-          await unlink(path).then(() => tempFilesRemoved++, () => undefined);
+          await unlink(path).then(
+            () => tempFilesRemoved++,
+            () => undefined,
+          );
           continue;
         }
         if (!entry.isFile() || !CHUNK.test(entry.name) || !entry.name.startsWith(folder.name)) continue;
@@ -188,7 +191,8 @@ export async function collectGarbage(root: string, options: CollectGarbageOption
             chunksRemoved++;
             bytesFreed += st.size;
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new ChunkError(`cannot remove chunk ${path}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', { path }, { cause: e });
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+              throw new ChunkError(`cannot remove chunk ${path}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', { path }, { cause: e });
           }
         } else {
           chunksKept++;
@@ -198,7 +202,18 @@ export async function collectGarbage(root: string, options: CollectGarbageOption
       if (foldersDone % 256 === 0) onProgress?.({ phase: 'sweep', foldersDone, chunksRemoved, bytesFreed });
     }
     onProgress?.({ phase: 'sweep', foldersDone, chunksRemoved, bytesFreed });
-    return { status: 'collected', markTime, listsRead, referencesMarked, missingCount, missing, chunksRemoved, bytesFreed, chunksKept, tempFilesRemoved };
+    return {
+      status: 'collected',
+      markTime,
+      listsRead,
+      referencesMarked,
+      missingCount,
+      missing,
+      chunksRemoved,
+      bytesFreed,
+      chunksKept,
+      tempFilesRemoved,
+    };
   } finally {
     await entered.presence.release();
   }

@@ -199,7 +199,8 @@ class ChunkListParser {
     const h = this.header;
     if (h.step === 0) {
       if (line !== CHUNK_LIST_MAGIC) {
-        if (line.startsWith('# kvmbak chunk list ')) this.fail(`format ${JSON.stringify(line.slice(20))} is not one this kvmbak reads (1): written by a newer kvmbak?`);
+        if (line.startsWith('# kvmbak chunk list '))
+          this.fail(`format ${JSON.stringify(line.slice(20))} is not one this kvmbak reads (1): written by a newer kvmbak?`);
         this.fail('not a kvmbak chunk list (the first line must be "# kvmbak chunk list 1")');
       }
       h.step = 1;

@@ -87,7 +87,15 @@ function parseOwner(text: string): PresenceOwner | null {
       typeof o.startedAt === 'string' &&
       typeof o.nonce === 'string'
     ) {
-      return { kind: o.kind, host: o.host, bootId: o.bootId ?? null, pid: o.pid, pidStart: o.pidStart ?? null, startedAt: o.startedAt, nonce: o.nonce };
+      return {
+        kind: o.kind,
+        host: o.host,
+        bootId: o.bootId ?? null,
+        pid: o.pid,
+        pidStart: o.pidStart ?? null,
+        startedAt: o.startedAt,
+        nonce: o.nonce,
+      };
     }
   } catch {
     // judged below

@@ -101,7 +101,8 @@ export class ChunkStore {
   private constructor(root: string, options: ChunkStoreOptions) {
     this.root = root;
     const level = options.level ?? DEFAULT_CHUNK_LEVEL;
-    if (!Number.isInteger(level) || level < 1 || level > 9) throw new ConfigError(`level must be a whole number from 1 to 9, got ${String(level)}`, 'level');
+    if (!Number.isInteger(level) || level < 1 || level > 9)
+      throw new ConfigError(`level must be a whole number from 1 to 9, got ${String(level)}`, 'level');
     this.level = level;
     this.onWaitForGc = options.onWaitForGc;
   }
@@ -284,7 +285,12 @@ export class ChunkStore {
       return await readFile(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new ChunkError(`chunk ${id} is missing from the store (${path}): a set that uses it cannot be restored in full`, 'KVMBAK_CHUNK_MISSING', { chunkId: id, path }, { cause: e });
+        throw new ChunkError(
+          `chunk ${id} is missing from the store (${path}): a set that uses it cannot be restored in full`,
+          'KVMBAK_CHUNK_MISSING',
+          { chunkId: id, path },
+          { cause: e },
+        );
       }
       throw ioError('cannot read chunk', path, e);
     }
@@ -302,11 +308,20 @@ export class ChunkStore {
     try {
       raw = await decompressMember(member, options.maxBytes ?? MAX_CHUNK_SIZE);
     } catch (e) {
-      throw new ChunkError(`chunk ${id} is damaged (${path}): it does not decompress (${(e as Error).message}); every set that uses it is damaged`, 'KVMBAK_CHUNK_CORRUPT', { chunkId: id, path }, { cause: e });
+      throw new ChunkError(
+        `chunk ${id} is damaged (${path}): it does not decompress (${(e as Error).message}); every set that uses it is damaged`,
+        'KVMBAK_CHUNK_CORRUPT',
+        { chunkId: id, path },
+        { cause: e },
+      );
     }
     const got = isAllZero(raw) ? (await zeroChunk(raw.byteLength)).id : await sha256Hex(raw);
     if (got !== id) {
-      throw new ChunkError(`chunk ${id} is damaged (${path}): its content hashes to ${got}; every set that uses it is damaged`, 'KVMBAK_CHUNK_CORRUPT', { chunkId: id, path });
+      throw new ChunkError(
+        `chunk ${id} is damaged (${path}): its content hashes to ${got}; every set that uses it is damaged`,
+        'KVMBAK_CHUNK_CORRUPT',
+        { chunkId: id, path },
+      );
     }
     return raw;
   }

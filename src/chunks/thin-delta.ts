@@ -83,7 +83,8 @@ function attrs(raw: string, line: number, allowed: readonly string[], required: 
       out.set(key, value);
       continue;
     }
-    if (!/^(0|[1-9][0-9]{0,15})$/.test(value) || !Number.isSafeInteger(Number(value))) fail(line, `${key}="${value}" is not a whole number below 2^53`);
+    if (!/^(0|[1-9][0-9]{0,15})$/.test(value) || !Number.isSafeInteger(Number(value)))
+      fail(line, `${key}="${value}" is not a whole number below 2^53`);
     out.set(key, Number(value));
   }
   for (const key of required) if (!out.has(key)) fail(line, `attribute ${key} is missing`);
@@ -114,10 +115,16 @@ export function parseThinDelta(xml: string): ThinDelta {
   };
   const sb = next();
   if (sb.close || sb.selfClose || sb.name !== 'superblock') fail(sb.line, `expected <superblock>, found <${sb.close ? '/' : ''}${sb.name}>`);
-  const sa = attrs(sb.attrs, sb.line, ['uuid', 'time', 'transaction', 'data_block_size', 'nr_data_blocks', 'metadata_snap'], ['time', 'transaction', 'data_block_size']);
+  const sa = attrs(
+    sb.attrs,
+    sb.line,
+    ['uuid', 'time', 'transaction', 'data_block_size', 'nr_data_blocks', 'metadata_snap'],
+    ['time', 'transaction', 'data_block_size'],
+  );
   const dataBlockSectors = sa.get('data_block_size') as number;
   // dm-thin allows 64 KiB to 1 GiB, in multiples of 64 KiB.
-  if (dataBlockSectors < 128 || dataBlockSectors > 2097152 || dataBlockSectors % 128 !== 0) fail(sb.line, `data_block_size ${dataBlockSectors} sectors is not a thin pool chunk size (64 KiB to 1 GiB, multiple of 64 KiB)`);
+  if (dataBlockSectors < 128 || dataBlockSectors > 2097152 || dataBlockSectors % 128 !== 0)
+    fail(sb.line, `data_block_size ${dataBlockSectors} sectors is not a thin pool chunk size (64 KiB to 1 GiB, multiple of 64 KiB)`);
   const diff = next();
   if (diff.close || diff.selfClose || diff.name !== 'diff') fail(diff.line, `expected <diff>, found <${diff.close ? '/' : ''}${diff.name}>`);
   const da = attrs(diff.attrs, diff.line, ['left', 'right'], ['left', 'right']);
@@ -128,7 +135,8 @@ export function parseThinDelta(xml: string): ThinDelta {
     const begin = a.get('begin') as number;
     const length = a.get('length') as number;
     if (length === 0) fail(line, 'a range of length 0');
-    if (!Number.isSafeInteger(begin + length) || !Number.isSafeInteger((begin + length) * dataBlockSectors * 512)) fail(line, 'range beyond 2^53 bytes');
+    if (!Number.isSafeInteger(begin + length) || !Number.isSafeInteger((begin + length) * dataBlockSectors * 512))
+      fail(line, 'range beyond 2^53 bytes');
     if (begin < end) fail(line, `range at block ${begin} overlaps or precedes the previous one (ending at ${end})`);
     end = begin + length;
     const last = ranges[ranges.length - 1];
@@ -193,7 +201,10 @@ export function changedChunks(delta: ThinDelta, options: ChangedChunksOptions = 
     const start = r.begin * delta.dataBlockBytes;
     const stop = (r.begin + r.length) * delta.dataBlockBytes;
     if (options.diskSize !== undefined && start >= options.diskSize) {
-      throw new ChunkError(`thin_delta reports a ${r.kind} range at byte ${start}, beyond the ${options.diskSize}-byte disk: it does not describe this disk`, 'KVMBAK_THIN_DELTA');
+      throw new ChunkError(
+        `thin_delta reports a ${r.kind} range at byte ${start}, beyond the ${options.diskSize}-byte disk: it does not describe this disk`,
+        'KVMBAK_THIN_DELTA',
+      );
     }
     const first = Math.floor(start / chunkSize);
     const last = Math.floor((Math.min(stop, options.diskSize ?? stop) - 1) / chunkSize);
@@ -218,6 +229,7 @@ export function heldMetadataRoot(statusLine: string): number | null {
     throw new ChunkError(`not a thin-pool status line: ${JSON.stringify(statusLine.trim().slice(0, 80))}`, 'KVMBAK_THIN_DELTA');
   }
   if (f[6] === '-') return null;
-  if (!/^[0-9]{1,16}$/.test(f[6])) throw new ChunkError(`thin-pool status: held metadata root ${JSON.stringify(f[6])} is not a number or "-"`, 'KVMBAK_THIN_DELTA');
+  if (!/^[0-9]{1,16}$/.test(f[6]))
+    throw new ChunkError(`thin-pool status: held metadata root ${JSON.stringify(f[6])} is not a number or "-"`, 'KVMBAK_THIN_DELTA');
   return Number(f[6]);
 }

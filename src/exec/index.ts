@@ -7,10 +7,4 @@ export {
   type CommandRunOptions,
   type CommandResult,
 } from './runner.js';
-export {
-  CommandNotFoundError,
-  CommandOutputTooLargeError,
-  CommandTimeoutError,
-  PACKAGE_OF_PROGRAM,
-  formatCommand,
-} from './errors.js';
+export { CommandNotFoundError, CommandOutputTooLargeError, CommandTimeoutError, PACKAGE_OF_PROGRAM, formatCommand } from './errors.js';

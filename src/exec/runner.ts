@@ -69,10 +69,7 @@ function withSbin(path: string | undefined): string {
   return parts.join(':');
 }
 
-function buildEnv(
-  base: Record<string, string | undefined>,
-  extra: Record<string, string | undefined> | undefined,
-): Record<string, string> {
+function buildEnv(base: Record<string, string | undefined>, extra: Record<string, string | undefined> | undefined): Record<string, string> {
   const merged: Record<string, string | undefined> = { ...base, PATH: withSbin(base.PATH), ...COMMAND_BASE_ENV };
   if (extra) {
     for (const [key, value] of Object.entries(extra)) merged[key] = value;
@@ -86,7 +83,8 @@ function hasNul(s: string): boolean {
   return s.includes('\0');
 }
 
-const decoder = (bytes: Uint8Array | undefined): string => (bytes ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8') : '');
+const decoder = (bytes: Uint8Array | undefined): string =>
+  bytes ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8') : '';
 
 /**
  * The default runner: local processes through execa with no shell.
@@ -162,7 +160,9 @@ export class LocalCommandRunner implements CommandRunner {
       // The program never ran: spawn itself failed.
       if (cause?.code === 'ENOENT') throw new CommandNotFoundError(file, env.PATH ?? '', { cause });
       if (cause?.code === 'EACCES') {
-        throw new KvmbakError(`${file} cannot be executed (permission denied): check its file mode or PATH`, 'KVMBAK_COMMAND_NOT_EXECUTABLE', { cause });
+        throw new KvmbakError(`${file} cannot be executed (permission denied): check its file mode or PATH`, 'KVMBAK_COMMAND_NOT_EXECUTABLE', {
+          cause,
+        });
       }
       throw new KvmbakError(`${file} could not be started: ${cause?.message ?? result.message}`, 'KVMBAK_COMMAND_START_FAILED', { cause });
     }

@@ -180,9 +180,7 @@ export const CONFIG_KEYS: Record<string, KeySpec> = {
 };
 
 /** The settings field → its key in the file (for messages and `kvmbak config`). */
-export const KEY_OF_FIELD: Record<string, string> = Object.fromEntries(
-  Object.entries(CONFIG_KEYS).map(([k, s]) => [s.field, k]),
-);
+export const KEY_OF_FIELD: Record<string, string> = Object.fromEntries(Object.entries(CONFIG_KEYS).map(([k, s]) => [s.field, k]));
 
 /** Where keys and table headers are in the text (TOML values carry no positions). */
 class LineIndex {
@@ -299,7 +297,9 @@ export async function loadConfig(path?: string): Promise<KvmbakConfig | null> {
     const code = (e as NodeJS.ErrnoException).code;
     if (path === undefined && code === 'ENOENT') return null;
     throw new ConfigError(
-      code === 'ENOENT' ? `configuration file ${file} does not exist; check the path given to config` : `cannot read configuration file ${file}: ${(e as Error).message}`,
+      code === 'ENOENT'
+        ? `configuration file ${file} does not exist; check the path given to config`
+        : `cannot read configuration file ${file}: ${(e as Error).message}`,
       'config',
       { cause: e },
     );
@@ -340,11 +340,7 @@ const DOMAIN_FIELDS = Object.values(CONFIG_KEYS)
   .map((s) => s.field as keyof DomainSettings);
 
 /** The settings for one domain: the command line over its [domain.NAME] section over the top of the file. */
-export function effectiveSettings(
-  config: KvmbakConfig | null,
-  domain: string,
-  commandLine: DomainSettings = {},
-): EffectiveSettings {
+export function effectiveSettings(config: KvmbakConfig | null, domain: string, commandLine: DomainSettings = {}): EffectiveSettings {
   const settings: Record<string, unknown> = {};
   const sources: Record<string, SettingSource> = {};
   const layers: [DomainSettings | undefined, SettingSource][] = [

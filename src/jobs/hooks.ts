@@ -9,15 +9,7 @@ import { spawn } from 'node:child_process';
 import { KvmbakError } from '../errors.js';
 
 /** The phases, in the order of a run (per domain from backup-start to backup-end/backup-abort). */
-export const HOOK_PHASES = [
-  'job-start',
-  'backup-start',
-  'pre-hold',
-  'post-resume',
-  'backup-end',
-  'backup-abort',
-  'job-end',
-] as const;
+export const HOOK_PHASES = ['job-start', 'backup-start', 'pre-hold', 'post-resume', 'backup-end', 'backup-abort', 'job-end'] as const;
 export type HookPhase = (typeof HOOK_PHASES)[number];
 
 /** Phases whose failure stops the domain (job-start: every domain) before anything is touched. */

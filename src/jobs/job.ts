@@ -10,14 +10,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortError, ConfigError, isAbortError, isKvmbakError, isLibvirtError } from '../errors.js';
 import { openHypervisor } from '../libvirt/index.js';
-import {
-  type BackupOptions,
-  type BackupPlan,
-  type BackupProgress,
-  type BackupResult,
-  backup,
-  inspectBackup,
-} from '../backup/index.js';
+import { type BackupOptions, type BackupPlan, type BackupProgress, type BackupResult, backup, inspectBackup } from '../backup/index.js';
 import { type RetentionRules, pruneSets } from '../store/index.js';
 import { type DomainSettings, type KvmbakConfig, checkDomainSections, effectiveSettings } from './config.js';
 import { type HookFacts, type HookPhase, HookError, runHook } from './hooks.js';
@@ -163,7 +156,13 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
     });
   };
   /** A hook whose failure changes nothing: reported as a warning. */
-  const reportOnly = async (hook: string | undefined, timeout: number | undefined, phase: HookPhase, facts: HookFacts, o?: DomainOutcome): Promise<void> => {
+  const reportOnly = async (
+    hook: string | undefined,
+    timeout: number | undefined,
+    phase: HookPhase,
+    facts: HookFacts,
+    o?: DomainOutcome,
+  ): Promise<void> => {
     try {
       await callHook(hook, timeout, phase, facts);
     } catch (e) {
@@ -279,7 +278,13 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
   result.ok = result.outcomes.every((o) => o.ok && o.retention?.error === undefined) && jobError === null;
   if (!options.dryRun && metricsFile !== undefined) {
     try {
-      await writeMetricsFile(metricsFile, await lastRuns(plans.map((p) => p.settings.dest!), selection.defined));
+      await writeMetricsFile(
+        metricsFile,
+        await lastRuns(
+          plans.map((p) => p.settings.dest!),
+          selection.defined,
+        ),
+      );
       result.metricsFile = metricsFile;
     } catch (e) {
       result.ok = false;
@@ -326,7 +331,10 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
 }
 
 async function isDir(path: string): Promise<boolean> {
-  return stat(path).then((s) => s.isDirectory(), () => false);
+  return stat(path).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
 }
 
 /** The last-run records of the defined domains in these destinations. */

@@ -42,7 +42,10 @@ export interface LastRun {
 /** Domains with a record in the destination. */
 export async function lastRunDomains(dest: string): Promise<string[]> {
   try {
-    return (await readdir(join(dest, LAST_RUN_DIR))).filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => n.slice(0, -5)).sort();
+    return (await readdir(join(dest, LAST_RUN_DIR)))
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .map((n) => n.slice(0, -5))
+      .sort();
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return [];
     throw e;

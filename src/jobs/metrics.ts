@@ -19,7 +19,11 @@ const seconds = (iso: string | null): number | null => (iso === null ? null : Da
 const METRICS: Metric[] = [
   { name: 'kvmbak_last_run_success', help: '1 when the last backup run of the domain succeeded, else 0.', value: (r) => (r.ok ? 1 : 0) },
   { name: 'kvmbak_last_run_timestamp_seconds', help: 'End of the last backup run (Unix time).', value: (r) => seconds(r.finishedAt) },
-  { name: 'kvmbak_last_success_timestamp_seconds', help: 'End of the last successful backup run (Unix time).', value: (r) => seconds(r.lastSuccessAt) },
+  {
+    name: 'kvmbak_last_success_timestamp_seconds',
+    help: 'End of the last successful backup run (Unix time).',
+    value: (r) => seconds(r.lastSuccessAt),
+  },
   { name: 'kvmbak_last_run_duration_seconds', help: 'Duration of the last backup run.', value: (r) => r.durationSeconds },
   { name: 'kvmbak_last_run_read_bytes', help: 'Raw bytes read from the snapshots by the last run.', value: (r) => r.bytesRead },
   { name: 'kvmbak_last_run_written_bytes', help: 'Bytes written to the backup set by the last run.', value: (r) => r.bytesWritten },

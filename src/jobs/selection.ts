@@ -42,9 +42,7 @@ export async function selectDomains(hv: Hypervisor, options: SelectionOptions): 
     byKey.set(d.name, d.name);
     byKey.set(d.uuid.toLowerCase(), d.name);
   }
-  const candidates = options.all
-    ? defined
-    : [...new Set((options.names ?? []).map((n) => byKey.get(n) ?? byKey.get(n.toLowerCase()) ?? n))];
+  const candidates = options.all ? defined : [...new Set((options.names ?? []).map((n) => byKey.get(n) ?? byKey.get(n.toLowerCase()) ?? n))];
   const domains: string[] = [];
   const skipped: SkippedDomain[] = [];
   const targets: Record<string, string[]> = {};

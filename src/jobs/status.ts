@@ -39,7 +39,6 @@ export interface StatusResult {
   domains: DomainStatus[];
 }
 
-
 /** The status of every domain in DEST (or one). */
 export async function backupStatus(dest: string, options: StatusOptions = {}): Promise<StatusResult> {
   const root = await assertDest(dest);
@@ -84,4 +83,3 @@ export async function backupStatus(dest: string, options: StatusOptions = {}): P
   }
   return { dest: root, ok: domains.every((d) => d.ok), domains };
 }
-

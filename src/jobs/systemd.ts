@@ -61,9 +61,11 @@ export function configDestinations(config: KvmbakConfig): string[] {
 /** The three units' text. */
 export function systemdUnits(o: SystemdUnitOptions): SystemdUnit[] {
   const onCalendar = o.onCalendar ?? DEFAULT_ON_CALENDAR;
-  if (onCalendar.trim() === '' || /[\n\r]/.test(onCalendar)) throw new ConfigError(`onCalendar: ${JSON.stringify(onCalendar)} is not a calendar expression`, 'onCalendar');
+  if (onCalendar.trim() === '' || /[\n\r]/.test(onCalendar))
+    throw new ConfigError(`onCalendar: ${JSON.stringify(onCalendar)} is not a calendar expression`, 'onCalendar');
   const delay = o.randomizedDelaySeconds ?? DEFAULT_RANDOMIZED_DELAY_SECONDS;
-  if (!(Number.isInteger(delay) && delay >= 0)) throw new ConfigError(`randomizedDelaySeconds must be a whole number >= 0, got ${delay}`, 'randomizedDelaySeconds');
+  if (!(Number.isInteger(delay) && delay >= 0))
+    throw new ConfigError(`randomizedDelaySeconds must be a whole number >= 0, got ${delay}`, 'randomizedDelaySeconds');
   const cmd = (...args: string[]): string => [...o.command, ...args].map(systemdWord).join(' ');
   const dests = configDestinations(o.config);
   const mounts = dests.length > 0 ? [`RequiresMountsFor=${dests.map(mountPath).join(' ')}`] : [];
@@ -149,8 +151,13 @@ async function checkCalendar(spec: string): Promise<void> {
     await run('systemd-analyze', ['calendar', spec]);
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return;
-    const why = String((e as { stderr?: unknown }).stderr ?? '').trim().split('\n')[0];
-    throw new ConfigError(`onCalendar: ${JSON.stringify(spec)} is not a calendar expression systemd accepts${why ? ` (${why})` : ''}; e.g. "*-*-* 02:30:00" or "daily"`, 'onCalendar');
+    const why = String((e as { stderr?: unknown }).stderr ?? '')
+      .trim()
+      .split('\n')[0];
+    throw new ConfigError(
+      `onCalendar: ${JSON.stringify(spec)} is not a calendar expression systemd accepts${why ? ` (${why})` : ''}; e.g. "*-*-* 02:30:00" or "daily"`,
+      'onCalendar',
+    );
   }
 }
 
@@ -158,7 +165,9 @@ async function systemctl(...args: string[]): Promise<void> {
   try {
     await run('systemctl', args);
   } catch (e) {
-    const stderr = String((e as { stderr?: unknown }).stderr ?? '').trim().split('\n')[0];
+    const stderr = String((e as { stderr?: unknown }).stderr ?? '')
+      .trim()
+      .split('\n')[0];
     throw new KvmbakError(`systemctl ${args.join(' ')} failed: ${stderr || (e as Error).message}`, 'KVMBAK_SYSTEMCTL', { cause: e });
   }
 }
@@ -192,7 +201,14 @@ export async function uninstallSystemdUnits(o: { unitDir?: string; systemctl?: b
   const mine: string[] = [];
   for (const name of UNIT_NAMES) {
     const path = join(dir, name);
-    if ((await ownedOrAbsent(path)) && (await readFile(path).then(() => true, () => false))) mine.push(path);
+    if (
+      (await ownedOrAbsent(path)) &&
+      (await readFile(path).then(
+        () => true,
+        () => false,
+      ))
+    )
+      mine.push(path);
   }
   if ((o.systemctl ?? true) && mine.length > 0) {
     await systemctl('disable', '--now', 'kvmbak.timer').catch(() => undefined);

@@ -77,9 +77,7 @@ function sourceOf(type: DiskType, source: Element | undefined): DiskSource {
     case 'nvme': {
       const ns = attr(source, 'namespace');
       const address = firstChild(source, 'address');
-      const pci = address
-        ? ['domain', 'bus', 'slot', 'function'].map((k) => attr(address, k) ?? '').join(':')
-        : undefined;
+      const pci = address ? ['domain', 'bus', 'slot', 'function'].map((k) => attr(address, k) ?? '').join(':') : undefined;
       return { source: pci !== undefined ? `nvme:${pci}${ns !== undefined ? `/ns${ns}` : ''}` : undefined };
     }
     default:

@@ -7,14 +7,7 @@ import { ClosedHandleError, ConfigError, throwIfAborted } from '../errors.js';
 import type { NativeDomain } from '../native.js';
 import { callSite, nativeCall, nativeCallSync } from './call.js';
 import { type DomainDisk, parseDomainDisks } from './disks.js';
-import {
-  AgentResponseTimeout,
-  DOMAIN_STATES,
-  DomainSaveRestoreFlags,
-  type DomainStateName,
-  DomainUndefineFlags,
-  DomainXMLFlags,
-} from './flags.js';
+import { AgentResponseTimeout, DOMAIN_STATES, DomainSaveRestoreFlags, type DomainStateName, DomainUndefineFlags, DomainXMLFlags } from './flags.js';
 import { type DomainJobStats, toDomainJobStats } from './job-stats.js';
 import { saveRestoreLimiter } from './limiter.js';
 
@@ -101,10 +94,7 @@ export function saveRestoreFlags(options: SaveRestoreOptions): number {
   if (options.startMode === 'running') flags |= DomainSaveRestoreFlags.RUNNING;
   else if (options.startMode === 'paused') flags |= DomainSaveRestoreFlags.PAUSED;
   else if (options.startMode !== undefined) {
-    throw new ConfigError(
-      `startMode must be 'running' or 'paused', not ${JSON.stringify(options.startMode)}`,
-      'startMode',
-    );
+    throw new ConfigError(`startMode must be 'running' or 'paused', not ${JSON.stringify(options.startMode)}`, 'startMode');
   }
   if (options.bypassCache === true) flags |= DomainSaveRestoreFlags.BYPASS_CACHE;
   return flags;
@@ -155,9 +145,7 @@ export class Domain {
 
   #handle(): NativeDomain {
     if (this.#native === null) {
-      throw new ClosedHandleError(
-        `Domain '${this.name}' was already freed; look it up again with Hypervisor.lookupDomain()`,
-      );
+      throw new ClosedHandleError(`Domain '${this.name}' was already freed; look it up again with Hypervisor.lookupDomain()`);
     }
     return this.#native;
   }
@@ -219,10 +207,7 @@ export class Domain {
     const xml = optionalXml(options.xml);
     throwIfAborted(options.signal);
     // Re-check the handle once our turn comes: free() may have run meanwhile.
-    await saveRestoreLimiter.run(
-      () => nativeCall(() => this.#handle().save(file, xml, flags), site),
-      options.signal,
-    );
+    await saveRestoreLimiter.run(() => nativeCall(() => this.#handle().save(file, xml, flags), site), options.signal);
   }
 
   /** virDomainSuspend. */
@@ -292,8 +277,7 @@ export class Domain {
       value = timeout;
     } else {
       throw new ConfigError(
-        `agent timeout must be a whole number of seconds > 0, 'block', 'default' or 'nowait', ` +
-          `not ${JSON.stringify(timeout)}`,
+        `agent timeout must be a whole number of seconds > 0, 'block', 'default' or 'nowait', ` + `not ${JSON.stringify(timeout)}`,
         'timeout',
       );
     }

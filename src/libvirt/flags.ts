@@ -69,16 +69,7 @@ export const DomainJobStatsFlags = {
 } as const;
 
 /** virDomainState value -> name. */
-export const DOMAIN_STATES = [
-  'nostate',
-  'running',
-  'blocked',
-  'paused',
-  'shutdown',
-  'shutoff',
-  'crashed',
-  'pmsuspended',
-] as const;
+export const DOMAIN_STATES = ['nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended'] as const;
 export type DomainStateName = (typeof DOMAIN_STATES)[number];
 
 /** virStorageVolType value -> name. */

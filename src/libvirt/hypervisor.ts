@@ -93,9 +93,7 @@ export class Hypervisor {
 
   #handle(): NativeConnection {
     if (this.#native === null) {
-      throw new ClosedHandleError(
-        `the connection to ${this.uri} was already closed; open a new one with openHypervisor()`,
-      );
+      throw new ClosedHandleError(`the connection to ${this.uri} was already closed; open a new one with openHypervisor()`);
     }
     return this.#native;
   }
@@ -173,10 +171,7 @@ export class Hypervisor {
     const flags = saveRestoreFlags(options);
     const xml = options.xml === undefined ? null : nonEmpty(options.xml, 'xml');
     throwIfAborted(options.signal);
-    await saveRestoreLimiter.run(
-      () => nativeCall(() => this.#handle().restore(file, xml, flags), site),
-      options.signal,
-    );
+    await saveRestoreLimiter.run(() => nativeCall(() => this.#handle().restore(file, xml, flags), site), options.signal);
   }
 
   /**

@@ -21,14 +21,7 @@ export {
   type UndefineOptions,
   type AgentTimeout,
 } from './domain.js';
-export {
-  parseDomainDisks,
-  DISK_DEVICES,
-  DISK_TYPES,
-  type DomainDisk,
-  type DiskDevice,
-  type DiskType,
-} from './disks.js';
+export { parseDomainDisks, DISK_DEVICES, DISK_TYPES, type DomainDisk, type DiskDevice, type DiskType } from './disks.js';
 export { type DomainJobStats } from './job-stats.js';
 export {
   DomainXMLFlags,

@@ -5,25 +5,8 @@
  */
 import { ConfigError, KvmbakError, LvmCommandError, isLvmCommandError } from '../errors.js';
 import { COMMAND_BASE_ENV, LocalCommandRunner, type CommandRunner, type CommandResult } from '../exec/index.js';
-import {
-  parseLvRef,
-  splitDmName,
-  validateLvName,
-  validateLvmTag,
-  validateVgName,
-  vgNameProblem,
-  type LvName,
-  type LvRef,
-} from './names.js';
-import {
-  lvsArgs,
-  parseLvsReport,
-  parseVgsReport,
-  vgsArgs,
-  type LogicalVolume,
-  type SnapshotKind,
-  type VolumeGroup,
-} from './report.js';
+import { parseLvRef, splitDmName, validateLvName, validateLvmTag, validateVgName, vgNameProblem, type LvName, type LvRef } from './names.js';
+import { lvsArgs, parseLvsReport, parseVgsReport, vgsArgs, type LogicalVolume, type SnapshotKind, type VolumeGroup } from './report.js';
 
 /** The LVM tag every snapshot kvmbak makes carries. */
 export const KVMBAK_TAG = 'kvmbak';
@@ -238,17 +221,12 @@ export class Lvm {
    */
   async resolve(path: string, call: LvmCallOptions = {}): Promise<LogicalVolume> {
     if (typeof path !== 'string' || !path.startsWith('/') || path.includes('\0') || path.length > 4096) {
-      throw new ConfigError(
-        `Invalid device path ${JSON.stringify(path)}: give an absolute path such as /dev/VG/LV`,
-        'path',
-      );
+      throw new ConfigError(`Invalid device path ${JSON.stringify(path)}: give an absolute path such as /dev/VG/LV`, 'path');
     }
     const all = await this.#lvs([], call);
 
     const byName = this.#nameFromPath(path);
-    const direct = all.find(
-      (l) => l.path === path || l.dmPath === path || (byName !== null && l.vg === byName.vg && l.lv === byName.lv),
-    );
+    const direct = all.find((l) => l.path === path || l.dmPath === path || (byName !== null && l.vg === byName.vg && l.lv === byName.lv));
     if (direct) return direct;
 
     // Anything else: follow symlinks and match the device number.
@@ -275,7 +253,8 @@ export class Lvm {
       );
     }
     const m = /^([0-9a-f]+):([0-9a-f]+)$/.exec(dev);
-    if (!m) throw new KvmbakError(`Cannot read the device number of ${path} from stat output ${JSON.stringify(stat.stdout)}`, LvmErrorCode.Unexpected);
+    if (!m)
+      throw new KvmbakError(`Cannot read the device number of ${path} from stat output ${JSON.stringify(stat.stdout)}`, LvmErrorCode.Unexpected);
     const major = parseInt(m[1], 16);
     const minor = parseInt(m[2], 16);
     const byDevice = all.find((l) => l.kernelMajor === major && l.kernelMinor === minor);
@@ -504,11 +483,7 @@ export class Lvm {
     }
     if (!options.force) {
       const why =
-        found.snapshot === null
-          ? 'it is not a snapshot'
-          : !found.tags.includes(KVMBAK_TAG)
-            ? `it does not carry the "${KVMBAK_TAG}" tag`
-            : undefined;
+        found.snapshot === null ? 'it is not a snapshot' : !found.tags.includes(KVMBAK_TAG) ? `it does not carry the "${KVMBAK_TAG}" tag` : undefined;
       if (why) {
         throw new KvmbakError(
           `Refusing to remove ${full(name)}: ${why}, so kvmbak did not make it; remove it yourself or pass { force: true }`,
@@ -573,4 +548,3 @@ export class Lvm {
     return this.get({ vg, lv: name }, options);
   }
 }
-

@@ -67,7 +67,11 @@ export async function readManifest(setDir: string): Promise<Manifest> {
   } catch (e) {
     const code = errnoCode(e);
     if (isNotRegularFileError(e) || code === 'KVMBAK_FILE_TOO_LARGE' || code === 'EISDIR') {
-      const what = isNotRegularFileError(e) ? `${e.kind}, not a regular file` : code === 'EISDIR' ? 'a folder' : `larger than ${MAX_MANIFEST_BYTES} bytes`;
+      const what = isNotRegularFileError(e)
+        ? `${e.kind}, not a regular file`
+        : code === 'EISDIR'
+          ? 'a folder'
+          : `larger than ${MAX_MANIFEST_BYTES} bytes`;
       throw new ManifestError(
         `malformed manifest ${file}: it is ${what}; the backup set is damaged or was tampered with, use another set`,
         'KVMBAK_MANIFEST_MALFORMED',

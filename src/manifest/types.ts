@@ -21,16 +21,7 @@ export const BACKUP_MODES = ['save', 'pause', 'quiesce', 'offline'] as const;
 export type BackupMode = (typeof BACKUP_MODES)[number];
 
 /** libvirt's domain states (virDomainState), by name. */
-export const MANIFEST_DOMAIN_STATES = [
-  'nostate',
-  'running',
-  'blocked',
-  'paused',
-  'shutdown',
-  'shutoff',
-  'crashed',
-  'pmsuspended',
-] as const;
+export const MANIFEST_DOMAIN_STATES = ['nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended'] as const;
 export type ManifestDomainState = (typeof MANIFEST_DOMAIN_STATES)[number];
 
 export interface ManifestDomain {

@@ -7,14 +7,7 @@
  */
 import { ManifestError, type ManifestIssue } from './errors.js';
 import { isRecord as isObj, relativePathProblem } from '../util/fs.js';
-import {
-  BACKUP_MODES,
-  DOMAIN_XML_FILE,
-  MANIFEST_DOMAIN_STATES,
-  MANIFEST_FORMAT,
-  MEMORY_FILE,
-  type Manifest,
-} from './types.js';
+import { BACKUP_MODES, DOMAIN_XML_FILE, MANIFEST_DOMAIN_STATES, MANIFEST_FORMAT, MEMORY_FILE, type Manifest } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -199,10 +192,7 @@ function checkImage(c: Checker, image: Obj, p: string): void {
   if (rawBytes !== undefined && chunkSize !== undefined && rawBytes > 0) {
     const want = Math.ceil(rawBytes / chunkSize);
     if (offsets.length !== want) {
-      c.add(
-        `${p}.members`,
-        `must list ${want} members (rawBytes ${rawBytes} / chunkSize ${chunkSize}), got ${offsets.length}`,
-      );
+      c.add(`${p}.members`, `must list ${want} members (rawBytes ${rawBytes} / chunkSize ${chunkSize}), got ${offsets.length}`);
     }
   }
   if (storedBytes !== undefined && offsets.length > 0 && offsets[offsets.length - 1] >= storedBytes) {
@@ -263,11 +253,10 @@ function checkFormat(json: unknown, source: string): asserts json is Obj {
   const m = FORMAT_RE.exec(format);
   const version = m ? Number(m[1]) : NaN;
   if (version > 1) {
-    throw new ManifestError(
-      `${source} was written by a newer kvmbak (format ${format}); upgrade kvmbak to read it`,
-      'KVMBAK_MANIFEST_NEWER',
-      { path: source, format },
-    );
+    throw new ManifestError(`${source} was written by a newer kvmbak (format ${format}); upgrade kvmbak to read it`, 'KVMBAK_MANIFEST_NEWER', {
+      path: source,
+      format,
+    });
   }
   if (format !== MANIFEST_FORMAT) {
     throw new ManifestError(

@@ -190,7 +190,11 @@ export async function planRestore(
   const xmlDisks = parseDomainDisks(domainXml);
   for (const d of m.disks) {
     if (!xmlDisks.some((x) => x.target === d.target)) {
-      throw refused(setPath, m.domain.name, `backup set ${setPath} is inconsistent: the manifest has disk ${d.target} but ${DOMAIN_XML_FILE} does not; restore another set`);
+      throw refused(
+        setPath,
+        m.domain.name,
+        `backup set ${setPath} is inconsistent: the manifest has disk ${d.target} but ${DOMAIN_XML_FILE} does not; restore another set`,
+      );
     }
   }
   const name = options.name ?? identity.name;
@@ -215,7 +219,9 @@ export async function planRestore(
   }
   if (replace.length > 0 && !options.force) {
     const what = replace
-      .map((r) => `${r.conflict === 'uuid' ? `domain ${r.name} has the UUID ${r.uuid} of` : `a domain named ${r.name} exists for`} ${name} (${r.state})`)
+      .map(
+        (r) => `${r.conflict === 'uuid' ? `domain ${r.name} has the UUID ${r.uuid} of` : `a domain named ${r.name} exists for`} ${name} (${r.state})`,
+      )
       .join('; ');
     throw refused(
       setPath,
@@ -233,7 +239,6 @@ export async function planRestore(
   }
 
   const disks: RestoreDiskPlan[] = [];
-  const toCreate = new Map<string, string[]>(); // VG → disk targets of the linear LVs to create there
   for (const t of targets) {
     const d = m.disks.find((x) => x.target === t.target)!;
     const want = `${t.vg}/${t.lv}`;
@@ -243,7 +248,12 @@ export async function planRestore(
       found = await lvm.find({ vg: t.vg, lv: t.lv });
     } catch (e) {
       if (isKvmbakError(e) && (e.code === 'KVMBAK_VG_NOT_FOUND' || e.code === 'KVMBAK_INVALID_ARGUMENT')) {
-        throw refused(setPath, name, `disk ${t.target} → ${want}: ${e.message}${t.from === 'original' ? '; restore into another VG with `vg` or `map`' : ''}`, e);
+        throw refused(
+          setPath,
+          name,
+          `disk ${t.target} → ${want}: ${e.message}${t.from === 'original' ? '; restore into another VG with `vg` or `map`' : ''}`,
+          e,
+        );
       }
       throw e;
     }
@@ -290,7 +300,8 @@ export async function planRestore(
                 : found.thin && found.pool === null
                   ? 'it is a thin volume whose pool lvs does not name'
                   : null;
-      if (why !== null) throw refused(setPath, name, `disk ${t.target} → ${want}: cannot restore into it: ${why}, or restore elsewhere with \`vg\` or \`map\``);
+      if (why !== null)
+        throw refused(setPath, name, `disk ${t.target} → ${want}: cannot restore into it: ${why}, or restore elsewhere with \`vg\` or \`map\``);
       if (!options.force) {
         throw refused(
           setPath,
@@ -300,10 +311,17 @@ export async function planRestore(
         );
       }
       if (found.open === true && !replace.some((r) => r.destroy)) {
-        throw refused(setPath, name, `disk ${t.target} → ${want}: the LV is in use (open by some process); stop what uses it, or restore elsewhere with \`vg\` or \`map\``);
+        throw refused(
+          setPath,
+          name,
+          `disk ${t.target} → ${want}: the LV is in use (open by some process); stop what uses it, or restore elsewhere with \`vg\` or \`map\``,
+        );
       }
       if (inPlace) {
-        if (found.size > required) warnings.push(`${want} is larger than the disk was (${formatBytes(found.size)} > ${formatBytes(required)}); the bytes past ${formatBytes(required)} are left as they are`);
+        if (found.size > required)
+          warnings.push(
+            `${want} is larger than the disk was (${formatBytes(found.size)} > ${formatBytes(required)}); the bytes past ${formatBytes(required)} are left as they are`,
+          );
       } else {
         const sfx = suffix();
         plan.temp = { newLv: tempLvName(t.lv, 'new', sfx), oldLv: tempLvName(t.lv, 'old', sfx) };
@@ -320,12 +338,19 @@ export async function planRestore(
         throw refused(setPath, name, `\`thinPool\` ${options.thinPool}: ${(e as Error).message}`, e);
       }
       if (pool === null || pool.segtype !== 'thin-pool') {
-        throw refused(setPath, name, `\`thinPool\` ${options.thinPool}: ${t.vg}/${options.thinPool} is not a thin pool; name an existing thin pool of ${t.vg} (lvs ${t.vg})`);
+        throw refused(
+          setPath,
+          name,
+          `\`thinPool\` ${options.thinPool}: ${t.vg}/${options.thinPool} is not a thin pool; name an existing thin pool of ${t.vg} (lvs ${t.vg})`,
+        );
       }
       plan.create = { kind: 'thin', pool: options.thinPool };
     } else {
       plan.create = { kind: 'linear' };
-      if (d.thin) warnings.push(`disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (use \`thinPool\` to make it thin)`);
+      if (d.thin)
+        warnings.push(
+          `disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (use \`thinPool\` to make it thin)`,
+        );
     }
     disks.push(plan);
   }
@@ -373,13 +398,18 @@ export async function planRestore(
   if (!stopFirst) steps.push(...stopSteps);
   const swaps = disks.filter((p) => p.action === 'swap');
   if (swaps.length > 0) {
-    steps.push(`swap the new LVs in (lvrename): ${swaps.map((p) => `${p.vg}/${p.temp!.newLv} → ${p.lv}`).join(', ')}; the old ones are removed once the domain is defined`);
+    steps.push(
+      `swap the new LVs in (lvrename): ${swaps.map((p) => `${p.vg}/${p.temp!.newLv} → ${p.lv}`).join(', ')}; the old ones are removed once the domain is defined`,
+    );
   }
   steps.push(
     `${replace.length > 0 ? `undefine ${replace.map((r) => r.name).join(', ')}, ` : ''}define domain ${name}` +
       (copy ? ` as a copy of ${identity.name} (new UUID ${uuid}, new MAC addresses, fresh NVRAM)` : '') +
       (disks.some((p) => p.moved || p.toBlock)
-        ? ` with disks ${disks.filter((p) => p.moved || p.toBlock).map((p) => `${p.target} → ${p.vg}/${p.lv}${p.toBlock ? ' (as a block disk)' : ''}`).join(', ')}`
+        ? ` with disks ${disks
+            .filter((p) => p.moved || p.toBlock)
+            .map((p) => `${p.target} → ${p.vg}/${p.lv}${p.toBlock ? ' (as a block disk)' : ''}`)
+            .join(', ')}`
         : ''),
   );
   steps.push(

@@ -59,9 +59,13 @@ export const RESTORE_OPTION_NAMES = ['set', 'name', 'vg', 'map', 'thinPool', 'th
 /** Checks the options' shapes (not the system): ConfigError naming the option. */
 export function checkRestoreOptions(o: RestoreOptions): void {
   if (typeof o !== 'object' || o === null) throw new ConfigError('restore needs options with a set', 'set');
-  if (typeof o.set !== 'string' || o.set === '') throw new ConfigError('name the backup set to restore (its folder, DEST/DOMAIN/YYYYMMDDTHHMMSSZ)', 'set');
+  if (typeof o.set !== 'string' || o.set === '')
+    throw new ConfigError('name the backup set to restore (its folder, DEST/DOMAIN/YYYYMMDDTHHMMSSZ)', 'set');
   if (o.name !== undefined && (typeof o.name !== 'string' || !isValidDomainName(o.name) || /[\0-\x1f\x7f]/.test(o.name))) {
-    throw new ConfigError(`\`name\` ${JSON.stringify(o.name)} is not a usable domain name: give a non-empty name without '/' or control characters`, 'name');
+    throw new ConfigError(
+      `\`name\` ${JSON.stringify(o.name)} is not a usable domain name: give a non-empty name without '/' or control characters`,
+      'name',
+    );
   }
   if (o.vg !== undefined) validateVgName(o.vg, 'vg');
   if (o.thinPool !== undefined) validateLvName(o.thinPool, 'thinPool');
@@ -391,7 +395,11 @@ async function swapInNewLvs(run: RestoreRun): Promise<void> {
     }
     run.swapped.push(p);
     await run.lvm.deleteTags({ vg: p.vg, lv: p.lv }, [RESTORE_LV_TAG]).catch(() =>
-      run.emit({ type: 'warning', domain: run.name, message: `could not remove the tag ${RESTORE_LV_TAG} from ${lvName(p)} (lvchange --deltag ${RESTORE_LV_TAG} ${lvName(p)})` }),
+      run.emit({
+        type: 'warning',
+        domain: run.name,
+        message: `could not remove the tag ${RESTORE_LV_TAG} from ${lvName(p)} (lvchange --deltag ${RESTORE_LV_TAG} ${lvName(p)})`,
+      }),
     );
   }
 }
@@ -478,7 +486,8 @@ async function undoBeforeDefine(run: RestoreRun, e: unknown): Promise<unknown> {
   if (removed.length > 0) parts.push(`removed the LVs it had created (${removed.join(', ')})`);
   if (kept.length > 0) parts.push(`could not remove the LVs it created: ${kept.join(', ')} (lvremove them)`);
   const { overwritten } = run;
-  if (overwritten.length > 0) parts.push(`${overwritten.join(', ')} ${overwritten.length > 1 ? 'were' : 'was'} (partly) overwritten in place: the old data there is gone`);
+  if (overwritten.length > 0)
+    parts.push(`${overwritten.join(', ')} ${overwritten.length > 1 ? 'were' : 'was'} (partly) overwritten in place: the old data there is gone`);
   else if (run.plan.disks.some((p) => p.action === 'swap')) parts.push('the existing LVs are as they were');
   const back = run.replaced.filter((r) => !lost.includes(r.name));
   for (const r of back) {

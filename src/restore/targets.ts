@@ -27,10 +27,7 @@ export function parseDiskMap(entries: readonly string[]): Record<string, string>
     const target = eq < 0 ? '' : entry.slice(0, eq).trim();
     const lv = eq < 0 ? '' : entry.slice(eq + 1).trim();
     if (eq < 0 || target === '' || lv === '') {
-      throw new ConfigError(
-        `\`map\` ${JSON.stringify(entry)}: write it as TARGET=/dev/VG/LV, e.g. vda=/dev/vg1/web-root`,
-        'map',
-      );
+      throw new ConfigError(`\`map\` ${JSON.stringify(entry)}: write it as TARGET=/dev/VG/LV, e.g. vda=/dev/vg1/web-root`, 'map');
     }
     if (Object.hasOwn(out, target)) throw new ConfigError(`\`map\` names disk ${target} twice; give one LV per disk`, 'map');
     out[target] = lv;
@@ -40,8 +37,7 @@ export function parseDiskMap(entries: readonly string[]): Record<string, string>
 
 /** `/dev/VG/LV` or `VG/LV` → VG and LV; anything else is a ConfigError naming the disk. */
 export function parseLvTarget(value: string, target: string): { vg: string; lv: string } {
-  const bad = (why: string): ConfigError =>
-    new ConfigError(`\`map\` ${target}=${value}: ${why}; give the LV as /dev/VG/LV or VG/LV`, 'map');
+  const bad = (why: string): ConfigError => new ConfigError(`\`map\` ${target}=${value}: ${why}; give the LV as /dev/VG/LV or VG/LV`, 'map');
   if (typeof value !== 'string' || value === '') throw bad('no LV given');
   let rest = value;
   if (value.startsWith('/')) {

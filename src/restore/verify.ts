@@ -118,8 +118,7 @@ export async function verifySet(setPath: string, options: VerifySetOptions = {})
         index: { chunkSize: img.chunkSize, bytes: img.rawBytes, members: img.members, storedBytes: img.storedBytes },
         ...(options.threads !== undefined ? { threads: options.threads } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
-        onProgress: (p) =>
-          options.onProgress?.({ phase: 'hash', file: img.file, bytesDone: p.bytesDone, bytesTotal: img.rawBytes, rate: p.rate }),
+        onProgress: (p) => options.onProgress?.({ phase: 'hash', file: img.file, bytesDone: p.bytesDone, bytesTotal: img.rawBytes, rate: p.rate }),
       });
       bytesRead += h.storedBytes;
       check.rawBytes = h.bytes;

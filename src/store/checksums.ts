@@ -32,10 +32,7 @@ export function formatChecksums(entries: readonly ChecksumEntry[]): string {
     const problem = relativePathProblem(e.file);
     if (problem !== null) throw new ConfigError(`checksum entry ${JSON.stringify(e.file)}: the path ${problem}`, 'file');
     if (!SHA256_RE.test(e.sha256)) {
-      throw new ConfigError(
-        `checksum entry ${e.file}: ${JSON.stringify(e.sha256)} is not a sha256 (64 lowercase hex digits)`,
-        'sha256',
-      );
+      throw new ConfigError(`checksum entry ${e.file}: ${JSON.stringify(e.sha256)} is not a sha256 (64 lowercase hex digits)`, 'sha256');
     }
     if (seen.has(e.file)) throw new ConfigError(`checksum entry ${e.file} is listed twice`, 'file');
     seen.add(e.file);

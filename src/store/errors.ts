@@ -44,11 +44,7 @@ export class LockError extends KvmbakError {
   /** What the lock file says, when it could be read. */
   readonly holder: LockOwner | null;
 
-  constructor(
-    message: string,
-    details: { domain: string; lockPath: string; holder: LockOwner | null },
-    options: KvmbakErrorOptions = {},
-  ) {
+  constructor(message: string, details: { domain: string; lockPath: string; holder: LockOwner | null }, options: KvmbakErrorOptions = {}) {
     super(message, 'KVMBAK_LOCKED', options);
     this.domain = details.domain;
     this.lockPath = details.lockPath;

@@ -1,15 +1,7 @@
 /** store/: the backup-set layout on disk — naming, atomic commit, listing, locking, journal, retention, verify. */
 export { StoreError, LockError, isStoreError, isLockError, STORE_ERROR_CODES } from './errors.js';
 export type { StoreErrorCode } from './errors.js';
-export {
-  assertDomainName,
-  isValidDomainName,
-  formatSetId,
-  parseSetId,
-  compareSetIds,
-  journalFileName,
-  LOCK_FILE,
-} from './naming.js';
+export { assertDomainName, isValidDomainName, formatSetId, parseSetId, compareSetIds, journalFileName, LOCK_FILE } from './naming.js';
 export type { ParsedSetId } from './naming.js';
 export { processOwner, ownerStatus, currentBootId } from './owner.js';
 export type { ProcessOwner, LockOwner, OwnerStatus } from './owner.js';
@@ -49,23 +41,8 @@ export type {
   JournalRecord,
   WindowAction,
 } from './journal.js';
-export {
-  selectRetention,
-  pruneSets,
-  assertRetentionRules,
-  utcDayKey,
-  isoWeekKey,
-  utcMonthKey,
-  INCOMPLETE_GRACE_MS,
-} from './retention.js';
-export type {
-  RetentionRules,
-  RetentionCandidate,
-  RetentionSelection,
-  PruneOptions,
-  PruneDomainResult,
-  PruneResult,
-} from './retention.js';
+export { selectRetention, pruneSets, assertRetentionRules, utcDayKey, isoWeekKey, utcMonthKey, INCOMPLETE_GRACE_MS } from './retention.js';
+export type { RetentionRules, RetentionCandidate, RetentionSelection, PruneOptions, PruneDomainResult, PruneResult } from './retention.js';
 export { verifySetFiles, sha256File } from './verify.js';
 export type { FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
 export { IMAGES_DIR, backupSetFiles, createBackupSet, removeEmptyDomainDir } from './backup-set.js';

@@ -156,7 +156,12 @@ function journalHandle(path: string, doc: JournalDocument): Journal {
  */
 export async function openJournal(set: BackupSet, operation = 'backup'): Promise<Journal> {
   const path = join(set.dest, set.domain, journalFileName(set.id));
-  if (await lstat(path).then(() => true, () => false)) {
+  if (
+    await lstat(path).then(
+      () => true,
+      () => false,
+    )
+  ) {
     throw new StoreError(`a journal already exists for ${set.path}: ${path}; run kvmbak recover`, 'KVMBAK_JOURNAL', path);
   }
   const doc: JournalDocument = {
@@ -342,7 +347,8 @@ export async function readJournalText(path: string): Promise<string> {
     return (await readRegularFile(path, MAX_JOURNAL_BYTES)).toString('utf8');
   } catch (e) {
     if (isNotRegularFileError(e)) throw new StoreError(`journal ${path} is ${e.kind}, not a regular file`, 'KVMBAK_JOURNAL', path, { cause: e });
-    if (errnoCode(e) === 'KVMBAK_FILE_TOO_LARGE') throw new StoreError(`journal ${path} is too large to be a journal`, 'KVMBAK_JOURNAL', path, { cause: e });
+    if (errnoCode(e) === 'KVMBAK_FILE_TOO_LARGE')
+      throw new StoreError(`journal ${path} is too large to be a journal`, 'KVMBAK_JOURNAL', path, { cause: e });
     throw e;
   }
 }

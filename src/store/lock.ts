@@ -95,10 +95,11 @@ const DOING: Record<string, string> = {
 function heldError(domain: string, lockPath: string, found: FoundLock, status: OwnerStatus): LockError {
   const o = found.owner;
   if (o === null) {
-    return new LockError(
-      `domain ${domain} is locked by ${lockPath}, which is unreadable; if no kvmbak is running for ${domain}, delete that file`,
-      { domain, lockPath, holder: null },
-    );
+    return new LockError(`domain ${domain} is locked by ${lockPath}, which is unreadable; if no kvmbak is running for ${domain}, delete that file`, {
+      domain,
+      lockPath,
+      holder: null,
+    });
   }
   const doing = DOING[o.operation] ?? `in use (${o.operation})`;
   const where = status === 'unknown' ? ` on host ${o.host}` : '';
@@ -143,13 +144,7 @@ async function tryCreate(tmp: string, lockPath: string, content: string): Promis
  * Replaces the stale lock `found` with ours (the file at `tmp`). Returns
  * false when another process got there first (the caller re-reads the lock).
  */
-async function takeOver(
-  domain: string,
-  lockPath: string,
-  found: FoundLock,
-  tmp: string,
-  owner: LockOwner,
-): Promise<boolean> {
+async function takeOver(domain: string, lockPath: string, found: FoundLock, tmp: string, owner: LockOwner): Promise<boolean> {
   const marker = `${lockPath}.takeover-${found.key}`;
   try {
     await writeNewFile(marker, `${JSON.stringify(owner)}\n`);
@@ -199,10 +194,11 @@ export async function acquireLock(dest: string, domain: string, operation: strin
       if (status !== 'dead') throw heldError(domain, lockPath, found, status);
       if (await takeOver(domain, lockPath, found, tmp, owner)) return heldLock(domain, lockPath, owner);
     }
-    throw new LockError(
-      `domain ${domain}: could not take ${lockPath}: it kept changing (${MAX_ATTEMPTS} attempts); try again`,
-      { domain, lockPath, holder: null },
-    );
+    throw new LockError(`domain ${domain}: could not take ${lockPath}: it kept changing (${MAX_ATTEMPTS} attempts); try again`, {
+      domain,
+      lockPath,
+      holder: null,
+    });
   } finally {
     await unlink(tmp).catch(() => undefined);
   }
@@ -244,10 +240,7 @@ function heldLock(domain: string, lockPath: string, owner: LockOwner): DomainLoc
 }
 
 /** The domain's lock as found on disk, with whether its holder can still run; null when unlocked. */
-export async function readLock(
-  dest: string,
-  domain: string,
-): Promise<{ path: string; owner: LockOwner | null; status: OwnerStatus } | null> {
+export async function readLock(dest: string, domain: string): Promise<{ path: string; owner: LockOwner | null; status: OwnerStatus } | null> {
   assertDomainName(domain);
   const lockPath = join(await assertDest(dest), domain, LOCK_FILE);
   const found = await readLockFile(lockPath);

@@ -42,7 +42,10 @@ export function isValidDomainName(name: string): boolean {
 /** The set id for a start time, with an optional collision suffix (seq >= 1). */
 export function formatSetId(time: Date, seq = 0): string {
   if (Number.isNaN(time.getTime())) throw new ConfigError('invalid time for a backup set name', 'now');
-  const base = time.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+  const base = time
+    .toISOString()
+    .replace(/\.\d{3}Z$/, 'Z')
+    .replace(/[-:]/g, '');
   return seq > 0 ? `${base}-${seq}` : base;
 }
 

@@ -60,10 +60,7 @@ export function assertRetentionRules(rules: RetentionRules): void {
     }
   }
   if (!RULE_NAMES.some((n) => (rules[n] ?? 0) >= 1)) {
-    throw new ConfigError(
-      'no retention rule: give at least one of keepLast, keepDaily, keepWeekly, keepMonthly (>= 1)',
-      'keepLast',
-    );
+    throw new ConfigError('no retention rule: give at least one of keepLast, keepDaily, keepWeekly, keepMonthly (>= 1)', 'keepLast');
   }
 }
 
@@ -96,10 +93,7 @@ const BUCKETS = [
 ] as const;
 
 /** Decides which sets to keep (pure: the clock is `now`). See the module comment for the rules. */
-export function selectRetention<T extends RetentionCandidate>(
-  sets: readonly T[],
-  options: RetentionRules & { now?: Date },
-): RetentionSelection<T> {
+export function selectRetention<T extends RetentionCandidate>(sets: readonly T[], options: RetentionRules & { now?: Date }): RetentionSelection<T> {
   assertRetentionRules(options);
   const now = (options.now ?? new Date()).getTime();
   const reasons: Record<string, string[]> = {};
@@ -155,8 +149,7 @@ export function selectRetention<T extends RetentionCandidate>(
     }
   }
 
-  const order = (a: T, b: T): number =>
-    a.domain !== b.domain ? (a.domain < b.domain ? -1 : 1) : compareSetIds(a, b);
+  const order = (a: T, b: T): number => (a.domain !== b.domain ? (a.domain < b.domain ? -1 : 1) : compareSetIds(a, b));
   const all = [...sets].sort(order);
   return { keep: all.filter((s) => keepSet.has(s)), remove: all.filter((s) => !keepSet.has(s)), reasons };
 }
@@ -193,12 +186,7 @@ export interface PruneResult {
  * For a named domain a held lock throws LockError; over all domains a locked
  * domain is skipped and reported in its result's `error`.
  */
-export async function pruneSets(
-  dest: string,
-  domain: string | undefined,
-  rules: RetentionRules,
-  options: PruneOptions = {},
-): Promise<PruneResult> {
+export async function pruneSets(dest: string, domain: string | undefined, rules: RetentionRules, options: PruneOptions = {}): Promise<PruneResult> {
   assertRetentionRules(rules);
   const dryRun = options.dryRun ?? false;
   const now = options.now ?? new Date();

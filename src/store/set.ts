@@ -12,25 +12,8 @@ import { type FileHandle, chmod, lstat, mkdir, open, readdir, rename, rm, stat, 
 import { basename, dirname, join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { ConfigError } from '../errors.js';
-import {
-  MANIFEST_FILE,
-  ManifestError,
-  type Manifest,
-  isManifestError,
-  readManifest,
-  validateManifest,
-  writeManifest,
-} from '../manifest/index.js';
-import {
-  DIR_MODE,
-  FILE_MODE,
-  ensurePrivateDir,
-  errnoCode,
-  fsyncDir,
-  withPath,
-  relativePathProblem,
-  writeFileAtomic,
-} from '../util/fs.js';
+import { MANIFEST_FILE, ManifestError, type Manifest, isManifestError, readManifest, validateManifest, writeManifest } from '../manifest/index.js';
+import { DIR_MODE, FILE_MODE, ensurePrivateDir, errnoCode, fsyncDir, withPath, relativePathProblem, writeFileAtomic } from '../util/fs.js';
 import { type ChecksumEntry, formatChecksums } from './checksums.js';
 import { StoreError } from './errors.js';
 import { CHECKSUMS_FILE, PARTIAL_SUFFIX, RESERVED_FILES, expectedFiles, isUnfinishedName, walkSet } from './layout.js';
@@ -97,7 +80,8 @@ export async function unsafeDirProblem(path: string): Promise<string | null> {
   if (!st.isDirectory()) return st.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a folder';
   const me = typeof process.geteuid === 'function' ? process.geteuid() : null;
   if (me !== null && st.uid !== me && st.uid !== 0) return `it belongs to user id ${st.uid}, not to this user (${me}) or root`;
-  if ((st.mode & 0o022) !== 0) return `it is writable by ${(st.mode & 0o020) !== 0 ? 'its group' : 'others'} (mode ${(st.mode & 0o7777).toString(8)})`;
+  if ((st.mode & 0o022) !== 0)
+    return `it is writable by ${(st.mode & 0o020) !== 0 ? 'its group' : 'others'} (mode ${(st.mode & 0o7777).toString(8)})`;
   return null;
 }
 
@@ -389,12 +373,14 @@ export async function writeChecksums(set: BackupSet, entries: readonly ChecksumE
  * (atomically, folder fsync'ed). After a crash before the rename the set has
  * no manifest: it is incomplete, never a good-looking broken set.
  */
-export async function commitSet(
-  set: BackupSet,
-  manifest: Manifest,
-): Promise<{ manifestPath: string; checksumsPath: string }> {
+export async function commitSet(set: BackupSet, manifest: Manifest): Promise<{ manifestPath: string; checksumsPath: string }> {
   const manifestPath = join(set.path, MANIFEST_FILE);
-  if (await lstat(manifestPath).then(() => true, () => false)) {
+  if (
+    await lstat(manifestPath).then(
+      () => true,
+      () => false,
+    )
+  ) {
     throw new StoreError(`backup set ${set.path} is already committed`, 'KVMBAK_SET_COMMITTED', manifestPath);
   }
   validateManifest(manifest, `the manifest for ${set.path}`);

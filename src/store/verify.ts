@@ -26,15 +26,7 @@ import { CHECKSUMS_FILE, type ExpectedFile, expectedFiles, isUnfinishedName, wal
 import { parseSetId } from './naming.js';
 import { readSetManifest, unsafeDirProblem } from './set.js';
 
-export type FileCheckStatus =
-  | 'ok'
-  | 'missing'
-  | 'not-a-file'
-  | 'size-mismatch'
-  | 'checksum-mismatch'
-  | 'extra'
-  | 'unfinished'
-  | 'not-checked';
+export type FileCheckStatus = 'ok' | 'missing' | 'not-a-file' | 'size-mismatch' | 'checksum-mismatch' | 'extra' | 'unfinished' | 'not-checked';
 
 export interface FileCheck {
   /** Path relative to the set folder. */

@@ -30,10 +30,7 @@ export function parseSize(text: string | number, option = 'size'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
   const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
   if (!m || unit === undefined) {
-    throw new ConfigError(
-      `${option}: '${text}' is not a size; write a number with an optional unit, e.g. 512M, 2G or 1.5GiB`,
-      option,
-    );
+    throw new ConfigError(`${option}: '${text}' is not a size; write a number with an optional unit, e.g. 512M, 2G or 1.5GiB`, option);
   }
   return Math.floor(Number(m[1]) * unit);
 }

@@ -130,10 +130,16 @@ describe('kvmbak backup', () => {
     const c = await makeCase();
     const j = await c.kvmbak(['backup', 'db-01', '--dest', c.dest, '--uri', c.uri, '--json']);
     expect(j.code).toBe(0);
-    const doc = JSON.parse(j.stdout) as { ok: boolean; results: { domain: string; ok: boolean; result: { setPath: string; mode: string; stateAfter: string } }[] };
+    const doc = JSON.parse(j.stdout) as {
+      ok: boolean;
+      results: { domain: string; ok: boolean; result: { setPath: string; mode: string; stateAfter: string } }[];
+    };
     expect(doc).toMatchObject({ ok: true, results: [{ domain: 'db-01', ok: true, result: { mode: 'offline', stateAfter: 'shutoff' } }] });
     await readManifest(doc.results[0].result.setPath);
-    const events = j.stderr.trim().split('\n').map((l) => JSON.parse(l) as { event: string; type: string; phase?: string });
+    const events = j.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; type: string; phase?: string });
     expect(events.every((e) => e.event === 'backup')).toBe(true);
     expect(events.filter((e) => e.type === 'phase').map((e) => e.phase)).toContain('commit');
   });
@@ -206,7 +212,10 @@ describe('kvmbak backup', () => {
 
 // Issue 9: signals that cancel like SIGINT (defect 3), options checked before planning (defect 4), one line per message.
 describe('kvmbak backup: hardening', () => {
-  for (const [sig, code] of [['SIGHUP', 129], ['SIGQUIT', 131]] as const) {
+  for (const [sig, code] of [
+    ['SIGHUP', 129],
+    ['SIGQUIT', 131],
+  ] as const) {
     it(`${sig} in the window (the VM saved): the window finishes, the VM is restored, no snapshot, no set, exit ${code}`, async () => {
       const c = await makeCase();
       let sent = false;
@@ -253,7 +262,9 @@ describe('kvmbak backup: hardening', () => {
     expect(r.code).toBe(1);
     const lines = r.stderr.trimEnd().split('\n');
     expect(lines.filter((l) => l.startsWith('kvmbak: backed up'))).toEqual([]);
-    expect(lines.at(-1)).toMatch(/^kvmbak: no domain named web-01\\nkvmbak: backed up everything on test:\/\/\/\S+ \(domains: .*\); check the name or --uri$/);
+    expect(lines.at(-1)).toMatch(
+      /^kvmbak: no domain named web-01\\nkvmbak: backed up everything on test:\/\/\/\S+ \(domains: .*\); check the name or --uri$/,
+    );
   });
 });
 
@@ -262,12 +273,16 @@ describe('kvmbak inspect', () => {
     const c = await makeCase();
     const r = await c.kvmbak(['inspect', 'vol-01', '--uri', c.uri]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/);
+    expect(r.stdout).toMatch(
+      /^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/,
+    );
     const j = await c.kvmbak(['inspect', 'db-01', '--uri', c.uri, '--json']);
     expect(JSON.parse(j.stdout)).toMatchObject({ ok: true, plan: { domain: 'db-01', mode: 'offline', disks: [{ target: 'vda', pool: null }] } });
     const missing = await c.kvmbak(['inspect', 'nope', '--uri', c.uri]);
     expect(missing.code).toBe(1);
-    expect(missing.stderr).toMatch(/^kvmbak: no domain named nope on test:\/\/\/\S+ \(domains: app-01, db-01, files-01, vol-01, web-01\); check the name or --uri\n$/);
+    expect(missing.stderr).toMatch(
+      /^kvmbak: no domain named nope on test:\/\/\/\S+ \(domains: app-01, db-01, files-01, vol-01, web-01\); check the name or --uri\n$/,
+    );
     expect([...new Set(c.world().calls.map((x) => x[0]))].sort()).toEqual(['lvs', 'vgs']);
   });
 });
@@ -313,7 +328,11 @@ describe('kvmbak recover', () => {
     await writeFile(journal, JSON.stringify({ format: 'kvmbak-journal/1', owner: { pid: 1, host: hostname(), bootId: currentBootId() } }));
     const r = await c.kvmbak(['recover', '--dest', c.dest, '--uri', c.uri]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^kvmbak: web-01 20260101T000000Z: journal is unreadable \\(.*\\); check the domain, remove snapshots tagged kvmbak by hand, then delete ${journal}\n$`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^kvmbak: web-01 20260101T000000Z: journal is unreadable \\(.*\\); check the domain, remove snapshots tagged kvmbak by hand, then delete ${journal}\n$`,
+      ),
+    );
     const usage = await c.kvmbak(['recover', 'web-01', '--uri', c.uri]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain('kvmbak: recovering one domain needs --dest, where its journals are\n');

@@ -94,7 +94,12 @@ describe('kvmbak image pack / unpack', () => {
     for (const extra of [[], ['--index', join(dir, 'j.json')]]) {
       const r = await kvmbak(['image', 'unpack', join(dir, 'cut.gz'), join(dir, 'cut.out'), ...extra]);
       expect(r.code).toBe(1);
-      expect(r.stderr.split('\n').filter((l) => !l.startsWith('kvmbak: note: ')).join('\n')).toMatch(/^kvmbak: image .*cut\.gz is truncated: .*use a complete copy\n$/);
+      expect(
+        r.stderr
+          .split('\n')
+          .filter((l) => !l.startsWith('kvmbak: note: '))
+          .join('\n'),
+      ).toMatch(/^kvmbak: image .*cut\.gz is truncated: .*use a complete copy\n$/);
       expect(existsSync(join(dir, 'cut.out')) || partialOf(join(dir, 'cut.out'))).toBe(false);
     }
   });
@@ -135,13 +140,16 @@ describe('kvmbak image pack / unpack', () => {
     await writeFile(join(dir, 'big.raw'), randomBytes(48 << 20));
     const dest = join(dir, 'big.gz');
     let sent = false;
-    const r = await kvmbak(['image', 'pack', join(dir, 'big.raw'), dest, '--chunk-size', '64K', '--level', '9', '--threads', '1', '--json'], (err, child) => {
-      // the first progress line proves the pack is under way
-      if (!sent && err.includes('"type":"progress"')) {
-        sent = true;
-        child.kill('SIGINT');
-      }
-    });
+    const r = await kvmbak(
+      ['image', 'pack', join(dir, 'big.raw'), dest, '--chunk-size', '64K', '--level', '9', '--threads', '1', '--json'],
+      (err, child) => {
+        // the first progress line proves the pack is under way
+        if (!sent && err.includes('"type":"progress"')) {
+          sent = true;
+          child.kill('SIGINT');
+        }
+      },
+    );
     expect(sent).toBe(true);
     expect(r.code).toBe(130);
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'ABORT_ERR' } });

@@ -124,7 +124,10 @@ keep-last = 1
     expect(first.code, first.stderr).toBe(0);
     const second = await c.kvmbak(['backup', '--config', c.config, '--json']);
     expect(second.code, second.stderr).toBe(0);
-    const doc = JSON.parse(second.stdout) as { ok: boolean; results: { domain: string; ok: boolean; result: { mode: string }; retention?: { kept: number; removed: string[] } }[] };
+    const doc = JSON.parse(second.stdout) as {
+      ok: boolean;
+      results: { domain: string; ok: boolean; result: { mode: string }; retention?: { kept: number; removed: string[] } }[];
+    };
     expect(doc.ok).toBe(true);
     expect(doc.results.map((r) => [r.domain, r.result.mode])).toEqual([
       ['db-01', 'offline'],
@@ -214,11 +217,17 @@ describe('configuration errors', () => {
       ['dest = "/b"\nlevle = 3\n', /:2: levle: unknown key; known keys: /],
       ['dest = "/b"\nlevel = "high"\n', /:2: level: must be a whole number from 1 to 9, got "high"$/],
       ['bwlimit = "fast"\n', /:1: bwlimit: "fast" is not a size; write e.g. "200M" or "1G"$/],
-      ['dest = "/b"\n\n[domain.web-1]\nmode = "pause"\n', /:3: domain.web-1: no domain named web-1 is defined \(defined: app-01, db-01, files-01, vol-01, web-01\); fix the name or remove the section$/],
+      [
+        'dest = "/b"\n\n[domain.web-1]\nmode = "pause"\n',
+        /:3: domain.web-1: no domain named web-1 is defined \(defined: app-01, db-01, files-01, vol-01, web-01\); fix the name or remove the section$/,
+      ],
     ];
     for (const [text, re] of cases) {
       const c = await makeCase(() => text);
-      for (const args of [['backup', 'web-01', '--config', c.config], ['config', '--config', c.config]]) {
+      for (const args of [
+        ['backup', 'web-01', '--config', c.config],
+        ['config', '--config', c.config],
+      ]) {
         const r = await c.kvmbak(args);
         expect(r.code, `${args[0]}: ${r.stderr}`).toBe(2);
         expect(r.stdout).toBe('');

@@ -57,11 +57,13 @@ describe('kvmbak list', () => {
       const r = await kvmbak(['list', other]);
       await journal.remove();
       expect(r.code).toBe(0);
-      expect(r.stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/ {2,}/).at(-1))).toEqual([
-        'incomplete (in progress)',
-        'unreadable',
-        'complete',
-      ]);
+      expect(
+        r.stdout
+          .trimEnd()
+          .split('\n')
+          .slice(1)
+          .map((l) => l.split(/ {2,}/).at(-1)),
+      ).toEqual(['incomplete (in progress)', 'unreadable', 'complete']);
       expect(r.stderr).toBe(
         `kvmbak: warning: web01/20261125T031500Z: malformed manifest ${join(bad.set.path, 'manifest.json')}: it is a folder, not a regular file; the backup set is damaged or was tampered with, use another set\n`,
       );
@@ -73,7 +75,9 @@ describe('kvmbak list', () => {
   it('a missing destination: exit 1 with what to do; a bad domain name: exit 2', async () => {
     const r = await kvmbak(['list', join(dest, 'nope')]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`kvmbak: backup destination ${join(dest, 'nope')} does not exist; create it (mkdir -m 700 ${join(dest, 'nope')}) or mount the backup disk there\n`);
+    expect(r.stderr).toBe(
+      `kvmbak: backup destination ${join(dest, 'nope')} does not exist; create it (mkdir -m 700 ${join(dest, 'nope')}) or mount the backup disk there\n`,
+    );
     const bad = await kvmbak(['list', dest, '..']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/^kvmbak: invalid domain name "\.\."/);

@@ -39,7 +39,9 @@ describe('kvmbak restore', () => {
     for (const p of [dest, join(dest, 'web01')]) {
       const r = await kvmbak(['restore', p, '--uri', 'test:///nonexistent.xml', '--dry-run']);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe(`kvmbak: ${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets\n`);
+      expect(r.stderr).toBe(
+        `kvmbak: ${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets\n`,
+      );
     }
   });
 
@@ -53,9 +55,15 @@ describe('kvmbak restore', () => {
     const cases: [string[], RegExp | string][] = [
       [['restore'], /^kvmbak: Not enough non-option arguments/],
       [['restore', complete.set.path, '--map', 'vda'], `kvmbak: --map "vda": write it as TARGET=/dev/VG/LV, e.g. vda=/dev/vg1/web-root${USAGE}`],
-      [['restore', complete.set.path, '--map', 'vda=/dev/mapper/vg-x'], /^kvmbak: --map vda=\/dev\/mapper\/vg-x: device-mapper names are ambiguous; give the LV as \/dev\/VG\/LV or VG\/LV\n/],
+      [
+        ['restore', complete.set.path, '--map', 'vda=/dev/mapper/vg-x'],
+        /^kvmbak: --map vda=\/dev\/mapper\/vg-x: device-mapper names are ambiguous; give the LV as \/dev\/VG\/LV or VG\/LV\n/,
+      ],
       [['restore', complete.set.path, '--map', 'vdz=/dev/vg1/x'], `kvmbak: --map vdz: the backup set has no disk vdz; its disks are vda${USAGE}`],
-      [['restore', complete.set.path, '--map', 'hdc=vg1/x'], /^kvmbak: --map hdc: disk hdc is not in this backup set \(not an LVM volume \(cdrom\)\)/],
+      [
+        ['restore', complete.set.path, '--map', 'hdc=vg1/x'],
+        /^kvmbak: --map hdc: disk hdc is not in this backup set \(not an LVM volume \(cdrom\)\)/,
+      ],
       [['restore', complete.set.path, '--in-place'], `kvmbak: --in-place writes over existing LVs, which needs --force too${USAGE}`],
       [['restore', complete.set.path, '--name', 'a/b', '--no-memory'], /^kvmbak: --name "a\/b" is not a usable domain name/],
       [['restore', complete.set.path, '--vg', 'bad vg'], /^kvmbak: Volume group name "bad vg" contains characters lvm2 does not allow/],

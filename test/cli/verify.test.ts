@@ -34,7 +34,9 @@ describe('kvmbak verify: folders that are not sets, files that are not files', (
     for (const p of [dest, join(dest, 'web01')]) {
       const r = await kvmbak(['verify', p]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe(`kvmbak: ${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets\n`);
+      expect(r.stderr).toBe(
+        `kvmbak: ${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets\n`,
+      );
     }
   });
 
@@ -106,7 +108,9 @@ describe('kvmbak verify', () => {
     const { set } = await buildSet(dest, 'web01', now, { commit: false });
     const r = await kvmbak(['verify', set.path]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`kvmbak: incomplete backup: no manifest.json in ${set.path} (the backup did not finish, or is still running); kvmbak prune removes it once it is a day old\n`);
+    expect(r.stderr).toBe(
+      `kvmbak: incomplete backup: no manifest.json in ${set.path} (the backup did not finish, or is still running); kvmbak prune removes it once it is a day old\n`,
+    );
     const missing = await kvmbak(['verify', join(dest, 'nope')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/the folder does not exist; check the path/);

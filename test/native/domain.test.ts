@@ -3,12 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  ConfigError,
-  type Hypervisor,
-  LibvirtError,
-  isLibvirtError,
-} from '../../src/index.js';
+import { ConfigError, type Hypervisor, LibvirtError, isLibvirtError } from '../../src/index.js';
 import { type NodeCopy, closeAndCheck, expectNoHandles, openFixture, rejection } from './helpers.js';
 
 const WEB01_UUID = '6695eb01-f6a4-8304-79aa-97f2502e193f';
@@ -350,7 +345,11 @@ describe('Domain', { timeout: 15_000 }, () => {
     it('rejects an unknown mountpoint with VIR_ERR_OPERATION_INVALID', async () => {
       await using dom = await hv.lookupDomain('web-01');
       const e = await rejection(dom.fsFreeze(['/nope']));
-      expect(e).toMatchObject({ code: 'VIR_ERR_OPERATION_INVALID', operation: 'virDomainFSFreeze', message: 'Requested operation is not valid: mount point not found: /nope' });
+      expect(e).toMatchObject({
+        code: 'VIR_ERR_OPERATION_INVALID',
+        operation: 'virDomainFSFreeze',
+        message: 'Requested operation is not valid: mount point not found: /nope',
+      });
     });
 
     it('surfaces the missing agent timeout support as VIR_ERR_NO_SUPPORT', async () => {

@@ -32,7 +32,9 @@ describe('build preflight', { timeout: 20_000 }, () => {
   it('without libdeflate-dev: one line naming the package, exit 1', () => {
     const r = preflightWith(['libvirt.pc']);
     expect(r.status).toBe(1);
-    expect(r.stderr).toBe('kvmbak: libdeflate development files not found (pkg-config knows no "libdeflate"); fix: apt-get install -y libdeflate-dev\n');
+    expect(r.stderr).toBe(
+      'kvmbak: libdeflate development files not found (pkg-config knows no "libdeflate"); fix: apt-get install -y libdeflate-dev\n',
+    );
   });
 
   it('without libvirt-dev: one line naming the package, exit 1', () => {

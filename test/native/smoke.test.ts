@@ -43,9 +43,7 @@ describe('test:///default', { timeout: 15_000 }, () => {
     const xml = await dom.xml();
     expect(xml).toContain('<name>test</name>');
     const disks = parseDomainDisks(xml);
-    expect(disks).toEqual([
-      { target: 'vda', device: 'disk', type: 'file', source: '/guest/diskimage1', readonly: false, bus: 'virtio' },
-    ]);
+    expect(disks).toEqual([{ target: 'vda', device: 'disk', type: 'file', source: '/guest/diskimage1', readonly: false, bus: 'virtio' }]);
     expect(await dom.blockInfo('vda')).toEqual({
       capacity: 1099506450432,
       allocation: 1099511627776,

@@ -5,7 +5,21 @@
 //
 // CLI: node test/e2e/lab/image.mjs [--rebuild]    prints the image folder
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, copyFileSync, truncateSync, openSync, closeSync } from 'node:fs';
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  copyFileSync,
+  truncateSync,
+  openSync,
+  closeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LabError, acquireLock, cacheDir, commandExists, e2eDir, exitOnSignals, log, run, seconds } from './common.mjs';
@@ -77,9 +91,13 @@ export async function recipe() {
   const node = realpathSync(process.execPath);
   const files = {};
   for (const name of readdirSync(recipeDir).sort()) {
-    files[`image/${name}`] = createHash('sha256').update(readFileSync(join(recipeDir, name))).digest('hex');
+    files[`image/${name}`] = createHash('sha256')
+      .update(readFileSync(join(recipeDir, name)))
+      .digest('hex');
   }
-  files['lab/image.mjs'] = createHash('sha256').update(readFileSync(fileURLToPath(import.meta.url))).digest('hex');
+  files['lab/image.mjs'] = createHash('sha256')
+    .update(readFileSync(fileURLToPath(import.meta.url)))
+    .digest('hex');
   return {
     version: RECIPE_VERSION,
     suite: SUITE,
@@ -133,8 +151,13 @@ export async function ensureImage({ rebuild = false } = {}) {
       'unshare',
       [
         ...ISOLATE,
-        'debootstrap', '--variant=minbase', `--include=${DEBOOTSTRAP_INCLUDE.join(',')}`,
-        `--cache-dir=${join(debs, 'debootstrap')}`, SUITE, root, MIRROR,
+        'debootstrap',
+        '--variant=minbase',
+        `--include=${DEBOOTSTRAP_INCLUDE.join(',')}`,
+        `--cache-dir=${join(debs, 'debootstrap')}`,
+        SUITE,
+        root,
+        MIRROR,
       ],
       { logFile },
     );
@@ -142,8 +165,14 @@ export async function ensureImage({ rebuild = false } = {}) {
     await run('unshare', [...ISOLATE, 'bash', join(recipeDir, 'enter-chroot.sh'), root, join(debs, 'apt'), r.node.path], { logFile });
 
     const boot = readdirSync(join(root, 'boot'));
-    const kernel = boot.filter((f) => f.startsWith('vmlinuz-')).sort().at(-1);
-    const initrd = boot.filter((f) => f.startsWith('initrd.img-')).sort().at(-1);
+    const kernel = boot
+      .filter((f) => f.startsWith('vmlinuz-'))
+      .sort()
+      .at(-1);
+    const initrd = boot
+      .filter((f) => f.startsWith('initrd.img-'))
+      .sort()
+      .at(-1);
     if (!kernel || !initrd) throw new LabError(`the image has no kernel/initrd in /boot (found: ${boot.join(', ')}); log: ${logFile}`);
     copyFileSync(join(root, 'boot', kernel), join(work, 'vmlinuz'));
     copyFileSync(join(root, 'boot', initrd), join(work, 'initrd.img'));

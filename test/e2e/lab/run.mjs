@@ -8,7 +8,20 @@
 // CLI: node test/e2e/lab/run.mjs [--timeout MIN] [--keep] [--env NAME=VALUE]... -- COMMAND [ARG]...
 //   COMMAND runs in the guest as root, in /lab/src (the checkout). Exit status = the job's.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  realpathSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LabError, cacheDir, checkoutDir, exitOnSignals, log, pidAlive, run, seconds } from './common.mjs';
@@ -37,7 +50,9 @@ function tail(path, lines) {
 
 /** Keeps the last KEEP_RUNS run folders; drops the disks of runs whose QEMU is gone (a killed runner). */
 function pruneRuns(runsDir, keepName) {
-  const names = readdirSync(runsDir).filter((n) => n !== keepName).sort();
+  const names = readdirSync(runsDir)
+    .filter((n) => n !== keepName)
+    .sort();
   const drop = names.length - (KEEP_RUNS - 1);
   names.forEach((name, i) => {
     const dir = join(runsDir, name);
@@ -118,7 +133,12 @@ export async function runJob({
   pruneRuns(runsDir, runName);
 
   writeFileSync(join(ctl, 'argv'), argv.map((a) => `${a}\0`).join(''));
-  writeFileSync(join(ctl, 'env'), Object.entries(env).map(([k, v]) => `${k}=${v}\0`).join(''));
+  writeFileSync(
+    join(ctl, 'env'),
+    Object.entries(env)
+      .map(([k, v]) => `${k}=${v}\0`)
+      .join(''),
+  );
   if (keep) writeFileSync(join(ctl, 'keep'), '');
 
   const overlay = join(runDir, 'root.qcow2');
@@ -132,29 +152,56 @@ export async function runJob({
   truncateSync(dataDisk, dataDiskBytes);
 
   const qemuArgs = [
-    '-name', 'kvmbak-lab',
-    '-machine', 'q35',
-    '-accel', 'tcg,thread=multi,tb-size=512',
-    '-cpu', 'max',
-    '-smp', '2',
-    '-m', String(memoryMiB),
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-nic', 'none',
-    '-kernel', join(imageDir, 'vmlinuz'),
-    '-initrd', join(imageDir, 'initrd.img'),
-    '-append', 'root=/dev/vda rw console=ttyS0,115200 panic=1 mitigations=off apparmor=0 quiet',
-    '-drive', `file=${overlay},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap`,
-    '-device', 'virtio-blk-pci,drive=root,serial=labroot',
-    '-drive', `file=${dataDisk},if=none,id=data,format=raw,cache=unsafe,discard=unmap`,
-    '-device', 'virtio-blk-pci,drive=data,serial=labdata',
+    '-name',
+    'kvmbak-lab',
+    '-machine',
+    'q35',
+    '-accel',
+    'tcg,thread=multi,tb-size=512',
+    '-cpu',
+    'max',
+    '-smp',
+    '2',
+    '-m',
+    String(memoryMiB),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-kernel',
+    join(imageDir, 'vmlinuz'),
+    '-initrd',
+    join(imageDir, 'initrd.img'),
+    '-append',
+    'root=/dev/vda rw console=ttyS0,115200 panic=1 mitigations=off apparmor=0 quiet',
+    '-drive',
+    `file=${overlay},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap`,
+    '-device',
+    'virtio-blk-pci,drive=root,serial=labroot',
+    '-drive',
+    `file=${dataDisk},if=none,id=data,format=raw,cache=unsafe,discard=unmap`,
+    '-device',
+    'virtio-blk-pci,drive=data,serial=labdata',
     // The image itself, read-only: guest/fixture.sh boots it again inside the lab, through a qcow2
     // overlay, as the inner Linux guest with a real qemu-guest-agent (the quiesce tests).
-    '-drive', `file=${join(imageDir, 'rootfs.raw')},if=none,id=image,format=raw,readonly=on`,
-    '-device', 'virtio-blk-pci,drive=image,serial=labimage',
-    '-virtfs', `local,path=${checkoutDir},mount_tag=src,security_model=none,multidevs=remap`,
-    '-virtfs', `local,path=${ctl},mount_tag=ctl,security_model=none,multidevs=remap`,
-    '-device', 'virtio-rng-pci',
+    '-drive',
+    `file=${join(imageDir, 'rootfs.raw')},if=none,id=image,format=raw,readonly=on`,
+    '-device',
+    'virtio-blk-pci,drive=image,serial=labimage',
+    '-virtfs',
+    `local,path=${checkoutDir},mount_tag=src,security_model=none,multidevs=remap`,
+    '-virtfs',
+    `local,path=${ctl},mount_tag=ctl,security_model=none,multidevs=remap`,
+    '-device',
+    'virtio-rng-pci',
     // Resets and guest errors (e.g. a triple fault) leave a trace here; quiet otherwise.
-    '-d', 'cpu_reset,guest_errors', '-D', qemuDebugLog,
+    '-d',
+    'cpu_reset,guest_errors',
+    '-D',
+    qemuDebugLog,
   ];
   if (keep) {
     qemuArgs.push('-chardev', `socket,id=con,path=${consoleSock},server=on,wait=off,logfile=${serialLog}`, '-serial', 'chardev:con');
@@ -163,9 +210,7 @@ export async function runJob({
   }
 
   const qemuOut = openSync(qemuLog, 'w');
-  const [file, args] = keep
-    ? ['qemu-system-x86_64', qemuArgs]
-    : ['setpriv', ['--pdeathsig', 'KILL', '--', 'qemu-system-x86_64', ...qemuArgs]];
+  const [file, args] = keep ? ['qemu-system-x86_64', qemuArgs] : ['setpriv', ['--pdeathsig', 'KILL', '--', 'qemu-system-x86_64', ...qemuArgs]];
   const t0 = Date.now();
   const qemu = spawn(file, args, { stdio: ['ignore', qemuOut, qemuOut], detached: keep });
   closeSync(qemuOut);
@@ -256,7 +301,9 @@ export async function runJob({
     }
     if (keptRunning) {
       qemu.unref();
-      log(`the lab VM keeps running (pid ${qemu.pid}): console ${consoleSock} (e.g. socat -,raw,echo=0 UNIX-CONNECT:${consoleSock}; login root, no password)`);
+      log(
+        `the lab VM keeps running (pid ${qemu.pid}): console ${consoleSock} (e.g. socat -,raw,echo=0 UNIX-CONNECT:${consoleSock}; login root, no password)`,
+      );
       log(`stop it with: kill ${qemu.pid}`);
     }
     return {
@@ -314,8 +361,16 @@ if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.me
     const stopExitingOnSignals = exitOnSignals();
     const { dir } = await ensureImage();
     stopExitingOnSignals();
-    const result = await runJob({ imageDir: dir, argv: opts.argv, env: opts.env, keep: opts.keep, timeoutMinutes: opts.timeoutMinutes ?? defaultTimeoutMinutes() });
-    log(`job exit status ${result.exitCode} (boot ${seconds(result.bootMs ?? 0)}, job ${seconds(result.jobMs ?? 0)}; serial log ${result.serialLog})`);
+    const result = await runJob({
+      imageDir: dir,
+      argv: opts.argv,
+      env: opts.env,
+      keep: opts.keep,
+      timeoutMinutes: opts.timeoutMinutes ?? defaultTimeoutMinutes(),
+    });
+    log(
+      `job exit status ${result.exitCode} (boot ${seconds(result.bootMs ?? 0)}, job ${seconds(result.jobMs ?? 0)}; serial log ${result.serialLog})`,
+    );
     process.exitCode = result.exitCode;
   } catch (err) {
     log(err instanceof LabError ? err.message : String(err?.stack ?? err));

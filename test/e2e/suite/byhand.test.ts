@@ -12,8 +12,6 @@ import { domState, lab, sh, sha256Of, virsh, type LabFixture } from './lab.js';
 const DOMAIN = 'lab-one';
 const NEW_LV = 'lab-one-byhand';
 const README = join(process.cwd(), 'README.md');
-/** The values the README's block takes; its lines `NAME=value  # comment` are replaced by ours. */
-const VARIABLES = ['SET', 'OLD', 'IMG', 'SIZE', 'VG', 'LV'];
 
 /** The README's code block for a restore into other LVs. */
 function readmeBlock(): string {

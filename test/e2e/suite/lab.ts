@@ -64,9 +64,7 @@ export function lab(): LabFixture {
   if (cached) return cached;
   const path = process.env.KVMBAK_LAB_FIXTURE;
   if (!path) {
-    throw new Error(
-      'the e2e suite runs inside the kvmbak lab VM (real lvm2 + libvirtd): run `npm run test:e2e` as root (see test/e2e/README.md)',
-    );
+    throw new Error('the e2e suite runs inside the kvmbak lab VM (real lvm2 + libvirtd): run `npm run test:e2e` as root (see test/e2e/README.md)');
   }
   cached = JSON.parse(readFileSync(path, 'utf8')) as LabFixture;
   return cached;
@@ -186,7 +184,7 @@ export function writePattern(path: string, seed: string, bytes: number, offset =
   const zeros = Buffer.alloc(1024 * 1024);
   const fd = openSync(path, 'r+');
   try {
-    for (let done = 0; done < bytes; ) {
+    for (let done = 0; done < bytes;) {
       const n = Math.min(zeros.length, bytes - done);
       const block = cipher.update(zeros.subarray(0, n));
       writeSync(fd, block, 0, n, offset + done);

@@ -36,7 +36,14 @@ describe('LVM driver on real lvm2', () => {
   it('resolves /dev/VG/LV, /dev/mapper and /dev/dm-N paths to the LV; refuses what is not an LV', async () => {
     const want = fx.lvs['lab-one-disk0'];
     const byPath = await lvm.resolve(want.path);
-    expect(byPath).toMatchObject({ vg: fx.vg, lv: 'lab-one-disk0', fullName: `${fx.vg}/lab-one-disk0`, size: want.bytes, active: true, snapshot: null });
+    expect(byPath).toMatchObject({
+      vg: fx.vg,
+      lv: 'lab-one-disk0',
+      fullName: `${fx.vg}/lab-one-disk0`,
+      size: want.bytes,
+      active: true,
+      snapshot: null,
+    });
     expect(byPath.open).toBe(true); // QEMU holds it open
     const mapper = `/dev/mapper/${fx.vg}-lab--one--disk0`;
     expect((await lvm.resolve(mapper)).uuid).toBe(byPath.uuid);

@@ -112,7 +112,12 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     expect(r.disks.map((d) => d.target)).toEqual(['vdb']);
     // qemu-ga logs the hook runs: freeze (before freezing), then thaw (after thawing).
     const text = await log.waitFor([FREEZE, THAW]);
-    console.log(`[guest log]\n${text.split('\n').filter((l) => /qemu-ga/.test(l)).join('\n')}`);
+    console.log(
+      `[guest log]\n${text
+        .split('\n')
+        .filter((l) => /qemu-ga/.test(l))
+        .join('\n')}`,
+    );
     expect(await agentCommand(dom, 'guest-fsfreeze-status')).toBe('thawed');
     // The image is a clean ext4 with the marker in it: the freeze flushed the guest's cache.
     const m = await readManifest(r.setPath);
@@ -128,7 +133,21 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   it('with the agent stopped (SIGSTOP), a quiesce backup fails within the agent timeout and --quiesce-fallback pause backs up instead', async () => {
     await stopAgent();
     const dest = freshDest();
-    const args = ['backup', dom, '--dest', dest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', String(AGENT_TIMEOUT), '--json'];
+    const args = [
+      'backup',
+      dom,
+      '--dest',
+      dest,
+      '-c',
+      fx.uri,
+      '--mode',
+      'quiesce',
+      '--exclude',
+      'vda',
+      '--agent-timeout',
+      String(AGENT_TIMEOUT),
+      '--json',
+    ];
     let freezeAt = 0;
     const onEvent = (e: Record<string, unknown>): void => {
       if (e.type === 'phase' && e.phase === 'freeze') freezeAt = performance.now();
@@ -171,14 +190,17 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     const log = new LogFollower(fx.linux.serialLog);
     killedDest = freshDest();
     let killed = false;
-    const run = await runCli(['backup', dom, '--dest', killedDest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', '60', '--json'], {
-      onEvent: (e, kill) => {
-        if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
-          killed = true;
-          kill();
-        }
+    const run = await runCli(
+      ['backup', dom, '--dest', killedDest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', '60', '--json'],
+      {
+        onEvent: (e, kill) => {
+          if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
+            killed = true;
+            kill();
+          }
+        },
       },
-    });
+    );
     expect(run.signal, run.stderr).toBe('SIGKILL');
     await lvmSettled();
     await log.waitFor([FREEZE, STOPPED], 90_000);
@@ -189,14 +211,16 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   });
 
   // recover bounds its agent calls (a timeout set before the thaw, the previous one put back).
-  it('kvmbak recover then returns within the agent timeout, even with libvirt\'s default agent timeout (block): the VM runs, no snapshot is left', async () => {
+  it("kvmbak recover then returns within the agent timeout, even with libvirt's default agent timeout (block): the VM runs, no snapshot is left", async () => {
     expect(handOver, 'the previous test left no stopped agent and interrupted run').toBe(true);
     handOver = false;
     try {
       // libvirt's own default for a domain's agent timeout: block (wait for the agent forever).
       await virsh('guest-agent-timeout', dom, '--timeout', '-2');
       const rec = await runCli(['recover', '--dest', killedDest, '-c', fx.uri], { deadlineMs: HUNG_AFTER_MS });
-      console.log(`[measure] recover with a stopped agent: ${(rec.ms / 1000).toFixed(1)} s (${rec.hung ? 'hung, killed' : `exit ${rec.code}`})\n${rec.stdout}${rec.stderr}`);
+      console.log(
+        `[measure] recover with a stopped agent: ${(rec.ms / 1000).toFixed(1)} s (${rec.hung ? 'hung, killed' : `exit ${rec.code}`})\n${rec.stdout}${rec.stderr}`,
+      );
       expect(rec.hung, 'kvmbak recover hung on the stopped agent').toBe(false);
       expect(await domState(dom)).toBe('running');
       expect(await kvmbakLvs()).toEqual([]);

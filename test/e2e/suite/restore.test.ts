@@ -86,7 +86,11 @@ describe('kvmbak restore in the lab', () => {
     const r = await cli(['restore', saveSet.setPath, '-c', fx.uri, '--json', '--quiet']);
     const seconds = (performance.now() - t) / 1000;
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    const doc = JSON.parse(r.stdout) as { memoryRestored: boolean; stateAfter: string; disks: { created: boolean; rawBytes: number; seconds: number }[] };
+    const doc = JSON.parse(r.stdout) as {
+      memoryRestored: boolean;
+      stateAfter: string;
+      disks: { created: boolean; rawBytes: number; seconds: number }[];
+    };
     console.log(`[measure] restore of lab-two (2 LVs, ${m.disks.reduce((n, d) => n + d.image.rawBytes, 0)} bytes + memory): ${seconds.toFixed(1)} s`);
     expect(doc.memoryRestored).toBe(true);
     expect(doc.stateAfter).toBe('running');
@@ -163,16 +167,27 @@ describe('kvmbak restore in the lab', () => {
     const ids: string[] = [];
     for (let i = 5; i >= 1; i--) {
       const t = new Date(Date.now() - i * 86_400_000);
-      const id = t.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+      const id = t
+        .toISOString()
+        .replace(/[-:]/g, '')
+        .replace(/\.\d+Z$/, 'Z');
       cpSync(saveSet.setPath, join(dom, id), { recursive: true });
       ids.push(id);
     }
     const dry = await cli(['prune', pdest, '--keep-last', '2', '--dry-run', '--json']);
     expect(dry.code, dry.stdout + dry.stderr).toBe(0);
-    expect(readdirSync(dom).filter((n) => !n.startsWith('.')).sort()).toEqual([...ids].sort());
+    expect(
+      readdirSync(dom)
+        .filter((n) => !n.startsWith('.'))
+        .sort(),
+    ).toEqual([...ids].sort());
     const real = await cli(['prune', pdest, '--keep-last', '2']);
     expect(real.code, real.stdout + real.stderr).toBe(0);
-    expect(readdirSync(dom).filter((n) => !n.startsWith('.')).sort()).toEqual(ids.slice(-2).sort());
+    expect(
+      readdirSync(dom)
+        .filter((n) => !n.startsWith('.'))
+        .sort(),
+    ).toEqual(ids.slice(-2).sort());
   });
 
   it('restored to other LVs (--map), lab-two resumes from its memory with the saved XML rewritten', async () => {
@@ -207,7 +222,12 @@ describe('kvmbak restore in the lab', () => {
     await virsh('undefine', 'lab-two');
     for (const d of m.disks) {
       // Wipe the LV so the test proves the data came back from the image.
-      const wipe = await pipeline([['dd', ['if=/dev/zero', `of=/dev/${d.vg}/${d.lv}`, 'bs=4M', 'oflag=direct', 'status=none', `count=${Math.ceil(d.lvSize / (4 * 1024 * 1024))}`]]]);
+      const wipe = await pipeline([
+        [
+          'dd',
+          ['if=/dev/zero', `of=/dev/${d.vg}/${d.lv}`, 'bs=4M', 'oflag=direct', 'status=none', `count=${Math.ceil(d.lvSize / (4 * 1024 * 1024))}`],
+        ],
+      ]);
       expect(wipe.map((s) => s.code === 0 || /No space left/.test(s.stderr))).toEqual([true]);
       const st = await pipeline([
         ['zcat', [join(saveSet.setPath, d.image.file)]],
@@ -254,7 +274,10 @@ describe('kvmbak restore --force: checked first, then written beside and swapped
 
   async function restoreLeftovers(): Promise<string[]> {
     const { stdout } = await sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', fx.vg]);
-    return stdout.split('\n').map((l) => l.trim()).filter((l) => /kvmbak-(new|old)-|kvmbak-restore/.test(l));
+    return stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => /kvmbak-(new|old)-|kvmbak-restore/.test(l));
   }
 
   it('a set with one flipped byte in an image: refused before anything, the domain runs on, its LVs byte-identical', async () => {

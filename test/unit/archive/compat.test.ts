@@ -110,11 +110,17 @@ describe('a corrupt member of either engine: the same clear errors', () => {
     await writeFile(join(dir, 'flip.gz'), flip);
     const f = await rejectionOf(unpackImage(join(dir, 'flip.gz'), join(dir, 'flip.out'), { index }));
     expect(f).toMatchObject({ code: 'KVMBAK_ARCHIVE_CORRUPT', offset: index.members[m] });
-    expect(f.message).toMatch(new RegExp(`^image .*flip\\.gz is corrupt: ${where.replace(/[()]/g, '\\$&')} does not decompress \\([a-z /]+\\); the image is damaged — use another copy$`));
+    expect(f.message).toMatch(
+      new RegExp(
+        `^image .*flip\\.gz is corrupt: ${where.replace(/[()]/g, '\\$&')} does not decompress \\([a-z /]+\\); the image is damaged — use another copy$`,
+      ),
+    );
 
     await writeFile(join(dir, 'isize.gz'), isize);
     const s = await rejectionOf(unpackImage(join(dir, 'isize.gz'), join(dir, 'isize.out'), { index }));
-    expect(s.message).toBe(`image ${join(dir, 'isize.gz')} is corrupt: ${where} does not decompress (incorrect length check); the image is damaged — use another copy`);
+    expect(s.message).toBe(
+      `image ${join(dir, 'isize.gz')} is corrupt: ${where} does not decompress (incorrect length check); the image is damaged — use another copy`,
+    );
     const s2 = await rejectionOf(unpackImage(join(dir, 'isize.gz'), join(dir, 'isize.out')));
     expect(s2.code).toBe('KVMBAK_ARCHIVE_CORRUPT');
     expect(s2.message).toContain(': incorrect length check; ');

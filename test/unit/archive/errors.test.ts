@@ -72,7 +72,9 @@ describe('bad input: one clear line, nothing left behind', () => {
       const dest = join(dir, 't1.out');
       const e = await rejectionOf(unpackImage(img, dest, { index: good }));
       expectClean(e, 'KVMBAK_ARCHIVE_TRUNCATED', dest);
-      expect(e.message).toBe(`image ${img} is truncated: it has ${good.storedBytes - 10} bytes but should have ${good.storedBytes}; the copy is incomplete — use a complete copy`);
+      expect(e.message).toBe(
+        `image ${img} is truncated: it has ${good.storedBytes - 10} bytes but should have ${good.storedBytes}; the copy is incomplete — use a complete copy`,
+      );
     });
 
     it('with offsets only: the last member ends early', async () => {
@@ -98,7 +100,9 @@ describe('bad input: one clear line, nothing left behind', () => {
       const dest = join(dir, 't4.out');
       const e = await rejectionOf(unpackImage(img, dest));
       expectClean(e, 'KVMBAK_ARCHIVE_TRUNCATED', dest);
-      expect(e.message).toBe(`image ${img} is truncated: it ends inside a gzip member (at compressed offset ${Math.floor(good.storedBytes / 2)}, after ${e.rawOffset} raw bytes); use a complete copy`);
+      expect(e.message).toBe(
+        `image ${img} is truncated: it ends inside a gzip member (at compressed offset ${Math.floor(good.storedBytes / 2)}, after ${e.rawOffset} raw bytes); use a complete copy`,
+      );
       expectClean(await rejectionOf(hashImage(img)), 'KVMBAK_ARCHIVE_TRUNCATED');
       const { storedBytes: _omit, ...offsetsOnly } = good;
       expectClean(await rejectionOf(hashImage(img, { index: offsetsOnly })), 'KVMBAK_ARCHIVE_TRUNCATED');
@@ -127,7 +131,9 @@ describe('bad input: one clear line, nothing left behind', () => {
       const e = await rejectionOf(unpackImage(img, dest, { index: good, threads: 2 }));
       expectClean(e, 'KVMBAK_ARCHIVE_CORRUPT', dest);
       expect(e.message).toMatch(
-        new RegExp(`^image ${img} is corrupt: gzip member #1 at compressed offset ${good.members[1]} \\(raw offset ${CHUNK}\\) does not decompress \\([a-z /]+\\); the image is damaged — use another copy$`),
+        new RegExp(
+          `^image ${img} is corrupt: gzip member #1 at compressed offset ${good.members[1]} \\(raw offset ${CHUNK}\\) does not decompress \\([a-z /]+\\); the image is damaged — use another copy$`,
+        ),
       );
       expect(e.offset).toBe(good.members[1]);
       expectClean(await rejectionOf(hashImage(img, { index: good })), 'KVMBAK_ARCHIVE_CORRUPT');
@@ -175,14 +181,18 @@ describe('bad input: one clear line, nothing left behind', () => {
     const wrong = 'ab'.repeat(32);
     const e = await rejectionOf(unpackImage(join(dir, 'good.gz'), dest, { index: good, expectSha256: wrong }));
     expectClean(e, 'KVMBAK_ARCHIVE_CHECKSUM', dest);
-    expect(e.message).toBe(`raw sha256 of image ${join(dir, 'good.gz')} is ${good.sha256}, expected ${wrong}: the image is damaged or not the one expected`);
+    expect(e.message).toBe(
+      `raw sha256 of image ${join(dir, 'good.gz')} is ${good.sha256}, expected ${wrong}: the image is damaged or not the one expected`,
+    );
     const s = await rejectionOf(unpackImage(join(dir, 'good.gz'), dest, { expectBytes: good.bytes + 1 }));
     expectClean(s, 'KVMBAK_ARCHIVE_SIZE', dest);
   });
 
   it('an index that belongs to another image', async () => {
     const dest = join(dir, 'idx.out');
-    const wrongChunk = await rejectionOf(unpackImage(join(dir, 'good.gz'), dest, { index: { ...good, chunkSize: CHUNK * 2, members: good.members.slice(0, 4) } }));
+    const wrongChunk = await rejectionOf(
+      unpackImage(join(dir, 'good.gz'), dest, { index: { ...good, chunkSize: CHUNK * 2, members: good.members.slice(0, 4) } }),
+    );
     expectClean(wrongChunk, 'KVMBAK_ARCHIVE_INDEX', dest);
     const wrongCount = await rejectionOf(unpackImage(join(dir, 'good.gz'), dest, { index: { ...good, members: good.members.slice(1) } }));
     expectClean(wrongCount, 'KVMBAK_ARCHIVE_INDEX', dest);
@@ -196,7 +206,10 @@ describe('bad input: one clear line, nothing left behind', () => {
   it('bad options are ConfigErrors naming the option', async () => {
     const src = join(dir, 'src.raw');
     await expect(packImage(src, join(dir, 'o.gz'), { level: 0 })).rejects.toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT', option: 'level' });
-    await expect(packImage(src, join(dir, 'o.gz'), { chunkSize: '3K' })).rejects.toMatchObject({ code: 'KVMBAK_INVALID_ARGUMENT', option: 'chunkSize' });
+    await expect(packImage(src, join(dir, 'o.gz'), { chunkSize: '3K' })).rejects.toMatchObject({
+      code: 'KVMBAK_INVALID_ARGUMENT',
+      option: 'chunkSize',
+    });
     await expect(packImage(src, join(dir, 'o.gz'), { chunkSize: 'lots' })).rejects.toMatchObject({ option: 'chunkSize' });
     await expect(packImage(src, join(dir, 'o.gz'), { threads: 0 })).rejects.toMatchObject({ option: 'threads' });
     await expect(unpackImage(join(dir, 'good.gz'), join(dir, 'o.out'), { expectSha256: 'xyz' })).rejects.toMatchObject({ option: 'expectSha256' });

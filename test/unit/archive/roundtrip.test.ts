@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { archiveCounters, hashImage, packImage, unpackImage, type ArchiveProgress } from '../../../src/archive/index.js';
-import { CHUNK, execFileP, gone, gzipTest, mixedData, runToFile, sha256, sha256File, tempDir, writeData, zcatSha256, noPartial } from './helpers.js';
+import { CHUNK, execFileP, gzipTest, mixedData, runToFile, sha256, sha256File, tempDir, writeData, zcatSha256, noPartial } from './helpers.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -47,7 +47,14 @@ describe('packImage → unpackImage round trips', () => {
 
     // parallel (indexed) and streamed unpack give the same bytes
     const par = await unpackImage(`${base}.gz`, `${base}.par`, { index: packed, expectSha256: packed.sha256, threads: 2, hashFile: true });
-    expect(par).toMatchObject({ bytes: size, sha256: packed.sha256, fileSha256: packed.fileSha256, verified: true, mode: 'parallel', destKind: 'file' });
+    expect(par).toMatchObject({
+      bytes: size,
+      sha256: packed.sha256,
+      fileSha256: packed.fileSha256,
+      verified: true,
+      mode: 'parallel',
+      destKind: 'file',
+    });
     expect(sha256(await readFile(`${base}.par`))).toBe(packed.sha256);
     expect((await stat(`${base}.par`)).mode & 0o777).toBe(0o600);
 

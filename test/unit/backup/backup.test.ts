@@ -36,7 +36,12 @@ async function expectCompleteSet(r: BackupResult, origins: Record<string, Buffer
   const m = await readManifest(r.setPath);
   // sha256sum, as an administrator would check the set without kvmbak.
   const check = execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: r.setPath, encoding: 'utf8' });
-  expect(check.trim().split('\n').every((l) => l.endsWith(': OK'))).toBe(true);
+  expect(
+    check
+      .trim()
+      .split('\n')
+      .every((l) => l.endsWith(': OK')),
+  ).toBe(true);
   for (const [target, content] of Object.entries(origins)) {
     const raw = execFileSync('zcat', [join(r.setPath, 'disks', `${target}.img.gz`)], { maxBuffer: 64 << 20 });
     expect(raw.length).toBe(content.length);
@@ -87,10 +92,20 @@ describe('backup in each mode', () => {
     const creates = env.fake.calls('lvcreate');
     expect(creates).toHaveLength(2);
     expect(creates[0]).toEqual([
-      'lvcreate', '-s', '-L', `${2 << 20}b`, '-n', expect.stringMatching(/^web-root-kvmbak-\d{8}t\d{6}z$/),
-      '--addtag', 'kvmbak', '--addtag', expect.stringMatching(/^kvmbak-run-\d{8}t\d{6}z-6695eb01$/),
-      '--addtag', expect.stringMatching(new RegExp(`^kvmbak-owner-${process.pid}-\\d+-[0-9a-f]{8}$`)),
-      '--', 'vg0/web-root',
+      'lvcreate',
+      '-s',
+      '-L',
+      `${2 << 20}b`,
+      '-n',
+      expect.stringMatching(/^web-root-kvmbak-\d{8}t\d{6}z$/),
+      '--addtag',
+      'kvmbak',
+      '--addtag',
+      expect.stringMatching(/^kvmbak-run-\d{8}t\d{6}z-6695eb01$/),
+      '--addtag',
+      expect.stringMatching(new RegExp(`^kvmbak-owner-${process.pid}-\\d+-[0-9a-f]{8}$`)),
+      '--',
+      'vg0/web-root',
     ]);
     expect(env.fake.calls('lvremove')).toHaveLength(2);
     // lvm2 ran in the C locale with fd warnings off.
@@ -126,10 +141,7 @@ describe('backup in each mode', () => {
   it('quiesce: the guest agent freezes and thaws; no downtime (the test driver has no agent timeout call)', async () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'web-root').file), vdb: await readFile(env.fake.lv('vg0', 'web-data').file) };
     const warnings: string[] = [];
-    const r = await backup(
-      env.opts('web-01', { mode: 'quiesce', onProgress: (e) => e.type === 'warning' && warnings.push(e.message) }),
-      env.ctx,
-    );
+    const r = await backup(env.opts('web-01', { mode: 'quiesce', onProgress: (e) => e.type === 'warning' && warnings.push(e.message) }), env.ctx);
     const m = await expectCompleteSet(r, before);
     expect(m).toMatchObject({ mode: 'quiesce', downtimeMs: 0, memory: null });
     expect(warnings).toEqual([expect.stringMatching(/cannot set the guest agent timeout of web-01 .*using libvirt's default/)]);

@@ -11,26 +11,8 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  type BackupMode,
-  type BackupOptions,
-  type BackupResult,
-  VmNotResumedError,
-  backup,
-  readManifest,
-  recover,
-} from '../../../src/index.js';
-import {
-  type Env,
-  type Fault,
-  type FaultyMethod,
-  defaultWorld,
-  domainDirEntries,
-  expectNothingLeft,
-  faulty,
-  setup,
-  stateOf,
-} from './helpers.js';
+import { type BackupMode, type BackupOptions, type BackupResult, VmNotResumedError, backup, readManifest, recover } from '../../../src/index.js';
+import { type Env, type Fault, type FaultyMethod, defaultWorld, domainDirEntries, expectNothingLeft, faulty, setup, stateOf } from './helpers.js';
 
 let env: Env | undefined;
 afterEach(async () => {
@@ -116,7 +98,15 @@ async function expectThawed(e: Env, domain: string): Promise<void> {
 async function census(domain: string, mode: BackupMode): Promise<{ lvm: Record<string, number>; libvirt: Record<string, number> }> {
   const e = await setup();
   try {
-    const f = faulty(e.hv, { save: { calls: [] }, restoreDomain: { calls: [] }, suspend: { calls: [] }, resume: { calls: [] }, fsFreeze: { calls: [] }, fsThaw: { calls: [] }, info: { calls: [] } });
+    const f = faulty(e.hv, {
+      save: { calls: [] },
+      restoreDomain: { calls: [] },
+      suspend: { calls: [] },
+      resume: { calls: [] },
+      fsFreeze: { calls: [] },
+      fsThaw: { calls: [] },
+      info: { calls: [] },
+    });
     await backup(e.opts(domain, { ...STEADY, mode }), { ...e.ctx, hypervisor: f.hv });
     const lvm: Record<string, number> = {};
     for (const c of e.fake.calls()) lvm[c[0]] = (lvm[c[0]] ?? 0) + 1;
@@ -281,7 +271,9 @@ describe('lvm2 failures', () => {
     env.fake.fail('lvremove', { count: 1000 });
     await expect(backup(env.opts('web-01'), env.ctx)).rejects.toMatchObject({
       code: 'KVMBAK_SNAPSHOT_REMOVE',
-      message: expect.stringMatching(/^could not remove snapshots: lvremove failed \(exit code 5\): Logical volume vg0\/snap in use\..*; run kvmbak recover$/),
+      message: expect.stringMatching(
+        /^could not remove snapshots: lvremove failed \(exit code 5\): Logical volume vg0\/snap in use\..*; run kvmbak recover$/,
+      ),
     });
     expect(await stateOf(env.hv, 'web-01')).toBe('running');
     expect(env.fake.snapshots()).toHaveLength(2);
@@ -290,7 +282,10 @@ describe('lvm2 failures', () => {
     env.fake.state.failures = [];
     const r = await recover({ dest: env.dest }, { hypervisor: env.hv, lvm: env.fake.lvm });
     expect(r.errors).toEqual([]);
-    expect(r.runs[0].actions).toEqual([expect.stringMatching(/^removed snapshot vg0\/web-root-kvmbak-/), expect.stringMatching(/^removed snapshot vg0\/web-data-kvmbak-/)]);
+    expect(r.runs[0].actions).toEqual([
+      expect.stringMatching(/^removed snapshot vg0\/web-root-kvmbak-/),
+      expect.stringMatching(/^removed snapshot vg0\/web-data-kvmbak-/),
+    ]);
     await expectNothingLeft(env, 'web-01', 'running');
   });
 
@@ -357,11 +352,16 @@ describe('while archiving', () => {
   it('an archive that cannot read its snapshot fails cleanly', async () => {
     env = await setup();
     const e = env;
-    env.fake.at('lvcreate', 1, () => {
-      const f = e.fake.snapshots()[0].file;
-      rmSync(f);
-      mkdirSync(f); // reading it fails with EISDIR
-    }, true);
+    env.fake.at(
+      'lvcreate',
+      1,
+      () => {
+        const f = e.fake.snapshots()[0].file;
+        rmSync(f);
+        mkdirSync(f); // reading it fails with EISDIR
+      },
+      true,
+    );
     await expect(backup(env.opts('web-01'), env.ctx)).rejects.toMatchObject({
       code: 'KVMBAK_SOURCE_UNREADABLE',
       message: expect.stringMatching(/^source \S+web-root-kvmbak-\S+ is a folder; give a file or a block device$/),
@@ -388,4 +388,3 @@ describe('while archiving', () => {
     await expectNothingLeft(env, 'web-01', 'running');
   });
 });
-

@@ -467,8 +467,7 @@ function lvextend(state: WorldState, argv: string[]): WorldResult {
   lv.size += grow;
   const ext = (n: number): string => `${displaySize(n)} (${n / vg.extentSize} extents)`;
   return ok(
-    `  Size of logical volume ${a[3]} changed from ${ext(from)} to ${ext(lv.size)}.\n` +
-      `  Logical volume ${a[3]} successfully resized.\n`,
+    `  Size of logical volume ${a[3]} changed from ${ext(from)} to ${ext(lv.size)}.\n` + `  Logical volume ${a[3]} successfully resized.\n`,
     state.templates.lvextend.stderr,
   );
 }

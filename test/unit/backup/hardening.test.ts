@@ -89,7 +89,11 @@ async function deadPid(): Promise<number> {
 }
 
 /** What a kvmbak killed in its window left of a backup of web-01 (see recover.test.ts). */
-async function crashedRun(e: Env, steps: JournalStep[], mode: 'save' | 'quiesce' = 'save'): Promise<{ setPath: string; memoryFile: string; journal: string }> {
+async function crashedRun(
+  e: Env,
+  steps: JournalStep[],
+  mode: 'save' | 'quiesce' = 'save',
+): Promise<{ setPath: string; memoryFile: string; journal: string }> {
   const setPath = join(e.dest, 'web-01', OLD);
   await mkdir(join(setPath, 'disks'), { recursive: true, mode: 0o700 });
   await writeFile(join(setPath, 'domain.xml'), '<domain/>', { mode: 0o600 });
@@ -121,12 +125,19 @@ async function crashedRun(e: Env, steps: JournalStep[], mode: 'save' | 'quiesce'
 
 // Defect 6 of issue 9: the window set the agent timeout and never put it back; recover thawed with no timeout.
 describe('guest-agent timeouts', () => {
-  it('the window sets the timeout before the freeze and before the thaw, and puts libvirt\'s default (block) back after each', async () => {
+  it("the window sets the timeout before the freeze and before the thaw, and puts libvirt's default (block) back after each", async () => {
     env = await setup();
     const log: unknown[] = [];
     const r = await backup(env.opts('web-01', { mode: 'quiesce', agentTimeoutSeconds: 7 }), { ...env.ctx, hypervisor: recording(env.hv, log) });
     expect(r.mode).toBe('quiesce');
-    expect(log).toEqual([['setAgentTimeout', 7], ['fsFreeze'], ['setAgentTimeout', 'block'], ['setAgentTimeout', 7], ['fsThaw'], ['setAgentTimeout', 'block']]);
+    expect(log).toEqual([
+      ['setAgentTimeout', 7],
+      ['fsFreeze'],
+      ['setAgentTimeout', 'block'],
+      ['setAgentTimeout', 7],
+      ['fsThaw'],
+      ['setAgentTimeout', 'block'],
+    ]);
   });
 
   it('a freeze the agent refuses is thawed with the timeout set, and the setting is put back', async () => {
@@ -157,7 +168,14 @@ describe('guest-agent timeouts', () => {
     await expect(backup(env.opts('web-01', { mode: 'quiesce', agentTimeoutSeconds: 3 }), { ...env.ctx, hypervisor: failing })).rejects.toMatchObject({
       code: 'KVMBAK_QUIESCE',
     });
-    expect(log).toEqual([['setAgentTimeout', 3], ['fsFreeze'], ['setAgentTimeout', 'block'], ['setAgentTimeout', 3], ['fsThaw'], ['setAgentTimeout', 'block']]);
+    expect(log).toEqual([
+      ['setAgentTimeout', 3],
+      ['fsFreeze'],
+      ['setAgentTimeout', 'block'],
+      ['setAgentTimeout', 3],
+      ['fsThaw'],
+      ['setAgentTimeout', 'block'],
+    ]);
     await expectNothingLeft(env, 'web-01', 'running');
   });
 
@@ -186,7 +204,10 @@ describe('the next backup recovers first, then plans', () => {
     d.free();
     expect(await stateOf(env.hv, 'web-01')).toBe('shutoff');
     const warnings: string[] = [];
-    const r = await backup(env.opts('web-01', { mode: 'pause', onProgress: (e) => void (e.type === 'warning' && warnings.push(e.message)) }), env.ctx);
+    const r = await backup(
+      env.opts('web-01', { mode: 'pause', onProgress: (e) => void (e.type === 'warning' && warnings.push(e.message)) }),
+      env.ctx,
+    );
     expect(warnings[0]).toBe(`recovered an interrupted backup (${OLD}): restored web-01 from its saved memory ${crash.memoryFile}`);
     expect(r).toMatchObject({ mode: 'pause', stateBefore: 'running', stateAfter: 'running', memoryBytes: null });
     expect((await readManifest(r.setPath)).mode).toBe('pause');
@@ -302,7 +323,9 @@ describe('progress', () => {
     d.free();
     const ac = new AbortController();
     ac.abort();
-    await expect(recover({ dest: env.dest, signal: ac.signal }, { hypervisor: env.hv, lvm: env.fake.lvm })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    await expect(recover({ dest: env.dest, signal: ac.signal }, { hypervisor: env.hv, lvm: env.fake.lvm })).rejects.toMatchObject({
+      code: 'ABORT_ERR',
+    });
     expect(await stateOf(env.hv, 'web-01')).toBe('paused');
     const events: RecoverProgress[] = [];
     const r = await recover({ dest: env.dest, onProgress: (e) => void events.push(e) }, { hypervisor: env.hv, lvm: env.fake.lvm, retryDelayMs: 1 });

@@ -12,14 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import {
-  type BackupContext,
-  type BackupOptions,
-  type Domain,
-  type Hypervisor,
-  LibvirtError,
-  openHypervisor,
-} from '../../../src/index.js';
+import { type BackupContext, type BackupOptions, type Domain, type Hypervisor, LibvirtError, openHypervisor } from '../../../src/index.js';
 import { FakeLvm, MiB } from './fake-lvm.js';
 import type { WorldSpec } from './fake-lvm-world.js';
 
@@ -136,8 +129,7 @@ export const LIBVIRT_ERRORS = {
     libvirtError('Guest agent is not responding: QEMU guest agent is not connected', 'VIR_ERR_AGENT_UNRESPONSIVE', 86, 'virDomainFSFreeze'),
   fsThaw: (): LibvirtError =>
     libvirtError('Guest agent is not responding: QEMU guest agent is not connected', 'VIR_ERR_AGENT_UNRESPONSIVE', 86, 'virDomainFSThaw'),
-  info: (): LibvirtError =>
-    libvirtError('Cannot recv data: Connection reset by peer', 'VIR_ERR_SYSTEM_ERROR', 38, 'virDomainGetInfo'),
+  info: (): LibvirtError => libvirtError('Cannot recv data: Connection reset by peer', 'VIR_ERR_SYSTEM_ERROR', 38, 'virDomainGetInfo'),
 };
 
 function libvirtError(message: string, code: string, virCode: number, operation: string): LibvirtError {

@@ -221,7 +221,7 @@ describe('destination', () => {
   });
 
   // Defect 4 of issue 9: `--threads 257` was refused by the archiver only after the VM was saved and snapshotted.
-  it('refuses every bad option before planning: nothing held, no set, no lvm2 call (the archiver\'s limits)', async () => {
+  it("refuses every bad option before planning: nothing held, no set, no lvm2 call (the archiver's limits)", async () => {
     const e = await open();
     const bad: [Partial<BackupOptions>, string, string][] = [
       [{ threads: 257 }, 'threads', 'threads must be a whole number from 1 to 256, got 257'],

@@ -190,7 +190,9 @@ describe('the next backup recovers an interrupted run first', () => {
     await expect(backup(env.opts('web-01'), env.ctx)).rejects.toMatchObject({
       code: 'KVMBAK_RECOVER_FAILED',
       message: expect.stringMatching(
-        new RegExp(`^an interrupted backup of web-01 could not be undone \\(${OLD}: journal is unreadable .*then delete ${path}\\); fix that and run kvmbak recover \\(\`dest\` ${env.dest}\\) before backing web-01 up again$`),
+        new RegExp(
+          `^an interrupted backup of web-01 could not be undone \\(${OLD}: journal is unreadable .*then delete ${path}\\); fix that and run kvmbak recover \\(\`dest\` ${env.dest}\\) before backing web-01 up again$`,
+        ),
       ),
     });
     expect(env.fake.calls('lvcreate')).toEqual([]);

@@ -88,10 +88,14 @@ describe('SnapshotWatcher', () => {
     const { w, warnings } = await watched();
     fake.fail('lvs', { count: 2 });
     expect(await w.check()).toBeNull();
-    expect(warnings).toEqual(['could not read the usage of snapshot vg0/web-root-snap: Volume group vg0 does not exist on this host: check the name (vgs lists the volume groups)']);
+    expect(warnings).toEqual([
+      'could not read the usage of snapshot vg0/web-root-snap: Volume group vg0 does not exist on this host: check the name (vgs lists the volume groups)',
+    ]);
     await expect(w.check({ strict: true })).rejects.toMatchObject({
       code: 'KVMBAK_SNAPSHOT_UNKNOWN',
-      message: expect.stringMatching(/^cannot tell whether snapshot vg0\/web-root-snap of disk vda stayed valid \(.*\); the backup is discarded: run it again$/),
+      message: expect.stringMatching(
+        /^cannot tell whether snapshot vg0\/web-root-snap of disk vda stayed valid \(.*\); the backup is discarded: run it again$/,
+      ),
     });
   });
 

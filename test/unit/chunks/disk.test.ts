@@ -144,7 +144,9 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     await using store = await ChunkStore.forDestination(dir);
     const { list } = await writeDiskToStore(join(dir, 'd'), store);
     const wrong = { ...list, rawSha256: '0'.repeat(64) };
-    await expect(readDiskFromStore(wrong, store, join(dir, 'out'))).rejects.toThrow(/the rebuilt disk hashes to [0-9a-f]{64}, its chunk list says 0{64}/);
+    await expect(readDiskFromStore(wrong, store, join(dir, 'out'))).rejects.toThrow(
+      /the rebuilt disk hashes to [0-9a-f]{64}, its chunk list says 0{64}/,
+    );
   });
 
   it('stops on abort', async () => {

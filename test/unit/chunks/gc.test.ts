@@ -70,7 +70,12 @@ const result = await store.collectGarbage({
 process.stdout.write(JSON.stringify(result) + '\\n');
 `;
 
-function runChild(root: string, lists: string[], mode: string, goFile = ''): { lines: AsyncGenerator<Record<string, any>>; exit: Promise<{ code: number | null; signal: string | null; stderr: string }> } {
+function runChild(
+  root: string,
+  lists: string[],
+  mode: string,
+  goFile = '',
+): { lines: AsyncGenerator<Record<string, any>>; exit: Promise<{ code: number | null; signal: string | null; stderr: string }> } {
   const ready = buildChild();
   let stderr = '';
   const queue: Record<string, any>[] = [];
@@ -79,7 +84,9 @@ function runChild(root: string, lists: string[], mode: string, goFile = ''): { l
   const exit = ready.then(
     (dir) =>
       new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) => {
-        const proc = spawn(process.execPath, [join(dir, 'gc-child.mjs'), root, JSON.stringify(lists), mode, goFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const proc = spawn(process.execPath, [join(dir, 'gc-child.mjs'), root, JSON.stringify(lists), mode, goFile], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let buf = '';
         proc.stdout.on('data', (d: Buffer) => {
           buf += d.toString();
@@ -200,7 +207,10 @@ describe('collectGarbage', () => {
     await writer.put(Buffer.from('a backup in progress'));
     const busy = await store.collectGarbage({ lists: () => lists });
     expect(busy.status).toBe('busy');
-    expect((busy as Extract<GcResult, { status: 'busy' }>).writers[0]).toMatchObject({ status: 'alive', owner: { kind: 'writer', pid: process.pid } });
+    expect((busy as Extract<GcResult, { status: 'busy' }>).writers[0]).toMatchObject({
+      status: 'alive',
+      owner: { kind: 'writer', pid: process.pid },
+    });
     expect(readdirSync(join(store.root, '.gc'))).toEqual([]);
     await writer.close();
     // the grace period keeps the writer's own (unreferenced) chunk out of the count

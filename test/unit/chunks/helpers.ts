@@ -23,7 +23,8 @@ export function diskImage(size: number, seed = 1): Buffer {
     const kind = (i + seed) % 4;
     if (kind === 0) for (let p = off; p < end; p += text.length) text.copy(b, p, 0, Math.min(text.length, end - p));
     else if (kind === 1) randomBytes(end - off).copy(b, off);
-    else if (kind === 3) for (let p = off; p < off + (end - off) / 2; p += text.length) text.copy(b, p, 0, Math.min(text.length, off + (end - off) / 2 - p));
+    else if (kind === 3)
+      for (let p = off; p < off + (end - off) / 2; p += text.length) text.copy(b, p, 0, Math.min(text.length, off + (end - off) / 2 - p));
   }
   return b;
 }

@@ -1,13 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { AbortError, ConfigError, isAbortError, isKvmbakError } from '../../../src/errors.js';
-import {
-  CommandNotFoundError,
-  CommandOutputTooLargeError,
-  CommandTimeoutError,
-  LocalCommandRunner,
-  formatCommand,
-} from '../../../src/exec/index.js';
+import { CommandNotFoundError, CommandOutputTooLargeError, CommandTimeoutError, LocalCommandRunner, formatCommand } from '../../../src/exec/index.js';
 
 const runner = new LocalCommandRunner();
 
@@ -51,7 +45,12 @@ describe('LocalCommandRunner', () => {
   it('sets LC_ALL=C and LVM_SUPPRESS_FD_WARNINGS=1 and completes PATH with the sbin directories', async () => {
     const r = new LocalCommandRunner({ env: { PATH: '/usr/bin:/bin', LC_ALL: 'de_DE.UTF-8', KEEP: 'yes' } });
     const res = await r.run('/usr/bin/env', []);
-    const env = Object.fromEntries(res.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const env = Object.fromEntries(
+      res.stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
     expect(env.LC_ALL).toBe('C');
     expect(env.LVM_SUPPRESS_FD_WARNINGS).toBe('1');
     expect(env.KEEP).toBe('yes');
@@ -119,9 +118,7 @@ describe('LocalCommandRunner', () => {
   });
 
   it('keeps what the child printed before the timeout', async () => {
-    const err = await runner
-      .run('/bin/sh', ['-c', 'echo started; echo warn >&2; exec sleep 30'], { timeoutMs: 300 })
-      .catch((e: unknown) => e);
+    const err = await runner.run('/bin/sh', ['-c', 'echo started; echo warn >&2; exec sleep 30'], { timeoutMs: 300 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommandTimeoutError);
     expect((err as CommandTimeoutError).stdout).toBe('started\n');
     expect((err as CommandTimeoutError).stderr).toBe('warn\n');
@@ -172,7 +169,9 @@ describe('LocalCommandRunner', () => {
     expect((a as Error).message).toBe('/nonexistent/lvcreate does not exist: install the lvm2 package (apt-get install lvm2)');
     const b = await runner.run('kvmbak-no-such-program', []).catch((e: unknown) => e);
     expect(b).toBeInstanceOf(CommandNotFoundError);
-    expect((b as Error).message).toMatch(/^kvmbak-no-such-program was not found in PATH \(.*\): install the program that provides kvmbak-no-such-program or fix PATH$/);
+    expect((b as Error).message).toMatch(
+      /^kvmbak-no-such-program was not found in PATH \(.*\): install the program that provides kvmbak-no-such-program or fix PATH$/,
+    );
   });
 
   it('kills a child that prints more than maxOutputBytes', async () => {

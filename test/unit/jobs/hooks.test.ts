@@ -21,17 +21,25 @@ async function script(name: string, body: string): Promise<string> {
 
 describe('runHook', () => {
   it('passes the phase as the only argument and the facts as KVMBAK_* variables, no shell; hands over each output line', async () => {
-    const hook = await script('ok.sh', 'echo "args=$# $1"; echo "d=$KVMBAK_DOMAIN m=$KVMBAK_MODE s=$KVMBAK_SET st=$KVMBAK_STATUS e=$KVMBAK_ERROR p=$KVMBAK_PHASE"; echo oops >&2; printf tail');
+    const hook = await script(
+      'ok.sh',
+      'echo "args=$# $1"; echo "d=$KVMBAK_DOMAIN m=$KVMBAK_MODE s=$KVMBAK_SET st=$KVMBAK_STATUS e=$KVMBAK_ERROR p=$KVMBAK_PHASE"; echo oops >&2; printf tail',
+    );
     const lines: string[] = [];
-    await runHook(hook, 'backup-end', { domain: 'web 01; rm -rf /', mode: 'save', set: '/b/x', status: 'ok' }, {
-      onOutput: (l, s) => lines.push(`${s}: ${l}`),
-    });
+    await runHook(
+      hook,
+      'backup-end',
+      { domain: 'web 01; rm -rf /', mode: 'save', set: '/b/x', status: 'ok' },
+      {
+        onOutput: (l, s) => lines.push(`${s}: ${l}`),
+      },
+    );
     expect(lines.sort()).toEqual(
       ['stdout: args=1 backup-end', 'stdout: d=web 01; rm -rf / m=save s=/b/x st=ok e= p=backup-end', 'stderr: oops', 'stdout: tail'].sort(),
     );
   });
 
-  it('does not leak KVMBAK_* variables of kvmbak\'s own environment into a phase that has no such fact', () => {
+  it("does not leak KVMBAK_* variables of kvmbak's own environment into a phase that has no such fact", () => {
     const env = hookEnvironment('job-start', {}, { PATH: '/bin', KVMBAK_DOMAIN: 'stale' });
     expect(env).toEqual({ PATH: '/bin', KVMBAK_PHASE: 'job-start' });
   });

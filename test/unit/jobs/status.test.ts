@@ -60,10 +60,15 @@ describe('backupStatus', () => {
 describe('metrics', () => {
   it('renders one gauge per figure and domain, with escaped labels; writes the file readable by the exporter', async () => {
     const dir = await tmp();
-    const a = { dest: '/b', run: { format: 'kvmbak-last-run/1' as const, ...run('web"01', true, '2026-12-01T02:00:00.000Z'), lastSuccessAt: '2026-12-01T02:00:00.000Z' } };
+    const a = {
+      dest: '/b',
+      run: { format: 'kvmbak-last-run/1' as const, ...run('web"01', true, '2026-12-01T02:00:00.000Z'), lastSuccessAt: '2026-12-01T02:00:00.000Z' },
+    };
     const b = { dest: '/b', run: { format: 'kvmbak-last-run/1' as const, ...run('db01', false, '2026-12-01T02:00:00.000Z'), lastSuccessAt: null } };
     const text = renderMetrics([a, b]);
-    expect(text).toContain('# TYPE kvmbak_last_run_success gauge\nkvmbak_last_run_success{domain="web\\"01",dest="/b"} 1\nkvmbak_last_run_success{domain="db01",dest="/b"} 0\n');
+    expect(text).toContain(
+      '# TYPE kvmbak_last_run_success gauge\nkvmbak_last_run_success{domain="web\\"01",dest="/b"} 1\nkvmbak_last_run_success{domain="db01",dest="/b"} 0\n',
+    );
     expect(text).toContain(`kvmbak_last_success_timestamp_seconds{domain="web\\"01",dest="/b"} ${Date.parse('2026-12-01T02:00:00.000Z') / 1000}\n`);
     expect(text).not.toContain('kvmbak_last_success_timestamp_seconds{domain="db01"');
     expect(text).toContain('kvmbak_last_run_downtime_seconds{domain="web\\"01",dest="/b"} 1.25\n');

@@ -18,7 +18,9 @@ const command = [process.execPath, '/opt/kvm bak/dist/cli.js'];
 
 describe('systemd units', () => {
   it('run the configured backups on a persistent, randomized timer, and recover every destination at boot', () => {
-    const units = Object.fromEntries(systemdUnits({ command, config, onCalendar: 'Mon..Fri 01:00', randomizedDelaySeconds: 600 }).map((u) => [u.name, u.text]));
+    const units = Object.fromEntries(
+      systemdUnits({ command, config, onCalendar: 'Mon..Fri 01:00', randomizedDelaySeconds: 600 }).map((u) => [u.name, u.text]),
+    );
     expect(units['kvmbak.service']).toContain(`\nExecStart=${process.execPath} "/opt/kvm bak/dist/cli.js" backup --config /etc/kvmbak/kvmbak.toml\n`);
     expect(units['kvmbak.service']).toContain('\nRequiresMountsFor=/backup /mnt/other\\x20backups\n');
     expect(units['kvmbak.timer']).toContain('\nOnCalendar=Mon..Fri 01:00\nPersistent=true\nRandomizedDelaySec=600\nUnit=kvmbak.service\n');
@@ -35,13 +37,18 @@ describe('systemd units', () => {
     expect(() => systemdWord('a\nb')).toThrow('a unit command cannot hold a line break or NUL');
   });
 
-  it('pass systemd-analyze verify, and install/uninstall touch only kvmbak\'s own files', async () => {
+  it("pass systemd-analyze verify, and install/uninstall touch only kvmbak's own files", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'kvmbak-units-'));
     dirs.push(dir);
     // verify checks that the command exists: point the units at this node and a real script.
     const script = join(dir, 'cli.js');
     await writeFile(script, '');
-    const written = await installSystemdUnits({ command: [process.execPath, script], config: parseConfig(`dest = "${dir}"\n`, join(dir, 'k.toml')), unitDir: dir, systemctl: false });
+    const written = await installSystemdUnits({
+      command: [process.execPath, script],
+      config: parseConfig(`dest = "${dir}"\n`, join(dir, 'k.toml')),
+      unitDir: dir,
+      systemctl: false,
+    });
     expect(written.map((p) => p.slice(dir.length + 1)).sort()).toEqual(['kvmbak-recover.service', 'kvmbak.service', 'kvmbak.timer']);
     expect((await stat(join(dir, 'kvmbak.timer'))).mode & 0o777).toBe(0o644);
     const v = await run('systemd-analyze', ['verify', ...written]).catch((e: { stdout: string; stderr: string; code: number }) => e);

@@ -29,7 +29,11 @@ function imports(file: string): string[] {
   for (const m of text.matchAll(re)) {
     const spec = m[1] ?? m[2];
     if (!spec || !spec.startsWith('.')) continue;
-    found.push(relative(root, resolve(dirname(file), spec)).split(sep).join('/'));
+    found.push(
+      relative(root, resolve(dirname(file), spec))
+        .split(sep)
+        .join('/'),
+    );
   }
   return found;
 }

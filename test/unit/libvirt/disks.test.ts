@@ -3,8 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseDomainDisks } from '../../../src/index.js';
 
-const fixture = (name: string): string =>
-  readFileSync(new URL(`../../fixtures/libvirt/${name}`, import.meta.url), 'utf8');
+const fixture = (name: string): string => readFileSync(new URL(`../../fixtures/libvirt/${name}`, import.meta.url), 'utf8');
 
 describe('parseDomainDisks', () => {
   it('reads every disk kind libvirt formats (test driver dumpxml of a mixed domain)', () => {
@@ -67,9 +66,7 @@ describe('parseDomainDisks', () => {
   it('ignores disks outside <devices> and other devices', () => {
     const xml = `<domain type='kvm'><name>x</name><devices><interface type='network'/><disk type='dir' device='disk'>
       <source dir='/srv/share'/><target dev='hdb' bus='ide'/></disk></devices><disk type='block'><target dev='zz'/></disk></domain>`;
-    expect(parseDomainDisks(xml)).toEqual([
-      { target: 'hdb', device: 'disk', type: 'dir', source: '/srv/share', readonly: false, bus: 'ide' },
-    ]);
+    expect(parseDomainDisks(xml)).toEqual([{ target: 'hdb', device: 'disk', type: 'dir', source: '/srv/share', readonly: false, bus: 'ide' }]);
   });
 
   it('returns [] for a domain without devices', () => {

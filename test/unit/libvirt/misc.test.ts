@@ -72,7 +72,9 @@ describe('addon loader', () => {
     try {
       const bogus = join(dir, 'kvmbak.node');
       await writeFile(bogus, 'not an ELF file\n'.repeat(512));
-      expect(() => loadNativeFrom([join(dir, 'missing.node'), bogus])).toThrow(/kvmbak\.node: .*invalid ELF header.*Fix: rebuild it for this machine: npm rebuild kvmbak/);
+      expect(() => loadNativeFrom([join(dir, 'missing.node'), bogus])).toThrow(
+        /kvmbak\.node: .*invalid ELF header.*Fix: rebuild it for this machine: npm rebuild kvmbak/,
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -18,9 +18,13 @@ function constants(script: string): { report: string[]; lvFields: string; vgFiel
   const text = readFileSync(script, 'utf8');
   const block = /^# --- Keep equal to src\/lvm\/report\.ts.*\n([\s\S]*?)^# -{20,}$/m.exec(text);
   if (!block) throw new Error(`${script}: constants block not found`);
-  const out = execFileSync('/bin/bash', ['-c', `${block[1]}\nprintf '%s\\0' "\${#REPORT_OPTIONS[@]}" "\${REPORT_OPTIONS[@]}" "$LV_FIELDS" "$VG_FIELDS" "$STAT_FORMAT"`], {
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    '/bin/bash',
+    ['-c', `${block[1]}\nprintf '%s\\0' "\${#REPORT_OPTIONS[@]}" "\${REPORT_OPTIONS[@]}" "$LV_FIELDS" "$VG_FIELDS" "$STAT_FORMAT"`],
+    {
+      encoding: 'utf8',
+    },
+  );
   const parts = out.split('\0').slice(0, -1);
   const n = Number(parts[0]);
   return { report: parts.slice(1, 1 + n), lvFields: parts[1 + n], vgFields: parts[2 + n], statFormat: parts[3 + n] };

@@ -74,8 +74,7 @@ export const LV_FIELDS =
   'lv_name,vg_name,lv_uuid,lv_full_name,lv_path,lv_dm_path,lv_size,lv_attr,lv_tags,lv_active,lv_active_locally,' +
   'lv_device_open,lv_skip_activation,segtype,lv_layout,lv_role,origin,origin_uuid,origin_size,pool_lv,' +
   'snap_percent,data_percent,metadata_percent,lv_snapshot_invalid,lv_kernel_major,lv_kernel_minor';
-export const VG_FIELDS =
-  'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_attr,vg_tags,lv_count,snap_count,pv_count';
+export const VG_FIELDS = 'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_attr,vg_tags,lv_count,snap_count,pv_count';
 
 /** argv of `lvs` for targets (none: every LV, and no `--`). */
 export function lvsArgv(...targets: string[]): string[] {

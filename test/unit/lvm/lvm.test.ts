@@ -2,18 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AbortError, ConfigError, KvmbakError, LvmCommandError, isAbortError, isLvmCommandError } from '../../../src/errors.js';
 import { CommandNotFoundError, LocalCommandRunner } from '../../../src/exec/index.js';
 import { KVMBAK_TAG, Lvm, LvmErrorCode } from '../../../src/lvm/index.js';
-import {
-  ScriptedRunner,
-  fixture,
-  labVg,
-  lvsArgv,
-  ok,
-  record,
-  replay,
-  vgsArgv,
-  without,
-  type Step,
-} from './helpers.js';
+import { ScriptedRunner, fixture, labVg, lvsArgv, ok, record, replay, vgsArgv, without, type Step } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const NODM = 'kvmbak-nodm-vg';
@@ -253,8 +242,18 @@ describe('Lvm.createSnapshot', () => {
     ]);
     const snap = await lvm.createSnapshot(`${vg}/kvmbak-fx-web-01`, { name: 'kvmbak-fx-web-01-snap', size: 16 * MiB, tags: ['kvmbak-run-fx'] });
     expect(runner.calls[1].argv).toEqual([
-      'lvcreate', '-s', '-L', '16777216b', '-n', 'kvmbak-fx-web-01-snap',
-      '--addtag', 'kvmbak', '--addtag', 'kvmbak-run-fx', '--', `${vg}/kvmbak-fx-web-01`,
+      'lvcreate',
+      '-s',
+      '-L',
+      '16777216b',
+      '-n',
+      'kvmbak-fx-web-01-snap',
+      '--addtag',
+      'kvmbak',
+      '--addtag',
+      'kvmbak-run-fx',
+      '--',
+      `${vg}/kvmbak-fx-web-01`,
     ]);
     expect(runner.calls[1].options?.timeoutMs).toBe(300_000);
     expect(snap).toMatchObject({ lv: 'kvmbak-fx-web-01-snap', snapshot: 'classic', active: true, origin: 'kvmbak-fx-web-01', size: 16 * MiB });
@@ -279,7 +278,17 @@ describe('Lvm.createSnapshot', () => {
     ]);
     const snap = await lvm.createSnapshot({ vg, lv: 'kvmbak-fx-db-02' }, { name: 'kvmbak-fx-db-02-snap', size: 16 * MiB, tags: ['kvmbak-run-fx'] });
     expect(runner.calls[1].argv).toEqual([
-      'lvcreate', '-s', '-K', '-n', 'kvmbak-fx-db-02-snap', '--addtag', 'kvmbak', '--addtag', 'kvmbak-run-fx', '--', `${vg}/kvmbak-fx-db-02`,
+      'lvcreate',
+      '-s',
+      '-K',
+      '-n',
+      'kvmbak-fx-db-02-snap',
+      '--addtag',
+      'kvmbak',
+      '--addtag',
+      'kvmbak-run-fx',
+      '--',
+      `${vg}/kvmbak-fx-db-02`,
     ]);
     expect(snap).toMatchObject({ snapshot: 'thin', thin: true, active: true, pool: 'kvmbak-fx-pool', origin: 'kvmbak-fx-db-02' });
     expect(runner.done).toBe(true);
@@ -290,7 +299,22 @@ describe('Lvm.createSnapshot', () => {
     const target = `${NODM}/thin-disk-kvmbak-snap`;
     const { lvm, runner } = setup([
       { argv: lvsArgv(NODM), reply: ok(without('nodm-lvs-vg', 'thin-disk-kvmbak-snap')) },
-      { argv: ['lvcreate', '-s', '-K', '-n', 'thin-disk-kvmbak-snap', '--addtag', 'kvmbak', '--addtag', 'kvmbak-run-20261126T031500Z', '--', `${NODM}/thin-disk`], reply: ok() },
+      {
+        argv: [
+          'lvcreate',
+          '-s',
+          '-K',
+          '-n',
+          'thin-disk-kvmbak-snap',
+          '--addtag',
+          'kvmbak',
+          '--addtag',
+          'kvmbak-run-20261126T031500Z',
+          '--',
+          `${NODM}/thin-disk`,
+        ],
+        reply: ok(),
+      },
       { argv: lvsArgv(NODM), reply: ok(fixture('nodm-lvs-vg')) },
       { argv: ['lvchange', '-ay', '-K', '--', target], reply: ok() },
       { argv: lvsArgv(NODM), reply: ok(fixture('nodm-lvs-vg')) },
@@ -298,9 +322,7 @@ describe('Lvm.createSnapshot', () => {
       { argv: lvsArgv(NODM), reply: ok(fixture('nodm-lvs-vg')) },
       { argv: ['lvremove', '-y', '--', target], reply: ok() },
     ]);
-    const err = await failure(
-      lvm.createSnapshot(`${NODM}/thin-disk`, { name: 'thin-disk-kvmbak-snap', tags: ['kvmbak-run-20261126T031500Z'] }),
-    );
+    const err = await failure(lvm.createSnapshot(`${NODM}/thin-disk`, { name: 'thin-disk-kvmbak-snap', tags: ['kvmbak-run-20261126T031500Z'] }));
     expect((err as KvmbakError).code).toBe(LvmErrorCode.Unexpected);
     expect(err.message).toMatch(/not an active, tagged snapshot \(lv_attr Vwi-XXtz-k/);
     expect(runner.done).toBe(true);
@@ -420,7 +442,12 @@ describe('Lvm.snapshotUsage', () => {
 
   it('reports an inactive snapshot with an unknown percentage', async () => {
     const { lvm } = setup([{ argv: lvsArgv(NODM), reply: ok(fixture('nodm-lvs-vg')) }]);
-    expect(await lvm.snapshotUsage(`${NODM}/web-01-disk-kvmbak-snap`)).toMatchObject({ active: false, percent: null, invalid: false, usedBytes: null });
+    expect(await lvm.snapshotUsage(`${NODM}/web-01-disk-kvmbak-snap`)).toMatchObject({
+      active: false,
+      percent: null,
+      invalid: false,
+      usedBytes: null,
+    });
   });
 
   it('rejects a non-snapshot and a missing LV', async () => {
@@ -515,7 +542,20 @@ describe('Lvm.createVolume', () => {
       { argv: lvsArgv(vg), reply: ok(without('lvs-classic', 'kvmbak-fx-web-01-snap')) },
     ]);
     const lv = await lvm.createVolume(vg, 'kvmbak-fx-web-01', 32 * MiB, { tags: ['vm-web-01'] });
-    expect(runner.calls[1].argv).toEqual(['lvcreate', '-L', '33554432b', '-n', 'kvmbak-fx-web-01', '-y', '-Wy', '-Zy', '--addtag', 'vm-web-01', '--', vg]);
+    expect(runner.calls[1].argv).toEqual([
+      'lvcreate',
+      '-L',
+      '33554432b',
+      '-n',
+      'kvmbak-fx-web-01',
+      '-y',
+      '-Wy',
+      '-Zy',
+      '--addtag',
+      'vm-web-01',
+      '--',
+      vg,
+    ]);
     expect(lv).toMatchObject({ lv: 'kvmbak-fx-web-01', size: 32 * MiB });
   });
 
@@ -528,14 +568,29 @@ describe('Lvm.createVolume', () => {
     ]);
     const lv = await lvm.createVolume(vg, 'kvmbak-fx-db-02', 32 * MiB, { thinPool: 'kvmbak-fx-pool', tags: ['vm-db-02'] });
     expect(runner.calls[1].argv).toEqual([
-      'lvcreate', '-V', '33554432b', '--thinpool', 'kvmbak-fx-pool', '-n', 'kvmbak-fx-db-02', '-y', '-Wy', '--addtag', 'vm-db-02', '--', vg,
+      'lvcreate',
+      '-V',
+      '33554432b',
+      '--thinpool',
+      'kvmbak-fx-pool',
+      '-n',
+      'kvmbak-fx-db-02',
+      '-y',
+      '-Wy',
+      '--addtag',
+      'vm-db-02',
+      '--',
+      vg,
     ]);
     expect(lv).toMatchObject({ thin: true, pool: 'kvmbak-fx-pool' });
   });
 
   it('passes on a failing lvcreate as LvmCommandError (real failure: no device-mapper)', async () => {
     const rec = record('nodm-lvcreate-volume');
-    const { lvm } = setup([{ argv: lvsArgv(NODM), reply: ok(fixture('nodm-lvs-vg')) }, { argv: rec.argv, reply: replay(rec) }]);
+    const { lvm } = setup([
+      { argv: lvsArgv(NODM), reply: ok(fixture('nodm-lvs-vg')) },
+      { argv: rec.argv, reply: replay(rec) },
+    ]);
     const err = await failure(lvm.createVolume(NODM, 'restore-disk', 16 * MiB));
     expect(err).toBeInstanceOf(LvmCommandError);
     expect((err as LvmCommandError).exitCode).toBe(3);

@@ -60,7 +60,9 @@ describe('lvm2 names', () => {
     expect(lvNameProblem('x_rimage_0')).toMatch(/"_rimage"/);
     expect(lvNameProblem('-lv')).toMatch(/hyphen/);
     expect(lvNameProblem('lv\n')).toMatch(/characters/);
-    expect(() => validateLvName('a b', 'name')).toThrow(/^Logical volume name "a b" contains characters lvm2 does not allow \(allowed: a-z A-Z 0-9 \+ _ \. -\): choose another logical volume name$/);
+    expect(() => validateLvName('a b', 'name')).toThrow(
+      /^Logical volume name "a b" contains characters lvm2 does not allow \(allowed: a-z A-Z 0-9 \+ _ \. -\): choose another logical volume name$/,
+    );
   });
 
   it('validates tags with the lvm2 tag charset', () => {

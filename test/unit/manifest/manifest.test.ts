@@ -146,9 +146,7 @@ describe('readManifest errors', () => {
     const e = await catchAsync(readManifest(dir));
     expect(e.code).toBe('KVMBAK_MANIFEST_NEWER');
     expect(e.format).toBe(format);
-    expect(e.message).toBe(
-      `${join(dir, 'manifest.json')} was written by a newer kvmbak (format ${format}); upgrade kvmbak to read it`,
-    );
+    expect(e.message).toBe(`${join(dir, 'manifest.json')} was written by a newer kvmbak (format ${format}); upgrade kvmbak to read it`);
   });
 
   it('invalid field: names the field path and the file', async () => {
@@ -202,7 +200,7 @@ describe('validateManifest', () => {
     ['non-number timing', (m) => (m.timings.extraMs = 'x'), 'timings.extraMs must be a number between 0 and 31622400000, got "x"'],
     ['save without memory', (m) => (m.memory = null), "memory must describe the memory state in mode 'save', got null"],
     ['pause with memory', (m) => (m.mode = 'pause'), "memory must be null in mode 'pause'"],
-    ['memory file name', (m) => (m.memory.file = 'ram.bin'), "memory.file must be 'memory.state', got \"ram.bin\""],
+    ['memory file name', (m) => (m.memory.file = 'ram.bin'), 'memory.file must be \'memory.state\', got "ram.bin"'],
     ['memory bytes as string', (m) => (m.memory.bytes = '1048576'), 'memory.bytes must be an integer from 0 to 1125899906842624, got "1048576"'],
     ['domainXml file', (m) => (m.domainXml.file = 'dom.xml'), "domainXml.file must be 'domain.xml'"],
     ['domainXml sha', (m) => (m.domainXml.sha256 = 'B'.repeat(64)), 'domainXml.sha256 must be a sha256'],
@@ -213,10 +211,18 @@ describe('validateManifest', () => {
     ['fractional lvSize', (m) => (m.disks[0].lvSize = 1.5), 'disks[0].lvSize must be an integer from 0 to 1125899906842624, got 1.5'],
     ['missing lvUuid', (m) => delete m.disks[0].lvUuid, 'disks[0].lvUuid is missing'],
     ['thin as string', (m) => (m.disks[0].thin = 'no'), 'disks[0].thin must be true or false, got "no"'],
-    ['thin without pool', (m) => Object.assign(m.disks[0], { thin: true, snapshot: { name: 's', size: null, peakPercent: null } }), 'disks[0].thinPool must name the thin pool'],
+    [
+      'thin without pool',
+      (m) => Object.assign(m.disks[0], { thin: true, snapshot: { name: 's', size: null, peakPercent: null } }),
+      'disks[0].thinPool must name the thin pool',
+    ],
     ['classic with thinPool', (m) => (m.disks[0].thinPool = 'pool0'), 'disks[0].thinPool must be null for a classic'],
     ['classic snapshot without size', (m) => (m.disks[0].snapshot.size = null), 'disks[0].snapshot.size must be the COW size'],
-    ['thin snapshot with size', (m) => Object.assign(m.disks[0], { thin: true, thinPool: 'p' }), 'disks[0].snapshot.size must be null for a thin snapshot'],
+    [
+      'thin snapshot with size',
+      (m) => Object.assign(m.disks[0], { thin: true, thinPool: 'p' }),
+      'disks[0].snapshot.size must be null for a thin snapshot',
+    ],
     ['peak above 100', (m) => (m.disks[0].snapshot.peakPercent = 150), 'disks[0].snapshot.peakPercent must be a number between 0 and 100, got 150'],
     ['extendedTo zero', (m) => (m.disks[0].snapshot.extendedTo = 0), 'disks[0].snapshot.extendedTo must be an integer from 1 to 1125899906842624'],
     ['missing image', (m) => delete m.disks[0].image, 'disks[0].image is missing'],
@@ -225,15 +231,39 @@ describe('validateManifest', () => {
     ['hidden image file', (m) => (m.disks[0].image.file = 'disks/.vda.img.gz'), "disks[0].image.file must not have a segment starting with '.'"],
     ['reserved image file', (m) => (m.disks[0].image.file = 'domain.xml'), 'disks[0].image.file must not reuse the reserved name "domain.xml"'],
     ['chunkSize zero', (m) => (m.disks[0].image.chunkSize = 0), 'disks[0].image.chunkSize must be an integer from 4096 to 268435456, got 0'],
-    ['chunkSize 2^40 (would be allocated)', (m) => (m.disks[0].image.chunkSize = 2 ** 40), 'disks[0].image.chunkSize must be an integer from 4096 to 268435456, got 1099511627776'],
-    ['rawBytes beyond 1 PiB', (m) => (m.disks[0].image.rawBytes = 2 ** 52), `disks[0].image.rawBytes must be an integer from 0 to ${2 ** 50}, got ${2 ** 52}`],
+    [
+      'chunkSize 2^40 (would be allocated)',
+      (m) => (m.disks[0].image.chunkSize = 2 ** 40),
+      'disks[0].image.chunkSize must be an integer from 4096 to 268435456, got 1099511627776',
+    ],
+    [
+      'rawBytes beyond 1 PiB',
+      (m) => (m.disks[0].image.rawBytes = 2 ** 52),
+      `disks[0].image.rawBytes must be an integer from 0 to ${2 ** 50}, got ${2 ** 52}`,
+    ],
     ['memory bytes beyond 1 PiB', (m) => (m.memory.bytes = 2 ** 51), `memory.bytes must be an integer from 0 to ${2 ** 50}, got ${2 ** 51}`],
     ['downtime of years', (m) => (m.downtimeMs = 1e15), 'downtimeMs must be a number between 0 and 31622400000, got 1000000000000000'],
     ['first member not 0', (m) => (m.disks[0].image.members = [5, 1200, 2400, 3600]), 'disks[0].image.members[0] must be 0'],
-    ['members not increasing', (m) => (m.disks[0].image.members = [0, 1200, 1200, 3600]), 'disks[0].image.members[2] must be greater than members[1] (1200), got 1200'],
-    ['member not a number', (m) => (m.disks[0].image.members = [0, '1200', 2400, 3600]), 'disks[0].image.members[1] must be an integer from 0 to 1125899906842624, got "1200"'],
-    ['wrong member count', (m) => (m.disks[0].image.members = [0, 1200, 2400]), 'disks[0].image.members must list 4 members (rawBytes 4194304 / chunkSize 1048576), got 3'],
-    ['member beyond the file', (m) => (m.disks[0].image.members = [0, 1200, 2400, 5000]), 'disks[0].image.members last offset 5000 must be below storedBytes 5000'],
+    [
+      'members not increasing',
+      (m) => (m.disks[0].image.members = [0, 1200, 1200, 3600]),
+      'disks[0].image.members[2] must be greater than members[1] (1200), got 1200',
+    ],
+    [
+      'member not a number',
+      (m) => (m.disks[0].image.members = [0, '1200', 2400, 3600]),
+      'disks[0].image.members[1] must be an integer from 0 to 1125899906842624, got "1200"',
+    ],
+    [
+      'wrong member count',
+      (m) => (m.disks[0].image.members = [0, 1200, 2400]),
+      'disks[0].image.members must list 4 members (rawBytes 4194304 / chunkSize 1048576), got 3',
+    ],
+    [
+      'member beyond the file',
+      (m) => (m.disks[0].image.members = [0, 1200, 2400, 5000]),
+      'disks[0].image.members last offset 5000 must be below storedBytes 5000',
+    ],
     ['too many zero chunks', (m) => (m.disks[0].image.zeroChunks = 5), 'disks[0].image.zeroChunks must not exceed the number of members (4), got 5'],
     ['duplicate target', (m) => m.disks.push(structuredClone(m.disks[0])), 'disks[1].target repeats target "vda" of disks[0].target'],
     ['skipped target reused', (m) => (m.skipped[0].target = 'vda'), 'skipped[0].target repeats target "vda" of disks[0].target'],

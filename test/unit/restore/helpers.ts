@@ -52,7 +52,9 @@ const TEMPLATES = (() => {
 })();
 
 const lvUuid = (): string => {
-  const a = randomBytes(24).toString('base64').replace(/[^A-Za-z0-9]/g, 'x');
+  const a = randomBytes(24)
+    .toString('base64')
+    .replace(/[^A-Za-z0-9]/g, 'x');
   return [a.slice(0, 6), a.slice(6, 10), a.slice(10, 14), a.slice(14, 18), a.slice(18, 22), a.slice(22, 26), a.slice(26, 32)].join('-');
 };
 
@@ -161,7 +163,12 @@ export class FakeLvm implements CommandRunner {
       }
       case 'vgs': {
         for (const t of targets) if (!this.vgs.some((v) => v.vg_name === t)) return missingVg(t, 'vgs');
-        return ok(report('vg', this.vgs.filter((v) => targets.length === 0 || targets.includes(v.vg_name))));
+        return ok(
+          report(
+            'vg',
+            this.vgs.filter((v) => targets.length === 0 || targets.includes(v.vg_name)),
+          ),
+        );
       }
       case 'lvcreate': {
         const vg = targets[0]!;
@@ -177,7 +184,13 @@ export class FakeLvm implements CommandRunner {
           return { stdout: rec.stdout, stderr: rec.stderr.replace('vgkvmbak', vg), exitCode: rec.exitCode, signal: null };
         }
         if (!thin) vgRow.vg_free = String(Number(vgRow.vg_free) - rounded);
-        const row = await this.addLv({ vg, lv: name, size: rounded, kind: thin ? 'thin' : 'linear', ...(thin ? { pool: args[args.indexOf('--thinpool') + 1]! } : {}) });
+        const row = await this.addLv({
+          vg,
+          lv: name,
+          size: rounded,
+          kind: thin ? 'thin' : 'linear',
+          ...(thin ? { pool: args[args.indexOf('--thinpool') + 1]! } : {}),
+        });
         row.lv_tags = args.flatMap((a, i) => (a === '--addtag' ? [args[i + 1]!] : [])).join(',');
         const rec = record(thin ? 'lvcreate-volume-thin' : 'lvcreate-volume');
         const was = rec.argv[rec.argv.indexOf('-n') + 1]!;
@@ -203,7 +216,10 @@ export class FakeLvm implements CommandRunner {
       case 'lvchange': {
         const row = this.rows.find((r) => r.lv_full_name === targets[0])!;
         const drop = args.flatMap((a, i) => (a === '--deltag' ? [args[i + 1]!] : []));
-        row.lv_tags = row.lv_tags.split(',').filter((t) => t !== '' && !drop.includes(t)).join(',');
+        row.lv_tags = row.lv_tags
+          .split(',')
+          .filter((t) => t !== '' && !drop.includes(t))
+          .join(',');
         return ok(`  Logical volume ${targets[0]} changed.\n`);
       }
       case 'lvremove': {
@@ -298,7 +314,10 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
     const raw: Record<string, Buffer> = { vda: diskData(sizeA, 'vda'), vdb: diskData(sizeB, 'vdb') };
     const disks: ManifestDisk[] = [];
     await mkdir(join(set.path, 'disks'), { mode: 0o700 });
-    for (const [target, lv] of [['vda', 'web-root'], ['vdb', 'web-data-01']] as const) {
+    for (const [target, lv] of [
+      ['vda', 'web-root'],
+      ['vdb', 'web-data-01'],
+    ] as const) {
       const src = join(env.dir, `${target}.raw`);
       await writeFile(src, raw[target]!);
       const p = await packImage(src, setFilePath(set, `disks/${target}.img.gz`), { chunkSize: CHUNK, threads: 2 });

@@ -78,18 +78,38 @@ describe('restore: a VM the host lost', () => {
     expect(env.lvm.changes()).toEqual(['lvcreate vg0/web-root', 'lvcreate vg0/web-data-01']);
     // created at the recorded LV size (lvm2 rounds it up to whole 4 MiB extents)
     expect(env.lvm.calls.find((c) => c[0] === 'lvcreate')).toEqual([
-      'lvcreate', '-L', `${built.manifest.disks[0].lvSize}b`, '-n', 'web-root', '-y', '-Wy', '-Zy', '--', 'vg0',
+      'lvcreate',
+      '-L',
+      `${built.manifest.disks[0].lvSize}b`,
+      '-n',
+      'web-root',
+      '-y',
+      '-Wy',
+      '-Zy',
+      '--',
+      'vg0',
     ]);
     expect((await readLv(env.lvm, 'vg0', 'web-root')).equals(built.raw.vda!)).toBe(true);
     expect((await readLv(env.lvm, 'vg0', 'web-data-01')).equals(built.raw.vdb!)).toBe(true);
-    expect(r).toMatchObject({ domain: 'web-01', uuid: built.manifest.domain.uuid, dryRun: false, memoryRestored: true, started: false, stateAfter: 'running' });
+    expect(r).toMatchObject({
+      domain: 'web-01',
+      uuid: built.manifest.domain.uuid,
+      dryRun: false,
+      memoryRestored: true,
+      started: false,
+      stateAfter: 'running',
+    });
     expect(r.disks.map((d) => [d.target, d.lv, d.created, d.sha256, d.mode])).toEqual([
       ['vda', 'vg0/web-root', true, built.manifest.disks[0].image.rawSha256, 'parallel'],
       ['vdb', 'vg0/web-data-01', true, built.manifest.disks[1].image.rawSha256, 'parallel'],
     ]);
     expect(await domainState('web-01')).toBe('running');
     // disks stayed where they were: domain.xml's sources unchanged
-    expect(parseDomainDisks(await domainXml('web-01')).slice(0, 2).map((d) => d.source)).toEqual(['/dev/vg0/web-root', '/dev/vg0/web-data-01']);
+    expect(
+      parseDomainDisks(await domainXml('web-01'))
+        .slice(0, 2)
+        .map((d) => d.source),
+    ).toEqual(['/dev/vg0/web-root', '/dev/vg0/web-data-01']);
     // progress: phases in order, byte counts per disk, lock released
     const phases = events.filter((e) => e.type === 'phase').map((e) => (e as { phase: string }).phase);
     expect(phases).toEqual(['plan', 'check', 'create', 'create', 'write', 'write', 'define', 'resume', 'done']);
@@ -177,14 +197,16 @@ describe('restore: refusals (nothing touched)', () => {
     );
     await env.lvm.addLv({ vg: 'vg0', lv: 'busy', size: 8 << 20, open: true });
     e = await rejection(run({ set: built.set.path, force: true, map: { vdb: '/dev/vg0/busy' } }));
-    expect(e.message).toBe('disk vdb → vg0/busy: the LV is in use (open by some process); stop what uses it, or restore elsewhere with `vg` or `map`');
+    expect(e.message).toBe(
+      'disk vdb → vg0/busy: the LV is in use (open by some process); stop what uses it, or restore elsewhere with `vg` or `map`',
+    );
     await env.lvm.addLv({ vg: 'vg0', lv: 'inactive', size: 8 << 20, active: false });
     e = await rejection(run({ set: built.set.path, force: true, inPlace: true, map: { vdb: 'vg0/inactive' } }));
     expect(e.message).toMatch(/^disk vdb → vg0\/inactive: cannot restore into it: it is not active; activate it \(lvchange -ay vg0\/inactive\)/);
     expectUntouched(built);
   });
 
-  it('a missing VG, a full VG, an LV that is another domain\'s disk', async () => {
+  it("a missing VG, a full VG, an LV that is another domain's disk", async () => {
     const built = await buildSet(env);
     await dropWeb01(env.hv);
     let e = await rejection(run({ set: built.set.path, vg: 'nope' }));
@@ -272,12 +294,7 @@ describe('restore: failures part-way leave nothing half-done', () => {
     expect(e.message).toMatch(/^raw sha256 of image .*disks\/vdb.img.gz is [0-9a-f]{64}, expected f{64}: /);
     expect(e.message).toMatch(/; restore of web-01 stopped before defining it: removed the LVs it had created \(vg0\/web-data-01, vg0\/web-root\)$/);
     expect(e).toMatchObject({ removedLvs: ['vg0/web-data-01', 'vg0/web-root'], createdLvs: [], overwrittenLvs: [], defined: false });
-    expect(env.lvm.changes()).toEqual([
-      'lvcreate vg0/web-root',
-      'lvcreate vg0/web-data-01',
-      'lvremove vg0/web-data-01',
-      'lvremove vg0/web-root',
-    ]);
+    expect(env.lvm.changes()).toEqual(['lvcreate vg0/web-root', 'lvcreate vg0/web-data-01', 'lvremove vg0/web-data-01', 'lvremove vg0/web-root']);
     expect(await domainState('web-01')).toBeNull();
     expect(existsSync(join(env.dest, 'web-01', '.lock'))).toBe(false);
   });
@@ -305,9 +322,7 @@ describe('restore: failures part-way leave nothing half-done', () => {
     const built = await buildSet(env);
     await dropWeb01(env.hv);
     const ac = new AbortController();
-    const e = await rejection(
-      run({ set: built.set.path, signal: ac.signal, onProgress: (ev) => ev.type === 'write' && ac.abort() }),
-    );
+    const e = await rejection(run({ set: built.set.path, signal: ac.signal, onProgress: (ev) => ev.type === 'write' && ac.abort() }));
     expect(e).toMatchObject({ code: 'ABORT_ERR' });
     // both LVs are made before the first image is written; both go
     expect(env.lvm.changes()).toEqual(['lvcreate vg0/web-root', 'lvcreate vg0/web-data-01', 'lvremove vg0/web-data-01', 'lvremove vg0/web-root']);
@@ -367,10 +382,11 @@ describe('restore: elsewhere', () => {
     expect(e.defined).toBe(true);
     // defined, pointing at the new LVs, which stay
     expect(await domainState('web-01')).toBe('shutoff');
-    expect(parseDomainDisks(await domainXml('web-01')).slice(0, 2).map((d) => d.source)).toEqual([
-      env.lvm.pathOf('vg1', 'web-root'),
-      env.lvm.pathOf('vg1', 'web-data-01'),
-    ]);
+    expect(
+      parseDomainDisks(await domainXml('web-01'))
+        .slice(0, 2)
+        .map((d) => d.source),
+    ).toEqual([env.lvm.pathOf('vg1', 'web-root'), env.lvm.pathOf('vg1', 'web-data-01')]);
     expect(env.lvm.changes()).toEqual(['lvcreate vg1/web-root', 'lvcreate vg1/web-data-01']);
   });
 
@@ -389,14 +405,18 @@ describe('restore: elsewhere', () => {
     await writeManifest(built.set.path, m);
     await resign(built.set.path);
     const dry = await run({ set: built.set.path, dryRun: true });
-    expect(dry.plan.disks.map((d) => [d.target, d.moved, d.toBlock])).toEqual([['vda', false, true], ['vdb', false, false]]);
+    expect(dry.plan.disks.map((d) => [d.target, d.moved, d.toBlock])).toEqual([
+      ['vda', false, true],
+      ['vdb', false, false],
+    ]);
     expect(dry.plan.memoryXml).toBe(true);
     expect(dry.plan.steps[2]).toBe('define domain web-01 with disks vda → vg0/web-root (as a block disk)');
     await run({ set: built.set.path, noMemory: true });
-    expect(parseDomainDisks(await domainXml('web-01')).slice(0, 2).map((d) => `${d.type}:${d.source}`)).toEqual([
-      `block:${env.lvm.pathOf('vg0', 'web-root')}`,
-      'block:/dev/vg0/web-data-01',
-    ]);
+    expect(
+      parseDomainDisks(await domainXml('web-01'))
+        .slice(0, 2)
+        .map((d) => `${d.type}:${d.source}`),
+    ).toEqual([`block:${env.lvm.pathOf('vg0', 'web-root')}`, 'block:/dev/vg0/web-data-01']);
   });
 
   it('thin disks: thin volumes with --thin-pool, linear (with a note) without, refused for a pool that is not one', async () => {
@@ -417,7 +437,17 @@ describe('restore: elsewhere', () => {
     const r = await run({ set: built.set.path, thinPool: 'pool0', noMemory: true, noStart: true });
     expect(r.plan.disks.map((d) => d.create)).toEqual([{ kind: 'thin', pool: 'pool0' }, { kind: 'linear' }]);
     expect(env.lvm.calls.find((c) => c[0] === 'lvcreate' && c.includes('web-root'))).toEqual([
-      'lvcreate', '-V', `${m.disks[0].lvSize}b`, '--thinpool', 'pool0', '-n', 'web-root', '-y', '-Wy', '--', 'vg0',
+      'lvcreate',
+      '-V',
+      `${m.disks[0].lvSize}b`,
+      '--thinpool',
+      'pool0',
+      '-n',
+      'web-root',
+      '-y',
+      '-Wy',
+      '--',
+      'vg0',
     ]);
     expect((await readLv(env.lvm, 'vg0', 'web-root')).equals(built.raw.vda!)).toBe(true);
     expect((await stat(env.lvm.pathOf('vg0', 'web-root'))).size).toBe(built.raw.vda!.length);

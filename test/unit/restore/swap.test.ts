@@ -24,8 +24,7 @@ afterEach(async () => {
 });
 
 let n = 0;
-const run = (o: RestoreOptions) =>
-  restore({ threads: 2, ...o }, { hypervisor: env.hv, lvm, lvSuffix: () => `s${++n}` });
+const run = (o: RestoreOptions) => restore({ threads: 2, ...o }, { hypervisor: env.hv, lvm, lvSuffix: () => `s${++n}` });
 
 async function rejection(p: Promise<unknown>): Promise<any> {
   try {
@@ -116,7 +115,9 @@ describe('restore proves the set good before it stops a domain or writes an LV',
     for (const p of [env.dest, join(env.dest, 'web-01'), join(env.dir, 'somewhere')]) {
       const e = await rejection(run({ set: p, dryRun: true }));
       expect(e).toMatchObject({ code: 'KVMBAK_NOT_A_SET' });
-      expect(e.message).toBe(`${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets`);
+      expect(e.message).toBe(
+        `${p} is not a backup set folder (DEST/DOMAIN/<set id>, e.g. /backup/web01/20261126T031500Z); kvmbak list DEST shows the sets`,
+      );
     }
   });
 });
@@ -158,7 +159,22 @@ describe('restore over existing LVs writes beside them and swaps names once chec
     expect((await readLv(env.lvm, 'vg0', 'web-root')).equals(built.raw.vda!)).toBe(true);
     expect((await readLv(env.lvm, 'vg0', 'web-data-01')).equals(built.raw.vdb!)).toBe(true);
     const phases = events.filter((e) => e.type === 'phase').map((e) => (e as { phase: string }).phase);
-    expect(phases).toEqual(['plan', 'check', 'create', 'create', 'write', 'write', 'stop', 'swap', 'swap', 'define', 'cleanup', 'cleanup', 'resume', 'done']);
+    expect(phases).toEqual([
+      'plan',
+      'check',
+      'create',
+      'create',
+      'write',
+      'write',
+      'stop',
+      'swap',
+      'swap',
+      'define',
+      'cleanup',
+      'cleanup',
+      'resume',
+      'done',
+    ]);
     await new Promise((res) => setTimeout(res, 200));
     // the domain ran until the images were written and checked
     expect(states).toContain('write:running');
@@ -234,8 +250,19 @@ describe('restore over existing LVs writes beside them and swaps names once chec
     const r = await run({ set: built.set.path, force: true, noStart: true });
     expect(r.plan.disks.map((d) => d.create)).toEqual([{ kind: 'thin', pool: 'pool0' }, { kind: 'linear' }]);
     expect(env.lvm.calls.find((c) => c[0] === 'lvcreate' && c.includes('web-root-kvmbak-new-s1'))).toEqual([
-      'lvcreate', '-V', `${built.manifest.disks[0].lvSize}b`, '--thinpool', 'pool0', '-n', 'web-root-kvmbak-new-s1', '-y', '-Wy',
-      '--addtag', 'kvmbak-restore', '--', 'vg0',
+      'lvcreate',
+      '-V',
+      `${built.manifest.disks[0].lvSize}b`,
+      '--thinpool',
+      'pool0',
+      '-n',
+      'web-root-kvmbak-new-s1',
+      '-y',
+      '-Wy',
+      '--addtag',
+      'kvmbak-restore',
+      '--',
+      'vg0',
     ]);
     expect(env.lvm.row('vg0', 'web-root')!.pool_lv).toBe('pool0');
     expect((await readLv(env.lvm, 'vg0', 'web-root')).equals(built.raw.vda!)).toBe(true);

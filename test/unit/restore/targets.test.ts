@@ -46,7 +46,9 @@ describe('parseLvTarget', () => {
     expect(configError(() => parseLvTarget('/srv/disk.img', 'vdb')).message).toMatch(/^`map` vdb=\/srv\/disk.img: not a \/dev path;/);
     expect(configError(() => parseLvTarget('/dev/vg1/a/b', 'vda')).message).toMatch(/not a VG\/LV pair/);
     expect(configError(() => parseLvTarget('vg1', 'vda')).message).toMatch(/not a VG\/LV pair/);
-    expect(configError(() => parseLvTarget('vg 1/x', 'vda')).message).toMatch(/^`map` vda=vg 1\/x: Volume group name "vg 1" contains characters lvm2 does not allow/);
+    expect(configError(() => parseLvTarget('vg 1/x', 'vda')).message).toMatch(
+      /^`map` vda=vg 1\/x: Volume group name "vg 1" contains characters lvm2 does not allow/,
+    );
   });
 });
 
@@ -67,7 +69,7 @@ describe('resolveDiskTargets', () => {
       '`map` vdz: the backup set has no disk vdz; its disks are vda, vdb',
     );
     expect(configError(() => resolveDiskTargets(two, m.skipped, { map: { hdc: 'vg/x' } })).message).toBe(
-      '`map` hdc: disk hdc is not in this backup set (not an LVM volume (cdrom)); map only the set\'s disks: vda, vdb',
+      "`map` hdc: disk hdc is not in this backup set (not an LVM volume (cdrom)); map only the set's disks: vda, vdb",
     );
     expect(configError(() => resolveDiskTargets(two, m.skipped, { vg: '-bad' }))).toMatchObject({ option: 'vg' });
     const e = configError(() => resolveDiskTargets(two, m.skipped, { map: { vda: 'vg0/web01-data' } }));

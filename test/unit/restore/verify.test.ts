@@ -41,9 +41,15 @@ describe('verifySet', () => {
     expect(r.images).toEqual([
       expect.objectContaining({ target: 'vda', status: 'ok', rawBytes: raw.length, rawSha256: sha256(raw), expectedRawSha256: sha256(raw) }),
     ]);
-    expect(r.bytesRead).toBe(gz.length + (await readFile(join(set.path, 'memory.state'))).length + (await readFile(join(set.path, 'domain.xml'))).length);
+    expect(r.bytesRead).toBe(
+      gz.length + (await readFile(join(set.path, 'memory.state'))).length + (await readFile(join(set.path, 'domain.xml'))).length,
+    );
     expect(events.some((e) => e.phase === 'verify' && e.file === 'memory.state')).toBe(true);
-    expect(events.filter((e) => e.phase === 'hash').at(-1)).toMatchObject({ file: 'disks/vda.img.gz', bytesDone: raw.length, bytesTotal: raw.length });
+    expect(events.filter((e) => e.phase === 'hash').at(-1)).toMatchObject({
+      file: 'disks/vda.img.gz',
+      bytesDone: raw.length,
+      bytesTotal: raw.length,
+    });
     // nothing hashed the image at file level before (one read)
     expect(events.some((e) => e.phase === 'verify' && e.file === 'disks/vda.img.gz')).toBe(false);
   });

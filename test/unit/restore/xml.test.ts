@@ -54,7 +54,7 @@ describe('rewriteDomainXml', () => {
       ['vdb', 'block', '/dev/vg1/web01-data', 'raw'],
     ]);
     // no pool/volume attributes left on the former volume disk, the rest untouched
-    expect(xml).not.toContain("pool=");
+    expect(xml).not.toContain('pool=');
     expect(xml).toContain('cache="none"');
     expect(domainXmlIdentity(xml)).toEqual({ name: 'web01', uuid: '6695eb01-f6a4-8304-79aa-97f2502e193f' });
     expect(xml).toContain('52:54:00:6b:3c:58');
@@ -95,7 +95,7 @@ describe('rewriteDomainXml', () => {
     // live QEMU XML: the source's index attribute goes with the old source
     const qemu = rewriteDomainXml(fx('domain-qemu-lvm.xml'), { diskPaths: { vdb: '/dev/vg2/spool' } }).xml;
     expect(qemu).toContain('<source dev="/dev/vg2/spool"/>');
-    expect(qemu).toContain("<source dev=\"/dev/vg-mail/mail-02-root\" index=\"3\"/>");
+    expect(qemu).toContain('<source dev="/dev/vg-mail/mail-02-root" index="3"/>');
   });
 
   it('adds a <source> to a disk that had none, before its target', () => {

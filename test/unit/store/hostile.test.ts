@@ -10,15 +10,7 @@ import { chmod, mkdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MANIFEST_FILE } from '../../../src/manifest/index.js';
-import {
-  acquireLock,
-  listSets,
-  openJournal,
-  parseSetPath,
-  pruneSets,
-  readSetManifest,
-  verifySetFiles,
-} from '../../../src/store/index.js';
+import { acquireLock, listSets, openJournal, parseSetPath, pruneSets, readSetManifest, verifySetFiles } from '../../../src/store/index.js';
 import { buildSet, tempDir } from './helpers.js';
 
 let dest: string;

@@ -192,13 +192,33 @@ describe('assessJournal', () => {
 
   it.each<[string, JournalStep[], Record<string, unknown>]>([
     ['nothing recorded', [], { lastStep: null, vm: 'untouched', snapshots: [], setPartial: true }],
-    ['planned only', [planned('/s')], { vm: 'untouched', snapshots: [{ vg: 'vg0', lv: 'web01-root', name: 'web01-root_kvmbak' }, { vg: 'vg0', lv: 'web01-data', name: 'web01-data_kvmbak' }] }],
+    [
+      'planned only',
+      [planned('/s')],
+      {
+        vm: 'untouched',
+        snapshots: [
+          { vg: 'vg0', lv: 'web01-root', name: 'web01-root_kvmbak' },
+          { vg: 'vg0', lv: 'web01-data', name: 'web01-data_kvmbak' },
+        ],
+      },
+    ],
     ['offline window', [planned('/s'), { step: 'window-start', action: 'none', memoryFile: null }], { vm: 'untouched', windowAction: 'none' }],
-    ['paused', [planned('/s'), { step: 'window-start', action: 'suspend', memoryFile: null }], { vm: 'held', windowAction: 'suspend', memorySaved: false }],
+    [
+      'paused',
+      [planned('/s'), { step: 'window-start', action: 'suspend', memoryFile: null }],
+      { vm: 'held', windowAction: 'suspend', memorySaved: false },
+    ],
     ['frozen then thawed', [planned('/s'), { step: 'window-start', action: 'freeze', memoryFile: null }, { step: 'resumed' }], { vm: 'resumed' }],
     [
       'archived one disk',
-      [planned('/s'), { step: 'window-start', action: 'save', memoryFile: '/s/memory.state' }, { step: 'saved', memoryFile: '/s/memory.state' }, { step: 'resumed' }, { step: 'archived', target: 'vda', file: 'disks/vda.img.gz' }],
+      [
+        planned('/s'),
+        { step: 'window-start', action: 'save', memoryFile: '/s/memory.state' },
+        { step: 'saved', memoryFile: '/s/memory.state' },
+        { step: 'resumed' },
+        { step: 'archived', target: 'vda', file: 'disks/vda.img.gz' },
+      ],
       { vm: 'resumed', memorySaved: true, archivedTargets: ['vda'], setPartial: true },
     ],
     [

@@ -29,16 +29,19 @@ describe('set ids', () => {
     expect(formatSetId(at('2026-11-26T03:15:00.999Z'))).toBe('20261126T031500Z');
     expect(formatSetId(at('2026-11-26T04:15:00+01:00'), 2)).toBe('20261126T031500Z-2');
     expect(parseSetId('20261126T031500Z-12')).toEqual({ id: '20261126T031500Z-12', time: at('2026-11-26T03:15:00Z'), seq: 12 });
-    for (const bad of ['20261126T031500', '20260231T000000Z', '20261126T246000Z', '20261126T031500Z-0', '20261126T031500Z-01', 'x20261126T031500Z', '.lock']) {
+    for (const bad of [
+      '20261126T031500',
+      '20260231T000000Z',
+      '20261126T246000Z',
+      '20261126T031500Z-0',
+      '20261126T031500Z-01',
+      'x20261126T031500Z',
+      '.lock',
+    ]) {
       expect(parseSetId(bad)).toBeNull();
     }
     const ids = ['20261126T031500Z-10', '20261126T031500Z-2', '20261126T031500Z', '20251231T235959Z'].map((s) => parseSetId(s)!);
-    expect(ids.sort(compareSetIds).map((p) => p.id)).toEqual([
-      '20251231T235959Z',
-      '20261126T031500Z',
-      '20261126T031500Z-2',
-      '20261126T031500Z-10',
-    ]);
+    expect(ids.sort(compareSetIds).map((p) => p.id)).toEqual(['20251231T235959Z', '20261126T031500Z', '20261126T031500Z-2', '20261126T031500Z-10']);
   });
 });
 

@@ -2,15 +2,7 @@ import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  type LockOwner,
-  acquireLock,
-  currentBootId,
-  isLockError,
-  ownerStatus,
-  processOwner,
-  readLock,
-} from '../../../src/store/index.js';
+import { type LockOwner, acquireLock, currentBootId, isLockError, ownerStatus, processOwner, readLock } from '../../../src/store/index.js';
 import { type Child, buildChildModules, removeChildModules, spawnChild, tempDir } from './helpers.js';
 
 let dest: string;
@@ -212,9 +204,7 @@ describe('acquireLock', () => {
     const lockPath = join(dest, 'web01', '.lock');
     await writeFile(lockPath, '{"pid": 12');
     const e = await rejection(acquireLock(dest, 'web01', 'backup'));
-    expect(e.message).toBe(
-      `domain web01 is locked by ${lockPath}, which is unreadable; if no kvmbak is running for web01, delete that file`,
-    );
+    expect(e.message).toBe(`domain web01 is locked by ${lockPath}, which is unreadable; if no kvmbak is running for web01, delete that file`);
     const old = new Date('2000-01-01T00:00:00Z');
     await utimes(lockPath, old, old);
     await (await acquireLock(dest, 'web01', 'backup')).release();

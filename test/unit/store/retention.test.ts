@@ -32,12 +32,7 @@ const label = (s: RetentionCandidate): string =>
 
 describe('selectRetention', () => {
   it.each<[string, RetentionCandidate[], RetentionRules, string[]]>([
-    [
-      'keepLast 3',
-      daily('2026-11-01', '2026-11-10'),
-      { keepLast: 3 },
-      ['2026-11-08T03:15', '2026-11-09T03:15', '2026-11-10T03:15'],
-    ],
+    ['keepLast 3', daily('2026-11-01', '2026-11-10'), { keepLast: 3 }, ['2026-11-08T03:15', '2026-11-09T03:15', '2026-11-10T03:15']],
     [
       'keepDaily 7 counts only days that have sets, newest of each day',
       [...daily('2026-11-01', '2026-11-19'), ...daily('2026-11-24', '2026-11-26'), set('2026-11-19T15:00'), set('2026-11-26T09:00')],
@@ -88,7 +83,12 @@ describe('selectRetention', () => {
     ],
     [
       'incomplete sets: removed after a day, kept while younger; the newest complete set is kept',
-      [...daily('2026-11-01', '2026-11-10'), set('2026-11-20', 'incomplete'), set('2026-11-25T11:00', 'incomplete'), set('2026-11-26T02:00', 'incomplete')],
+      [
+        ...daily('2026-11-01', '2026-11-10'),
+        set('2026-11-20', 'incomplete'),
+        set('2026-11-25T11:00', 'incomplete'),
+        set('2026-11-26T02:00', 'incomplete'),
+      ],
       { keepLast: 1 },
       ['2026-11-10T03:15', '2026-11-26T02:00'],
     ],

@@ -72,9 +72,7 @@ describe('createSet', () => {
     const gone = join(dest, 'not-mounted');
     const e = await rejection(createSet(gone, 'web01'));
     expect(isStoreError(e, 'KVMBAK_DEST_NOT_FOUND')).toBe(true);
-    expect(e.message).toBe(
-      `backup destination ${gone} does not exist; create it (mkdir -m 700 ${gone}) or mount the backup disk there`,
-    );
+    expect(e.message).toBe(`backup destination ${gone} does not exist; create it (mkdir -m 700 ${gone}) or mount the backup disk there`);
     await expect(stat(gone)).rejects.toThrow();
   });
 
@@ -228,9 +226,7 @@ describe('SHA256SUMS', () => {
 
   it('writeChecksums refuses files that are not in the set', async () => {
     const set = await createSet(dest, 'web01', { now: NOW });
-    await expect(writeChecksums(set, [{ file: 'domain.xml', sha256: 'a'.repeat(64) }])).rejects.toThrow(
-      'cannot list domain.xml in SHA256SUMS',
-    );
+    await expect(writeChecksums(set, [{ file: 'domain.xml', sha256: 'a'.repeat(64) }])).rejects.toThrow('cannot list domain.xml in SHA256SUMS');
   });
 
   it('`sha256sum -c SHA256SUMS` passes in a committed set, and catches damage', async () => {

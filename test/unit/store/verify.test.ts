@@ -79,10 +79,7 @@ describe('verifySetFiles', () => {
   it('checks that SHA256SUMS agrees with the manifest', async () => {
     const { set, manifest } = await buildSet(dest, 'web01', NOW);
     const sums = join(set.path, 'SHA256SUMS');
-    await writeFile(
-      sums,
-      `${'0'.repeat(64)}  disks/vda.img.gz\n${manifest.domainXml.sha256}  domain.xml\n${'1'.repeat(64)}  other.bin\ngarbage\n`,
-    );
+    await writeFile(sums, `${'0'.repeat(64)}  disks/vda.img.gz\n${manifest.domainXml.sha256}  domain.xml\n${'1'.repeat(64)}  other.bin\ngarbage\n`);
     const r = await verifySetFiles(set.path);
     expect(r.problems).toEqual([
       'SHA256SUMS: line 4 is not "<sha256>  <file>"',
