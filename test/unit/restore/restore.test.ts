@@ -14,6 +14,7 @@ import { readManifest, writeManifest } from '../../../src/manifest/index.js';
 import { acquireLock } from '../../../src/store/index.js';
 import { type RestoreOptions, type RestoreProgress, isRestoreError, restore } from '../../../src/restore/index.js';
 import { type BuiltSet, type TestEnv, buildSet, dropWeb01, readLv, resign, testEnv } from './helpers.js';
+import { rejection } from '../../support/rejection.js';
 
 let env: TestEnv;
 let lvm: Lvm;
@@ -31,15 +32,6 @@ const run = (o: Omit<RestoreOptions, 'set'> & { set: string }) =>
 function macs(): () => string {
   let n = 0;
   return () => `52:54:00:aa:bb:${(++n).toString(16).padStart(2, '0')}`;
-}
-
-async function rejection(p: Promise<unknown>): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
 }
 
 async function domainState(name: string): Promise<string | null> {

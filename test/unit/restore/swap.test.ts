@@ -11,6 +11,7 @@ import { Lvm } from '../../../src/lvm/index.js';
 import { readManifest, writeManifest } from '../../../src/manifest/index.js';
 import { type RestoreOptions, type RestoreProgress, isRestoreError, restore } from '../../../src/restore/index.js';
 import { type BuiltSet, type TestEnv, buildSet, readLv, testEnv } from './helpers.js';
+import { rejection } from '../../support/rejection.js';
 
 let env: TestEnv;
 let lvm: Lvm;
@@ -25,15 +26,6 @@ afterEach(async () => {
 
 let n = 0;
 const run = (o: RestoreOptions) => restore({ threads: 2, ...o }, { hypervisor: env.hv, lvm, lvSuffix: () => `s${++n}` });
-
-async function rejection(p: Promise<unknown>): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 async function domainState(name: string): Promise<string | null> {
   const d = await env.hv.lookupDomain(name).catch(() => null);

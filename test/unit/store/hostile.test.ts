@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MANIFEST_FILE } from '../../../src/manifest/index.js';
 import { acquireLock, listSets, openJournal, parseSetPath, pruneSets, readSetManifest, verifySetFiles } from '../../../src/store/index.js';
 import { buildSet, tempDir } from './helpers.js';
+import { rejection } from '../../support/rejection.js';
 
 let dest: string;
 beforeEach(async () => {
@@ -23,15 +24,6 @@ afterEach(async () => {
 
 const NOW = new Date('2026-11-26T03:15:00Z');
 const SECRET = 'root:$y$j9T$secret-hash-that-must-never-be-printed:19000:0:99999:7:::\n';
-
-async function rejection(p: Promise<unknown>): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 const mkfifo = (path: string): void => {
   execFileSync('mkfifo', ['-m', '600', path]);
