@@ -42,7 +42,15 @@ export type {
   WindowAction,
 } from './journal.js';
 export { selectRetention, pruneSets, assertRetentionRules, utcDayKey, isoWeekKey, utcMonthKey, INCOMPLETE_GRACE_MS } from './retention.js';
-export type { RetentionRules, RetentionCandidate, RetentionSelection, PruneOptions, PruneDomainResult, PruneResult } from './retention.js';
+export type {
+  RetentionRules,
+  RetentionCandidate,
+  RetentionSelection,
+  PruneOptions,
+  PruneProgress,
+  PruneDomainResult,
+  PruneResult,
+} from './retention.js';
 export { verifySetFiles, sha256File } from './verify.js';
 export type { FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
 export { IMAGES_DIR, backupSetFiles, createBackupSet, removeEmptyDomainDir } from './backup-set.js';

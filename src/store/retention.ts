@@ -160,6 +160,19 @@ export interface PruneOptions {
   /** The clock for the rules (default: now). */
   now?: Date;
   signal?: AbortSignal;
+  /** Told before each set is deleted (deletions of large sets take a while). */
+  onProgress?: (event: PruneProgress) => void;
+}
+
+/** One set about to be deleted: its place in this run's deletions, and its size. */
+export interface PruneProgress {
+  type: 'delete';
+  domain: string;
+  path: string;
+  bytes: number;
+  /** 1-based position among the sets this run deletes, and their count so far known (for this domain). */
+  index: number;
+  count: number;
 }
 
 export interface PruneDomainResult {
@@ -215,12 +228,13 @@ export async function pruneSets(dest: string, domain: string | undefined, rules:
       entry.keep = sel.keep;
       entry.remove = sel.remove;
       entry.reasons = sel.reasons;
-      for (const s of sel.remove) {
+      for (const [i, s] of sel.remove.entries()) {
         if (dryRun) {
           entry.freedBytes += s.bytesOnDisk;
           continue;
         }
         throwIfAborted(options.signal);
+        options.onProgress?.({ type: 'delete', domain: d, path: s.path, bytes: s.bytesOnDisk, index: i + 1, count: sel.remove.length });
         if (await deleteSet(s.path, { dest })) {
           entry.deleted.push(s.path);
           entry.freedBytes += s.bytesOnDisk;

@@ -11,6 +11,7 @@ import {
   openJournal,
   parseSetId,
   pruneSets,
+  type PruneProgress,
 } from '../../../src/store/index.js';
 import { buildSet, tempDir } from './helpers.js';
 
@@ -103,8 +104,12 @@ describe('pruneSets', () => {
     expect(dry.domains[1].freedBytes).toBeGreaterThan(0);
     expect((await listSets(dest)).length).toBe(9);
 
-    const res = await pruneSets(dest, undefined, { keepLast: 2 }, { now });
+    const events: PruneProgress[] = [];
+    const res = await pruneSets(dest, undefined, { keepLast: 2 }, { now, onProgress: (e) => events.push(e) });
     const web = res.domains.find((d) => d.domain === 'web01')!;
+    // One progress event before each deletion, in order, with the set's size.
+    expect(events.map((e) => [e.domain, e.path, e.index, e.count])).toEqual(web.deleted.map((p, i) => ['web01', p, i + 1, 6]));
+    expect(events.reduce((n, e) => n + e.bytes, 0)).toBe(web.freedBytes);
     expect(web.deleted.map((p) => p.slice(-16))).toEqual([
       '20261110T031500Z',
       '20261120T031500Z',
