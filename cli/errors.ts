@@ -57,6 +57,11 @@ export function reportError(err: unknown, debug: boolean, json: boolean): number
   return code;
 }
 
+/** A library text (a message, a skip reason) with its quoted option fields said as flags. */
+export function flagsIn(text: string, flags: Readonly<Record<string, string>>): string {
+  return text.replace(/`([A-Za-z][\w.]*)`/g, (all, field: string) => flags[field] ?? all);
+}
+
 /**
  * The library names its option fields (`agentTimeoutSeconds`, or in advice
  * quoted: "use `mode` pause"); the CLI says them as its flags. Rewrites the
@@ -64,7 +69,7 @@ export function reportError(err: unknown, debug: boolean, json: boolean): number
  */
 export function withFlags<T>(e: T, flags: Readonly<Record<string, string>>): T {
   if (!(e instanceof Error)) return e;
-  let m = e.message.replace(/`([A-Za-z][\w.]*)`/g, (all, field: string) => flags[field] ?? all);
+  let m = flagsIn(e.message, flags);
   const option = isKvmbakError(e) ? (e as { option?: unknown }).option : undefined;
   if (typeof option === 'string' && flags[option] !== undefined && new RegExp(`^${option}\\b`).test(m)) {
     m = flags[option] + m.slice(option.length);

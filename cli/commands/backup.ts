@@ -15,7 +15,7 @@ import {
   type DomainSettings,
   type JobEvent,
 } from '../../src/index.js';
-import { UsageError, asUsage, errLine, escapeControl, withFlags } from '../errors.js';
+import { UsageError, asUsage, errLine, escapeControl, flagsIn, withFlags } from '../errors.js';
 import { configOption, readConfig, reportConfigError } from './config.js';
 import { createLabelledProgress, formatBytes, formatRate } from '../render/index.js';
 import { abortOnSignals } from '../signals.js';
@@ -298,7 +298,7 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
     }
     switch (e.type) {
       case 'skipped':
-        errLine(`kvmbak: warning: skipping ${e.domain}: ${e.reason}`);
+        errLine(`kvmbak: warning: skipping ${e.domain}: ${flagsIn(e.reason, BACKUP_FLAGS)}`);
         break;
       case 'domain-start':
         progress = progressFor(e.domain, argv, e.settings.bwlimit);
