@@ -109,15 +109,17 @@ function progressFor(domain: string, argv: GlobalArgs, bwlimit?: number): { onPr
   return {
     onProgress: (e) => {
       if (argv.json) {
-        if (!argv.quiet) process.stderr.write(`${JSON.stringify({ event: 'backup', ...e })}\n`);
+        // Messages say flags here too: the library's `field` names mean nothing to a CLI user.
+        const shown = 'message' in e ? { ...e, message: flagsIn(e.message, BACKUP_FLAGS) } : e;
+        if (!argv.quiet) process.stderr.write(`${JSON.stringify({ event: 'backup', ...shown })}\n`);
         return;
       }
       switch (e.type) {
         case 'phase':
-          line(`kvmbak: ${domain}: ${e.message}`);
+          line(`kvmbak: ${domain}: ${flagsIn(e.message, BACKUP_FLAGS)}`);
           break;
         case 'warning':
-          line(`kvmbak: ${domain}: warning: ${e.message}`);
+          line(`kvmbak: ${domain}: warning: ${flagsIn(e.message, BACKUP_FLAGS)}`);
           break;
         case 'snapshot-extended':
           line(
@@ -312,7 +314,7 @@ async function runBackupJobCommand(argv: BackupArgs): Promise<void> {
         break;
       case 'warning':
         progress?.done();
-        errLine(`kvmbak: ${e.domain !== undefined ? `${e.domain}: ` : ''}warning: ${e.message}`);
+        errLine(`kvmbak: ${e.domain !== undefined ? `${e.domain}: ` : ''}warning: ${flagsIn(e.message, BACKUP_FLAGS)}`);
         break;
       case 'retention':
         say(`kvmbak: ${e.domain}: retention kept ${e.kept} set${e.kept === 1 ? '' : 's'}, removed ${e.removed.length}`);

@@ -54,7 +54,12 @@ linux_serial=/var/log/libvirt/qemu/lab-linux-serial.log
 linux_resume=/var/lib/libvirt/qemu/lab-linux.resume
 linux_root=$images/lab-linux-root.qcow2
 linux_error=
-if [ "$dtype" != kvm ]; then
+# Opt-in (KVMBAK_LAB_LINUX=1): under TCG, the lab VM's own KVM has crashed once (a kernel oops in
+# shutdown_interception → kvm_vcpu_reset) while lab-linux ran beside the suites; until that is
+# understood, the default run (npm test, CI) leaves lab-linux and the quiesce suite out.
+if [ "${KVMBAK_LAB_LINUX:-}" != 1 ]; then
+  linux_error="lab-linux is off: set KVMBAK_LAB_LINUX=1 on the host to run the quiesce suite"
+elif [ "$dtype" != kvm ]; then
   linux_error="no nested KVM in the lab VM: an inner Linux would take minutes to boot under TCG"
 elif [ ! -b "$image_link" ]; then
   linux_error="the read-only image disk ($image_link) is missing: is the VM started by lab/run.mjs?"

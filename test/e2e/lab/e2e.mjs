@@ -76,7 +76,11 @@ async function main() {
       imageDir: image.dir,
       argv: ['bash', 'test/e2e/guest/e2e-job.sh', ...process.argv.slice(2)],
       // Colours only when a person watches (vitest would otherwise guess from the guest's side).
-      env: { KVMBAK_LAB_PHASES: '/lab/ctl/phases', ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }) },
+      env: {
+        KVMBAK_LAB_PHASES: '/lab/ctl/phases',
+        ...(process.env.KVMBAK_LAB_LINUX === '1' ? { KVMBAK_LAB_LINUX: '1' } : {}),
+        ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }),
+      },
       timeoutMinutes,
       keep: process.env.KVMBAK_LAB_KEEP === '1',
     });

@@ -270,8 +270,9 @@ describe('kvmbak backup in the lab', () => {
     expect(e).toMatchObject({ code: 'KVMBAK_SNAPSHOT_INVALID' });
     expect((e as Error).message).toMatch(/overflowed .*larger `snapshotSize`/);
     expect(await domState('lab-two')).toBe('running');
-    expect(readdirSync(join(d, 'lab-two')).filter((n) => !n.startsWith('.'))).toEqual([]);
-    expect(readdirSync(join(d, 'lab-two')).filter((n) => n.startsWith('.journal'))).toEqual([]);
+    // Nothing left: no set and no journal (the domain folder itself goes when a run leaves nothing in it).
+    const left = existsSync(join(d, 'lab-two')) ? readdirSync(join(d, 'lab-two')) : [];
+    expect(left.filter((n) => !n.startsWith('.') || n.startsWith('.journal'))).toEqual([]);
   });
 
   it('a filling snapshot is extended while archiving and the backup completes', async () => {
