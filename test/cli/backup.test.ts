@@ -7,16 +7,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { currentBootId, readManifest } from '../../src/index.js';
 import { type WorldState, createWorld, loadState, loadTemplates, saveState } from '../unit/backup/fake-lvm-world.js';
 import { defaultWorld } from '../unit/backup/helpers.js';
-import { ensureBuilt, kvmbak as run, root } from './helpers.js';
+import { ensureBuilt, kvmbak as run, root, writeFakeWorldModule } from './helpers.js';
 
 const bin = join(root, 'test', 'fixtures', 'bin');
 
@@ -25,11 +24,7 @@ let worldModule: string;
 beforeAll(async () => {
   ensureBuilt();
   shared = await mkdtemp(join(tmpdir(), 'kvmbak-cli-backup-'));
-  // The fake executables load the world module as plain JavaScript.
-  const source = readFileSync(join(root, 'test', 'unit', 'backup', 'fake-lvm-world.ts'), 'utf8');
-  const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
-  worldModule = join(shared, 'fake-lvm-world.mjs');
-  await writeFile(worldModule, js.outputText);
+  worldModule = await writeFakeWorldModule(shared);
 }, 120_000);
 afterAll(async () => {
   if (shared) await rm(shared, { recursive: true, force: true });

@@ -1,6 +1,8 @@
 /** Shared by the CLI tests: where the built CLI is, building it when needed, and running it. */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import ts from 'typescript';
 import { join, resolve } from 'node:path';
 
 export const root = resolve(import.meta.dirname, '../..');
@@ -53,4 +55,16 @@ export function kvmbak(args: string[], options: CliOptions = {}): Promise<CliRun
     child.on('error', reject);
     child.on('close', (code, signal) => done({ code, signal, stdout, stderr }));
   });
+}
+
+/**
+ * The fake lvm2 executables (test/fixtures/bin) load the world module as plain
+ * JavaScript: writes it, transpiled, into `dir` and returns its path.
+ */
+export async function writeFakeWorldModule(dir: string): Promise<string> {
+  const source = readFileSync(join(root, 'test', 'unit', 'backup', 'fake-lvm-world.ts'), 'utf8');
+  const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+  const path = join(dir, 'fake-lvm-world.mjs');
+  await writeFile(path, js.outputText);
+  return path;
 }

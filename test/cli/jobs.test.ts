@@ -5,15 +5,13 @@
  * metrics file and `kvmbak status`.
  */
 import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readManifest } from '../../src/index.js';
 import { createWorld, loadTemplates, saveState } from '../unit/backup/fake-lvm-world.js';
 import { defaultWorld } from '../unit/backup/helpers.js';
-import { type CliRun, ensureBuilt, kvmbak as run, root } from './helpers.js';
+import { type CliRun, ensureBuilt, kvmbak as run, root, writeFakeWorldModule } from './helpers.js';
 
 const bin = join(root, 'test', 'fixtures', 'bin');
 let shared: string;
@@ -21,10 +19,7 @@ let worldModule: string;
 beforeAll(async () => {
   ensureBuilt();
   shared = await mkdtemp(join(tmpdir(), 'kvmbak-cli-jobs-'));
-  const source = readFileSync(join(root, 'test', 'unit', 'backup', 'fake-lvm-world.ts'), 'utf8');
-  const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
-  worldModule = join(shared, 'fake-lvm-world.mjs');
-  await writeFile(worldModule, js.outputText);
+  worldModule = await writeFakeWorldModule(shared);
 }, 120_000);
 afterAll(async () => {
   if (shared) await rm(shared, { recursive: true, force: true });
