@@ -33,6 +33,7 @@ Napi::Function Connection::Init(Napi::Env env) {
                          InstanceMethod<&Connection::SaveImageGetXMLDesc>("saveImageGetXMLDesc"),
                          InstanceMethod<&Connection::LookupStorageVolByPath>("lookupStorageVolByPath"),
                          InstanceMethod<&Connection::LookupStoragePoolByName>("lookupStoragePoolByName"),
+                         InstanceMethod<&Connection::ListAllStoragePools>("listAllStoragePools"),
                          InstanceMethod<&Connection::IsClosed>("isClosed"),
                      });
 }
@@ -258,6 +259,30 @@ Napi::Value Connection::LookupStoragePoolByName(const Napi::CallbackInfo& info) 
       },
       [](Napi::Env env, Napi::Object self, StoragePoolHandle& pool) -> Napi::Value {
         return StoragePool::NewInstance(env, std::move(pool), self);
+      });
+}
+
+Napi::Value Connection::ListAllStoragePools(const Napi::CallbackInfo& info) {
+  virConnectPtr conn = Ptr(info.Env());
+  unsigned int flags = FlagsArg(info, 0);
+  using List = std::vector<StoragePoolHandle>;
+  return VirWorker<List>::Start(
+      info.Env(), info.This().As<Napi::Object>(), "virConnectListAllStoragePools", PinConnect(conn),
+      [conn, flags](List& out) {
+        virStoragePoolPtr* pools = nullptr;
+        int n = virConnectListAllStoragePools(conn, &pools, flags);
+        if (n < 0) return false;
+        out.reserve(static_cast<size_t>(n));
+        for (int k = 0; k < n; k++) out.emplace_back(pools[k]);
+        free(pools);  // NOLINT: libvirt allocated the array with malloc
+        return true;
+      },
+      [](Napi::Env env, Napi::Object self, List& list) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, list.size());
+        for (size_t k = 0; k < list.size(); k++) {
+          arr.Set(static_cast<uint32_t>(k), StoragePool::NewInstance(env, std::move(list[k]), self));
+        }
+        return arr;
       });
 }
 

@@ -53,6 +53,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value LookupStorageVolByPath(const Napi::CallbackInfo& info);
   // virStoragePoolLookupByName(name) -> StoragePool.
   Napi::Value LookupStoragePoolByName(const Napi::CallbackInfo& info);
+  // virConnectListAllStoragePools(flags) -> StoragePool[].
+  Napi::Value ListAllStoragePools(const Napi::CallbackInfo& info);
   // True after close().
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
 

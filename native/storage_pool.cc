@@ -26,6 +26,8 @@ Napi::Function StoragePool::Init(Napi::Env env) {
                          InstanceMethod<&StoragePool::GetName>("getName"),
                          InstanceMethod<&StoragePool::GetInfo>("getInfo"),
                          InstanceMethod<&StoragePool::LookupVolumeByName>("lookupVolumeByName"),
+                         InstanceMethod<&StoragePool::GetXMLDesc>("getXMLDesc"),
+                         InstanceMethod<&StoragePool::Refresh>("refresh"),
                          InstanceMethod<&StoragePool::Free>("free"),
                          InstanceMethod<&StoragePool::IsFreed>("isFreed"),
                      });
@@ -103,6 +105,29 @@ Napi::Value StoragePool::LookupVolumeByName(const Napi::CallbackInfo& info) {
         Napi::Value connection = wrapper->connection_.IsEmpty() ? Napi::Value(self) : wrapper->connection_.Value();
         return StorageVol::NewInstance(env, std::move(vol), connection);
       });
+}
+
+Napi::Value StoragePool::GetXMLDesc(const Napi::CallbackInfo& info) {
+  virStoragePoolPtr pool = Ptr(info.Env());
+  unsigned int flags = FlagsArg(info, 0);
+  return VirWorker<std::string>::Start(
+      info.Env(), info.This().As<Napi::Object>(), "virStoragePoolGetXMLDesc", PinStoragePool(pool),
+      [pool, flags](std::string& out) {
+        char* xml = virStoragePoolGetXMLDesc(pool, flags);
+        if (xml == nullptr) return false;
+        out = xml;
+        free(xml);  // NOLINT: libvirt returns a malloc'd string
+        return true;
+      },
+      [](Napi::Env env, Napi::Object, std::string& xml) -> Napi::Value { return Napi::String::New(env, xml); });
+}
+
+Napi::Value StoragePool::Refresh(const Napi::CallbackInfo& info) {
+  virStoragePoolPtr pool = Ptr(info.Env());
+  return VirWorker<Done>::Start(
+      info.Env(), info.This().As<Napi::Object>(), "virStoragePoolRefresh", PinStoragePool(pool),
+      [pool](Done&) { return virStoragePoolRefresh(pool, 0) == 0; },
+      [](Napi::Env env, Napi::Object, Done&) -> Napi::Value { return env.Undefined(); });
 }
 
 Napi::Value StoragePool::Free(const Napi::CallbackInfo& info) {

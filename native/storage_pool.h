@@ -25,6 +25,11 @@ class StoragePool : public Napi::ObjectWrap<StoragePool> {
   Napi::Value GetInfo(const Napi::CallbackInfo& info);
   // virStorageVolLookupByName(name) -> StorageVol.
   Napi::Value LookupVolumeByName(const Napi::CallbackInfo& info);
+  // virStoragePoolGetXMLDesc(pool, flags) -> string.
+  Napi::Value GetXMLDesc(const Napi::CallbackInfo& info);
+  // virStoragePoolRefresh(pool, 0): rescans the pool's volumes (after LVs
+  // were created, renamed or removed behind libvirt's back).
+  Napi::Value Refresh(const Napi::CallbackInfo& info);
   // virStoragePoolFree; synchronous and idempotent.
   Napi::Value Free(const Napi::CallbackInfo& info);
   // True after free().

@@ -65,6 +65,7 @@ export interface NativeConnection {
   saveImageGetXMLDesc(path: string, flags: number): Promise<string>;
   lookupStorageVolByPath(path: string): Promise<NativeStorageVol>;
   lookupStoragePoolByName(name: string): Promise<NativeStoragePool>;
+  listAllStoragePools(flags: number): Promise<NativeStoragePool[]>;
 }
 
 export interface NativeDomain {
@@ -94,6 +95,8 @@ export interface NativeStoragePool {
   getName(): string;
   getInfo(): Promise<NativePoolInfo>;
   lookupVolumeByName(name: string): Promise<NativeStorageVol>;
+  getXMLDesc(flags: number): Promise<string>;
+  refresh(): Promise<void>;
   free(): void;
   isFreed(): boolean;
 }

@@ -56,6 +56,11 @@ export const ConnectListAllDomainsFlags = {
 } as const;
 
 /** virDomainAgentResponseTimeoutValues (seconds > 0 are also accepted). */
+/** virConnectListAllStoragePoolsFlags (the ones kvmbak uses). */
+export const ConnectListAllStoragePoolsFlags = {
+  ACTIVE: 1 << 1,
+} as const;
+
 export const AgentResponseTimeout = {
   BLOCK: -2,
   DEFAULT: -1,

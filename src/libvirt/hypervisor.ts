@@ -1,8 +1,10 @@
 /**
  * openHypervisor() and Hypervisor: a libvirt connection with a typed API.
  */
+import { normalize } from 'node:path';
 import { ClosedHandleError, ConfigError, isLibvirtError, throwIfAborted } from '../errors.js';
 import { type NativeConnection, type NativeCounters, loadNative } from '../native.js';
+import { firstChild, parseXml } from '../util/xml.js';
 import { callSite, nativeCall, nativeCallSync } from './call.js';
 import {
   type Domain,
@@ -15,6 +17,7 @@ import {
   wrapDomain,
 } from './domain.js';
 import {
+  ConnectListAllStoragePoolsFlags,
   DomainSaveImageXMLFlags,
   STORAGE_POOL_STATES,
   STORAGE_VOL_TYPES,
@@ -270,6 +273,34 @@ export class Hypervisor {
     } finally {
       pool.free();
     }
+  }
+
+  /**
+   * Rescans the volumes of the active storage pools whose target is
+   * `targetPath` (a logical pool's target is /dev/VG): virStoragePoolRefresh.
+   * libvirt caches a pool's volumes; after LVs are created, renamed or
+   * removed behind its back, lookups answer from the old list until a
+   * refresh. Resolves to the names of the pools refreshed (none on hosts
+   * without pools).
+   */
+  async refreshStoragePoolsAt(targetPath: string): Promise<string[]> {
+    const c = this.#handle();
+    const want = normalize(checkPath(targetPath, 'targetPath')).replace(/\/+$/, '');
+    const pools = await nativeCall(() => c.listAllStoragePools(ConnectListAllStoragePoolsFlags.ACTIVE));
+    const refreshed: string[] = [];
+    try {
+      for (const pool of pools) {
+        const doc = parseXml(await nativeCall(() => pool.getXMLDesc(0)));
+        const target = doc.documentElement ? firstChild(doc.documentElement, 'target') : undefined;
+        const path = target ? firstChild(target, 'path')?.textContent?.trim() : undefined;
+        if (path === undefined || normalize(path).replace(/\/+$/, '') !== want) continue;
+        await nativeCall(() => pool.refresh());
+        refreshed.push(nativeCallSync(() => pool.getName()));
+      }
+    } finally {
+      for (const pool of pools) pool.free();
+    }
+    return refreshed;
   }
 
   /**

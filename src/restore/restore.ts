@@ -452,6 +452,27 @@ async function removeSwappedOut(run: RestoreRun): Promise<string[]> {
 }
 
 /**
+ * libvirt caches each pool's volumes: after LVs were created or swapped behind
+ * its back, it would still show the old LVs (old keys, a temporary name) and
+ * miss the new ones, which a `<disk type='volume'>` needs to start. Refreshes
+ * the pool of each VG written to, if libvirt has one; a failure is a warning.
+ */
+async function refreshPools(run: RestoreRun): Promise<void> {
+  const vgs = new Set(run.plan.disks.filter((p) => p.action !== 'overwrite').map((p) => p.vg));
+  for (const vg of vgs) {
+    try {
+      await run.hv.refreshStoragePoolsAt(`/dev/${vg}`);
+    } catch (e) {
+      run.emit({
+        type: 'warning',
+        domain: run.name,
+        message: `could not refresh libvirt's storage pool of ${vg}: ${(e as Error).message}; virsh pool-refresh it`,
+      });
+    }
+  }
+}
+
+/**
  * Undoes what can be undone after a failure before the define: swaps the
  * names back, removes the LVs this restore made, puts back the definitions
  * it removed, and starts a replaced domain again when it was running and its
@@ -570,6 +591,7 @@ async function bringUp(run: RestoreRun, dom: Domain): Promise<RestoreResult> {
   const { plan, options } = run;
   const name = run.name;
   const leftoverLvs = await removeSwappedOut(run);
+  await refreshPools(run);
   let memoryRestored = false;
   let started = false;
   try {

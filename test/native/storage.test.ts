@@ -63,6 +63,16 @@ describe('storage', { timeout: 15_000 }, () => {
     expect(pool.capacity).toBe(pool.allocation + pool.available);
   });
 
+  it('refreshes the pool whose target is a path (a logical pool: /dev/VG); none when no pool has it', async () => {
+    expect(await hv.refreshStoragePoolsAt('/dev/vg0')).toEqual(['vg0']);
+    expect(await hv.refreshStoragePoolsAt('/dev/vm-ssd/')).toEqual(['vm-ssd']);
+    expect(await hv.refreshStoragePoolsAt('/dev/no-such-vg')).toEqual([]);
+    // The pool still answers afterwards, and every handle was released.
+    expect((await hv.lookupVolumeByPath('/dev/vg0/web-root')).pool).toBe('vg0');
+    expect(libvirtCounters()).toMatchObject({ storagePools: 0, storageVols: 0, workers: 0 });
+    await expect(hv.refreshStoragePoolsAt('')).rejects.toBeInstanceOf(ConfigError);
+  });
+
   it('rejects a missing pool with VIR_ERR_NO_STORAGE_POOL (49)', async () => {
     const e = await rejection(hv.lookupStoragePool('no-such-vg'));
     expect(e).toMatchObject({

@@ -320,8 +320,13 @@ describe('kvmbak restore --force: checked first, then written beside and swapped
       expect(after[key]![0]).not.toBe(before[key]![0]); // a new LV under the old name
       expect(await sha256Of(`/dev/${key}`, d.image.rawBytes)).toBe(d.image.rawSha256);
       expect((await lvsReport(`/dev/${key}`, ['lv_size'])).lv_size).toBe(String(d.lvSize));
+      // libvirt's pool was refreshed: it knows the new LV (its key is the new uuid) and not the temporary names
+      const vol = await sh('virsh', ['-c', fx.uri, 'vol-key', `/dev/${key}`]);
+      expect(vol.stdout.trim()).toBe(after[key]![0]);
     }
     expect(await restoreLeftovers()).toEqual([]);
+    const vols = await sh('virsh', ['-c', fx.uri, 'vol-list', fx.pool]);
+    expect(vols.stdout).not.toMatch(/kvmbak-(new|old)-/);
     // the domain runs on the new LV
     expect((await virsh('domblklist', 'lab-one')).stdout).toContain(`/dev/${m.disks[0]!.vg}/${m.disks[0]!.lv}`);
   });
