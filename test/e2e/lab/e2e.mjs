@@ -78,7 +78,7 @@ async function main() {
       // Colours only when a person watches (vitest would otherwise guess from the guest's side).
       env: {
         KVMBAK_LAB_PHASES: '/lab/ctl/phases',
-        ...(process.env.KVMBAK_LAB_LINUX === '1' ? { KVMBAK_LAB_LINUX: '1' } : {}),
+        ...(process.env.KVMBAK_LAB_LINUX ? { KVMBAK_LAB_LINUX: process.env.KVMBAK_LAB_LINUX } : {}),
         ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }),
       },
       timeoutMinutes,
