@@ -40,32 +40,33 @@ pvcreate -q "$pv"
 vgcreate -q "$vg" "$pv"
 step "VG $vg on $pv"
 
-# lab-linux boots first and in parallel with everything below and with the suites: the quiesce
-# suite, which runs last, waits for its agent. Its root is a qcow2 overlay on the read-only image
-# disk (a file disk: backups leave it out with --exclude vda); its data disk is an LV holding an
-# ext4 file system that the guest mounts. Direct kernel boot with the lab's own kernel. Its kernel
-# command line boots it only to sysinit.target (file systems, udev, journald; qemu-ga is started by
-# udev when its port appears), so neither the lab's job nor libvirt runs in it, gives slow devices
-# time, and forwards its journal (where qemu-ga logs each freeze and thaw) to its serial console,
-# which libvirt writes to a file.
-# It runs under TCG (type qemu) by default: with nested KVM (KVMBAK_LAB_LINUX=kvm; boots in ~1 min
-# instead of several) the lab VM's own KVM, itself emulated by TCG, once panicked in
-# shutdown_interception → kvm_vcpu_reset while lab-linux ran; under TCG the lab VM's KVM is not
-# involved. KVMBAK_LAB_LINUX=off leaves lab-linux out (the quiesce suite then fails, saying so).
+# lab-linux is defined here and started by the quiesce suite (which runs last) and destroyed at its
+# end, so it runs only for that suite. Its root is a qcow2 overlay on the read-only image disk (a
+# file disk: backups leave it out with --exclude vda); its data disk is an LV holding an ext4 file
+# system that the guest mounts. Direct kernel boot with the lab's own kernel. Its kernel command
+# line boots it only to sysinit.target (file systems, udev, journald; qemu-ga is started by udev
+# when its port appears), so neither the lab's job nor libvirt runs in it, gives slow devices time,
+# and forwards its journal (where qemu-ga logs each freeze and thaw) to its serial console, which
+# libvirt writes to a file.
+# It runs with nested KVM (about a minute to its agent). Once, while lab-linux ran beside all the
+# suites for 20 minutes, the lab VM's own KVM (itself emulated by TCG) panicked in
+# shutdown_interception → kvm_vcpu_reset; hence its short life. KVMBAK_LAB_LINUX=tcg runs it under
+# TCG instead (no nested KVM, but over 20 minutes to boot on a busy host); =off leaves it out (the
+# quiesce suite then fails, saying so).
 lvcreate -q -y -W y -Z y -n lab-linux-data -L 32M "$vg" >/dev/null
 udevadm settle --timeout=30
 linux_serial=/var/log/libvirt/qemu/lab-linux-serial.log
 linux_resume=/var/lib/libvirt/qemu/lab-linux.resume
 linux_root=$images/lab-linux-root.qcow2
 linux_error=
-linux_mode=${KVMBAK_LAB_LINUX:-tcg}
-linux_type=qemu
+linux_mode=${KVMBAK_LAB_LINUX:-kvm}
+linux_type=kvm
 if [ "$linux_mode" = off ]; then
   linux_error="lab-linux is off (KVMBAK_LAB_LINUX=off)"
 elif [ "$linux_mode" = kvm ] && [ "$dtype" != kvm ]; then
   linux_error="KVMBAK_LAB_LINUX=kvm, but the lab VM has no nested KVM"
 elif [ "$linux_mode" != kvm ] && [ "$linux_mode" != tcg ]; then
-  linux_error="KVMBAK_LAB_LINUX must be tcg (the default), kvm or off, not '$linux_mode'"
+  linux_error="KVMBAK_LAB_LINUX must be kvm (the default), tcg or off, not '$linux_mode'"
 elif [ ! -b "$image_link" ]; then
   linux_error="the read-only image disk ($image_link) is missing: is the VM started by lab/run.mjs?"
 else
@@ -79,7 +80,7 @@ else
   cmdline+=" systemd.unit=sysinit.target systemd.mask=lab-job.service systemd.mask=systemd-modules-load.service"
   cmdline+=" systemd.mask=lvm2-monitor.service systemd.default_timeout_start_sec=600"
   cmdline+=" systemd.journald.forward_to_console=1"
-  [ "$linux_mode" = kvm ] && linux_type=kvm
+  [ "$linux_mode" = tcg ] && linux_type=qemu
   cat >"$out/lab-linux.xml" <<EOF
 <domain type='$linux_type'>
   <name>lab-linux</name>
@@ -108,8 +109,6 @@ else
 </domain>
 EOF
   virsh -q define "$out/lab-linux.xml" >/dev/null
-  virsh -q start lab-linux >/dev/null &
-  linux_start=$!
 fi
 
 # name:MiB — every LV gets a distinct deterministic pattern.
@@ -205,11 +204,8 @@ if ! wait "$fill_pid"; then
 fi
 step "LVs filled"
 
-if [ -z "$linux_error" ] && ! wait "$linux_start"; then
-  linux_error="virsh start lab-linux failed (see above)"
-fi
 if [ -z "$linux_error" ]; then
-  step "lab-linux started ($linux_type); the quiesce suite waits for its agent"
+  step "lab-linux defined ($linux_type); the quiesce suite starts it"
 fi
 
 jq -n \
@@ -228,7 +224,7 @@ jq -n \
       "lab-agent": { running: true,  disks: { vda: "lab-agent-disk0" }, agentChannel: true },
       "lab-qcow":  { running: false, disks: { vda: "lab-qcow-disk0" }, fileDisks: { vdb: $qcow } },
       "lab-cdrom": { running: false, disks: { vda: "lab-cdrom-disk0" }, cdrom: { hdc: $cdrom } },
-      "lab-linux": { running: ($linuxError == ""), disks: { vdb: "lab-linux-data" }, fileDisks: { vda: $linuxRoot }, agentChannel: true }
+      "lab-linux": { running: false, disks: { vdb: "lab-linux-data" }, fileDisks: { vda: $linuxRoot }, agentChannel: true }
     },
     linux: {
       domain: "lab-linux", error: (if $linuxError == "" then null else $linuxError end),

@@ -40,10 +40,11 @@ const THAW = /executing fsfreeze hook with arg 'thaw'/;
 const STOPPED = /stopping qemu-ga \(pid \d+\) with SIGSTOP/;
 
 /**
- * lab-linux boots under TCG inside the lab VM (guest/fixture.sh says why) while the other suites
- * run; this suite runs last (vitest.config.ts) and waits for its agent at most this long.
+ * lab-linux is defined by the fixture and runs only for this suite, which runs last
+ * (vitest.config.ts; guest/fixture.sh says why): started here, destroyed at the end. Its agent
+ * answers about a minute after the start with nested KVM; this is the limit.
  */
-const BOOT_WAIT_MS = 20 * 60_000;
+const BOOT_WAIT_MS = 8 * 60_000;
 
 describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   let fx: LabFixture;
@@ -92,7 +93,7 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     dom = fx.linux.domain;
     if (fx.linux.error !== null) throw new Error(`the lab has no inner Linux guest with an agent: ${fx.linux.error}`);
     work = mkdtempSync('/var/tmp/kvmbak-e2e-quiesce-');
-    expect(await domState(dom)).toBe('running');
+    if ((await domState(dom)) !== 'running') await virsh('start', dom);
     await waitForAgent(dom, BOOT_WAIT_MS);
   }, BOOT_WAIT_MS + 60_000);
   afterEach(async () => {
@@ -102,6 +103,7 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   });
   afterAll(async () => {
     if (work) rmSync(work, { recursive: true, force: true });
+    if (dom && (await domState(dom)) !== 'shut off') await virsh('destroy', dom);
   });
 
   it('a quiesce backup freezes and thaws the guest through its agent (both in the guest log); the set holds what the guest had just written', async () => {
