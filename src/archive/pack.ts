@@ -4,11 +4,11 @@ import { loadNative } from '../native.js';
 import { chunkStarted, chunksFinished, counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, RunTracker, Semaphore, settleQuietly } from './flow.js';
-import { createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
+import { BackgroundSync, SYNC_EVERY, createPartial, openSource, readFully, writeFully, type PartialFile, type Source } from './io.js';
 import { DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, checkChunkSize, checkLevel, checkThreads, chunkWindow, codecLevel } from './options.js';
-import { HashWorker } from './hasher.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
+import { HashWorker } from './hasher.js';
 import { ReadThrottle } from './throttle.js';
 import type { PackOptions, PackResult } from './types.js';
 import { isAllZero, zeroMember } from './zero.js';
@@ -22,6 +22,8 @@ interface ReadChunk {
 interface Member {
   data: Uint8Array;
   raw: number;
+  /** An all-zero chunk: its buffer went back at once, it holds a zeroAhead place instead of a slot. */
+  zero?: boolean;
   stored?: boolean;
   /** The output buffer holding data, recycled once written. */
   out?: ArrayBuffer;
@@ -34,10 +36,13 @@ interface Member {
  * flight); each chunk is hashed in order by a hash thread, then compressed by
  * a worker thread as an independent gzip member (the addon's libdeflate codec,
  * at the libdeflate level that `level` maps to), unless it is all zeros: those
- * are written as a member computed once per size. A chunk whose samples do
+ * are written as a member computed once per size, and give their buffer back
+ * at once, so reading and hashing run on through a zero region while the
+ * workers compress what came before. A chunk whose samples do
  * not compress (already compressed or encrypted data) is stored (deflate
  * level 0) instead of being searched for matches in vain. Members are
- * written in order to `<dest>.partial` (0600), fsynced and renamed to `dest`.
+ * written in order to `<dest>.partial` (0600), flushed to the disk as they
+ * go (BackgroundSync), fsynced and renamed to `dest`.
  * `zcat dest` prints the source byte for byte. At most chunkWindow(threads)
  * chunks are in memory, whatever the source size. On error or abort the
  * partial file is removed and the workers are terminated.
@@ -73,6 +78,9 @@ export async function packImage(source: string, dest: string, options: PackOptio
   }
 }
 
+/** All-zero chunks that may wait to be written (they hold no buffer, only their place in the file's order). */
+const ZERO_AHEAD = 64;
+
 interface PackConfig {
   level: number;
   chunkSize: number;
@@ -94,6 +102,9 @@ async function runPack(src: Source, out: PartialFile, cfg: PackConfig): Promise<
   const outCap = loadNative().gzipCompressBound(chunkSize);
   const freeOut: ArrayBuffer[] = [];
   const deflateLevel = codecLevel(level);
+  // all-zero chunks give their buffer back as soon as they are seen, so reading and hashing run on
+  // through a zero region while the workers compress what came before; this bounds how far
+  const zeroAhead = new Semaphore(ZERO_AHEAD);
   const hasher = new HashWorker();
   const fileHash = createHash('sha256');
   const members: number[] = [];
@@ -107,9 +118,16 @@ async function runPack(src: Source, out: PartialFile, cfg: PackConfig): Promise<
     slots.abort(e);
     readQ.abort(e);
     outQ.abort(e);
+    zeroAhead.abort(e);
     pool.fail(e);
     hasher.fail(e);
   });
+  const syncer = new BackgroundSync(
+    out.fh,
+    SYNC_EVERY,
+    (p) => run.track(p),
+    (e) => run.fail(destError(out.partial, e)),
+  );
   const started = (): void => {
     inFlight++;
     chunkStarted();
@@ -173,12 +191,14 @@ async function runPack(src: Source, out: PartialFile, cfg: PackConfig): Promise<
       const view = new Uint8Array(c.ab, 0, c.len);
       bytes += c.len;
       let member: Promise<Member>;
-      // the hash thread gets every chunk in this order: zeros by count, data lent and handed back
+      // the raw sha256 is of the whole stream, in order: here, before the chunk leaves this thread
       if (isAllZero(view)) {
         hasher.zeros(c.len);
         if (c.len > 0) zeroChunks++;
         freeBuffers.push(c.ab);
-        member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len }));
+        finished();
+        await zeroAhead.acquire();
+        member = zeroMember(pool, c.len).then((data) => ({ data, raw: c.len, zero: true }));
       } else {
         member = hasher
           .update(c.ab, c.len)
@@ -216,11 +236,13 @@ async function runPack(src: Source, out: PartialFile, cfg: PackConfig): Promise<
           throw destError(out.partial, e);
         }),
       );
+      syncer.wrote(m.data.byteLength);
       fileHash.update(m.data);
       storedBytes += m.data.byteLength;
       if (m.out) freeOut.push(m.out);
       if (m.stored) storedChunks++;
-      finished();
+      if (m.zero) zeroAhead.release();
+      else finished();
       meter.add(m.raw, m.data.byteLength);
     }
   };
