@@ -331,6 +331,12 @@ lines.push(
     .map((l) => l.toFixed(2))
     .join(' ')}`,
 );
+if (os.loadavg()[0] > cpus.length / 2 || Number(startLoad.split(' ')[0]) > cpus.length / 2) {
+  lines.push(
+    `WARNING: the machine was busy (load average above ${cpus.length / 2} on ${cpus.length} CPUs): kvmbak's threads shared the cores with other work`,
+  );
+  lines.push("  while the reference's one gzip thread hardly noticed, so the speed-ups below understate kvmbak's; rerun on an idle machine.");
+}
 lines.push('MB = 10^6 bytes. kvmbak = the packImage/unpackImage call (worker start-up, fsync and rename included), run in a child process;');
 lines.push('the reference = the whole shell pipeline (the unpack one with dd conv=fsync, as kvmbak fsyncs).');
 {
