@@ -2,7 +2,7 @@
 export const counters = {
   /** Archive operations (pack/unpack/hash) running now. */
   operations: 0,
-  /** Chunks between "read started" and "written" across all operations. */
+  /** Chunk buffers in use across all operations: from "read started" to "written" (pack: to "found all-zero" for a zero chunk, which needs no buffer after). */
   chunksInFlight: 0,
   /** Highest chunksInFlight since the last reset. */
   peakChunksInFlight: 0,

@@ -30,27 +30,7 @@ export interface GunzipRequest {
   expect: number;
 }
 
-/** Hash worker: add `len` bytes of `ab` to the running sha256; `ab` is handed back. */
-export interface UpdateRequest {
-  op: 'update';
-  id: number;
-  ab: ArrayBuffer;
-  len: number;
-}
-
-/** Hash worker: add `len` zero bytes (no reply). */
-export interface ZerosRequest {
-  op: 'zeros';
-  len: number;
-}
-
-/** Hash worker: the sha256 of everything added, as hex. */
-export interface DigestRequest {
-  op: 'digest';
-  id: number;
-}
-
-export type WorkerRequest = GzipRequest | GunzipRequest | UpdateRequest | ZerosRequest | DigestRequest;
+export type WorkerRequest = GzipRequest | GunzipRequest;
 
 export interface GzipReply {
   id: number;
@@ -71,16 +51,6 @@ export interface GunzipReply {
   zero: boolean;
 }
 
-export interface UpdateReply {
-  id: number;
-  ab: ArrayBuffer;
-}
-
-export interface DigestReply {
-  id: number;
-  hex: string;
-}
-
 /**
  * Why a task failed. 'truncated': the member ends early; 'corrupt': it does
  * not decompress or is followed by other data; 'length': it decompresses to
@@ -96,4 +66,4 @@ export interface FailureReply {
   out?: ArrayBuffer;
 }
 
-export type WorkerReply = GzipReply | GunzipReply | UpdateReply | DigestReply | FailureReply;
+export type WorkerReply = GzipReply | GunzipReply | FailureReply;

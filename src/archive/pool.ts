@@ -40,7 +40,7 @@ export function archiveWorkerPath(): URL | string {
   throw new ArchiveError(`the archive worker ${built} is missing; build kvmbak (npm run build:ts)`, 'KVMBAK_ARCHIVE_WORKER');
 }
 
-/** A new archive worker thread (pool.ts and hasher.ts). */
+/** A new archive worker thread. */
 export function startArchiveWorker(): Worker {
   return new Worker(archiveWorkerPath(), { stdout: false, stderr: false });
 }

@@ -6,7 +6,17 @@ import { AbortError, isAbortError, isKvmbakError, throwIfAborted } from '../erro
 import { chunkStarted, chunksFinished, counters } from './counters.js';
 import { ArchiveError, destError, sourceError } from './errors.js';
 import { AsyncQueue, RunTracker, Semaphore, settleQuietly } from './flow.js';
-import { openSource, openUnpackDest, readFully, writeFully, type BlockDest, type PartialFile, type Source } from './io.js';
+import {
+  BackgroundSync,
+  SYNC_EVERY,
+  openSource,
+  openUnpackDest,
+  readFully,
+  writeFully,
+  type BlockDest,
+  type PartialFile,
+  type Source,
+} from './io.js';
 import { checkByteCount, checkSha256, checkThreads, chunkWindow } from './options.js';
 import { WorkerPool, WorkerTaskError } from './pool.js';
 import { ProgressMeter } from './progress.js';
@@ -412,6 +422,14 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   // writes run while the next chunks are hashed; a chunk's slot is freed once written.
   const writer = async (): Promise<void> => {
     const writes = new Set<Promise<void>>();
+    const syncer = sink
+      ? new BackgroundSync(
+          sink.fh,
+          SYNC_EVERY,
+          (p) => run.track(p),
+          (e) => run.fail(destError(sink.path, e)),
+        )
+      : undefined;
     const done = (d: Decoded): void => {
       bytes += d.raw;
       inFlight--;
@@ -443,6 +461,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       const w = run.track(writeFully(sink.fh, data, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e)))).then(
         () => {
           writes.delete(w);
+          syncer?.wrote(data.byteLength);
           if (!run.failed) done(d);
         },
         (e: unknown) => {

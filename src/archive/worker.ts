@@ -1,25 +1,22 @@
 /**
  * The archive engine's worker thread (built as its own entry,
- * dist/archive-worker.js). One module serves both roles: a codec worker of
- * the pool (gzip/gunzip, pool.ts) and the hash worker (update/zeros/digest,
- * hasher.ts).
+ * dist/archive-worker.js): a codec worker of the pool (gzip/gunzip, pool.ts).
  *
  * Members are compressed and decompressed by the addon's libdeflate codec,
  * whose whole-buffer calls are synchronous: they run on this thread, never
  * on libuv's shared pool (which fs, crypto and the libvirt calls need), and
  * never on the main thread.
  */
-import { createHash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
 import { loadNative, type NativeCodec } from '../native.js';
 import type { FailureReply, GunzipRequest, GzipRequest, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
-import { hashZeros, isAllZero } from './zero.js';
+import { isAllZero } from './zero.js';
 
 const port = parentPort;
 if (!port) throw new Error('kvmbak: archive-worker.js runs as a worker thread only');
 
-// loaded on the first codec task: the hash worker never needs it, and starts faster without it
+// loaded on the first task, so a worker that is started but never used costs no dlopen
 let loaded: NativeCodec | undefined;
 const codec = (): NativeCodec => (loaded ??= loadNative());
 
@@ -98,46 +95,19 @@ function diagnose(input: Uint8Array, expect: number): TaskFailure {
   return new TaskFailure('corrupt', 'libdeflate refused the member');
 }
 
-const hash = createHash('sha256');
-
 function handle(m: WorkerRequest): void {
-  switch (m.op) {
-    case 'gzip': {
-      const r = gzip(m) as { ab: ArrayBuffer; out: ArrayBuffer };
-      port!.postMessage(r, [r.ab, r.out]);
-      return;
-    }
-    case 'gunzip': {
-      const r = gunzip(m) as { ab: ArrayBuffer; out: ArrayBuffer };
-      port!.postMessage(r, [r.ab, r.out]);
-      return;
-    }
-    case 'update':
-      hash.update(new Uint8Array(m.ab, 0, m.len));
-      port!.postMessage({ id: m.id, ab: m.ab }, [m.ab]);
-      return;
-    case 'zeros':
-      hashZeros(hash, m.len);
-      return;
-    case 'digest':
-      port!.postMessage({ id: m.id, hex: hash.digest('hex') });
-      return;
-  }
+  const r = (m.op === 'gzip' ? gzip(m) : gunzip(m)) as { ab: ArrayBuffer; out: ArrayBuffer };
+  port!.postMessage(r, [r.ab, r.out]);
 }
 
 port.on('message', (m: WorkerRequest) => {
   try {
     handle(m);
   } catch (e) {
-    if (m.op === 'zeros') throw e;
     const f = e instanceof TaskFailure ? e : new TaskFailure('internal', String((e as Error)?.message ?? e));
     const reply: FailureReply = { id: m.id, error: { kind: f.kind, message: f.message, code: f.code } };
-    const transfer: ArrayBuffer[] = [];
-    if (m.op === 'gzip' || m.op === 'gunzip') {
-      reply.ab = m.ab;
-      reply.out = m.out;
-      transfer.push(m.ab, m.out);
-    }
-    port.postMessage(reply, transfer);
+    reply.ab = m.ab;
+    reply.out = m.out;
+    port.postMessage(reply, [m.ab, m.out]);
   }
 });
