@@ -294,7 +294,6 @@ keep-daily = 7
     expect(run.signal, run.stderr.slice(-2000)).toBe('SIGKILL');
     await lvmSettled();
     expect(await domState('lab-two')).toBe('shut off');
-    expect((await kvmbakLvs()).length).toBeGreaterThan(0);
 
     const since = journalNow();
     const rec = await sh('systemctl', ['start', 'kvmbak-recover.service'], { check: false });
