@@ -4,7 +4,8 @@
 // hook and `kvmbak status --max-age`, --bwlimit, --all with a qcow2 domain, and kill -9 while a VM
 // is saved followed by the boot-time recover unit. After every test no LV tagged `kvmbak` is left;
 // after the suite the units are gone, lab-one and lab-two run, and the temporary folder is removed.
-// About 3 minutes of lab time: 64-96 MiB per backup, six backups, one save window killed.
+// Lab time: 5-7 minutes on 2 shared cores (64-96 MiB per backup, six backups and one killed in its
+// save window).
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -234,10 +235,12 @@ keep-daily = 7
     expect(bad.stdout).toMatch(/\nlab-one .* FAILED .*last run failed at \S+: hook \S+ pre-hold exited with status 3\n/);
     expect(bad.stdout).toMatch(/\nlab-two .* ok \S+ +ok\n/);
 
-    // The next run of lab-one, read at 4 MiB/s: a limit under the rate it reached without one.
-    const limit = 4 * MiB;
-    expect(unlimitedRate).toBeGreaterThan(limit);
-    const ok = await cli(['backup', 'lab-one', '--config', config, '--bwlimit', '4M', '--json']);
+    // The next run of lab-one, capped at half the rate it reached without a cap (the lab's speed
+    // varies with the host's load: a fixed cap might not bind), in KiB/s as an admin writes it.
+    const limitKiB = Math.floor(unlimitedRate / 2 / 1024);
+    const limit = limitKiB * 1024;
+    expect(limitKiB).toBeGreaterThan(0);
+    const ok = await cli(['backup', 'lab-one', '--config', config, '--bwlimit', `${limitKiB}K`, '--json']);
     expect(ok.code, ok.stderr).toBe(0);
     const o = (JSON.parse(ok.stdout) as JobJson).results[0]!;
     expect(o.bwlimit).toBe(limit);
@@ -245,7 +248,7 @@ keep-daily = 7
     expect(o.readBytesPerSecond).toBeGreaterThan(0);
     expect(o.readBytesPerSecond).toBeLessThanOrEqual(limit);
     console.log(
-      `[measure] lab-one read rate: ${(unlimitedRate / MiB).toFixed(1)} MiB/s unlimited, ${(o.readBytesPerSecond! / MiB).toFixed(2)} MiB/s with --bwlimit 4M`,
+      `[measure] lab-one read rate: ${(unlimitedRate / MiB).toFixed(1)} MiB/s unlimited, ${(o.readBytesPerSecond! / MiB).toFixed(2)} MiB/s with --bwlimit ${limitKiB}K`,
     );
 
     const good = await cli(['status', dest, '--max-age', '1h']);
