@@ -68,6 +68,7 @@ export function systemdUnits(o: SystemdUnitOptions): SystemdUnit[] {
     throw new ConfigError(`randomizedDelaySeconds must be a whole number >= 0, got ${delay}`, 'randomizedDelaySeconds');
   const cmd = (...args: string[]): string => [...o.command, ...args].map(systemdWord).join(' ');
   const dests = configDestinations(o.config);
+  const uri = o.config.global.uri !== undefined ? ['--uri', o.config.global.uri] : [];
   const mounts = dests.length > 0 ? [`RequiresMountsFor=${dests.map(mountPath).join(' ')}`] : [];
   const libvirt = ['Wants=libvirtd.service', 'After=libvirtd.service virtqemud.service libvirt-guests.service local-fs.target'];
   const lines = (...ls: string[]): string => `${[MARKER, ...ls].join('\n')}\n`;
@@ -118,7 +119,8 @@ export function systemdUnits(o: SystemdUnitOptions): SystemdUnit[] {
         '',
         '[Service]',
         'Type=oneshot',
-        ...(dests.length > 0 ? dests.map((d) => `ExecStart=${cmd('recover', '--dest', d)}`) : [`ExecStart=${cmd('recover')}`]),
+        // On the file's libvirt connection (the backups use it): the default one may hold other domains.
+        ...(dests.length > 0 ? dests.map((d) => `ExecStart=${cmd('recover', '--dest', d, ...uri)}`) : [`ExecStart=${cmd('recover', ...uri)}`]),
         'RemainAfterExit=yes',
         'UMask=0077',
         '',

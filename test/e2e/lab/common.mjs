@@ -1,7 +1,7 @@
 // Shared pieces of the kvmbak lab (host side): locations, logging, child processes, a cache lock.
 // Child processes are always spawned with argument arrays, never through a shell.
 import { spawn } from 'node:child_process';
-import { accessSync, constants, openSync, closeSync, readFileSync, rmSync, writeSync, mkdirSync } from 'node:fs';
+import { accessSync, constants, openSync, closeSync, readFileSync, readdirSync, rmSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -169,4 +169,34 @@ export async function acquireLock(path, what) {
       rmSync(path, { force: true });
     }
   }
+}
+
+/** Whether build/Release/kvmbak.node is missing or older than binding.gyp or a file in native/. */
+function addonStale() {
+  let built;
+  try {
+    built = statSync(join(checkoutDir, 'build', 'Release', 'kvmbak.node')).mtimeMs;
+  } catch {
+    return true;
+  }
+  const sources = [join(checkoutDir, 'binding.gyp'), ...readdirSync(join(checkoutDir, 'native')).map((n) => join(checkoutDir, 'native', n))];
+  return sources.some((p) => statSync(p).mtimeMs > built);
+}
+
+/**
+ * Builds the package on the host (tsup, then the native addon); the guest loads it. Returns the
+ * ms it took. `addon: 'if-stale'` skips node-gyp when the addon is newer than its sources.
+ */
+export async function buildPackage({ addon = 'always' } = {}) {
+  const logFile = join(cacheDir(), 'logs', `package-build-${process.pid}.log`);
+  closeSync(openSync(logFile, 'w'));
+  const started = Date.now();
+  try {
+    await run('npx', ['tsup'], { cwd: checkoutDir, logFile });
+    if (addon === 'always' || addonStale()) await run('npm', ['run', 'build:native'], { cwd: checkoutDir, logFile });
+  } catch (err) {
+    const tail = readFileSync(logFile, 'utf8').split('\n').slice(-25).join('\n');
+    throw new LabError(`building the package failed: ${err.message}\n${tail}`, { cause: err });
+  }
+  return Date.now() - started;
 }

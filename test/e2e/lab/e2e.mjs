@@ -3,9 +3,9 @@
 //   2. boot the lab VM once; inside: the fixture (guest/fixture.sh), then `vitest run --project e2e`
 //   3. report the phase times; exit with the suite's status
 // KVMBAK_SKIP_LAB=1 skips it explicitly; otherwise a lab that cannot run is a failure saying why.
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LabError, cacheDir, checkoutDir, exitOnSignals, log, run, seconds } from './common.mjs';
+import { LabError, buildPackage, cacheDir, exitOnSignals, log, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 import { defaultTimeoutMinutes, runJob } from './run.mjs';
 
@@ -19,20 +19,6 @@ function preflight() {
         'run `sudo npm run test:e2e`, or set KVMBAK_SKIP_LAB=1 to skip it explicitly',
     );
   }
-}
-
-async function buildPackage() {
-  const logFile = join(cacheDir(), 'logs', `package-build-${process.pid}.log`);
-  closeSync(openSync(logFile, 'w'));
-  const started = Date.now();
-  try {
-    await run('npx', ['tsup'], { cwd: checkoutDir, logFile });
-    await run('npm', ['run', 'build:native'], { cwd: checkoutDir, logFile });
-  } catch (err) {
-    const tail = readFileSync(logFile, 'utf8').split('\n').slice(-25).join('\n');
-    throw new LabError(`building the package failed: ${err.message}\n${tail}`, { cause: err });
-  }
-  return Date.now() - started;
 }
 
 function readPhases(runDir) {

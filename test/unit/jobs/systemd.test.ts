@@ -30,6 +30,16 @@ describe('systemd units', () => {
     expect(units['kvmbak-recover.service']).toContain('\nWantedBy=multi-user.target\n');
   });
 
+  it("recover at boot on the configuration file's libvirt connection, not the default one", () => {
+    const remote = parseConfig('uri = "qemu+ssh://root@host2/system"\ndest = "/backup"\n', '/etc/kvmbak/kvmbak.toml');
+    const units = Object.fromEntries(systemdUnits({ command, config: remote }).map((u) => [u.name, u.text]));
+    expect(units['kvmbak-recover.service']).toContain(
+      `\nExecStart=${process.execPath} "/opt/kvm bak/dist/cli.js" recover --dest /backup --uri qemu+ssh://root@host2/system\n`,
+    );
+    // The backup service reads the connection from the file itself.
+    expect(units['kvmbak.service']).toContain(`\nExecStart=${process.execPath} "/opt/kvm bak/dist/cli.js" backup --config /etc/kvmbak/kvmbak.toml\n`);
+  });
+
   it('quote and escape command words as systemd reads them', () => {
     expect(systemdWord('/usr/bin/node')).toBe('/usr/bin/node');
     expect(systemdWord('50%')).toBe('"50%%"');
