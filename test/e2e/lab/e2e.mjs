@@ -65,6 +65,7 @@ async function main() {
       env: {
         KVMBAK_LAB_PHASES: '/lab/ctl/phases',
         ...(process.env.KVMBAK_LAB_LINUX ? { KVMBAK_LAB_LINUX: process.env.KVMBAK_LAB_LINUX } : {}),
+        ...(process.env.KVMBAK_LAB_INNER ? { KVMBAK_LAB_INNER: process.env.KVMBAK_LAB_INNER } : {}),
         ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }),
       },
       timeoutMinutes,
