@@ -221,6 +221,17 @@ const median = (xs) => {
 };
 const mbps = (bytes, s) => bytes / s / 1e6;
 
+/** One kvmbak run's figures, from its JSON line and the process's wall time. */
+function kvRecord(line, k) {
+  return {
+    s: line.seconds,
+    wall: k.wall,
+    rssMiB: line.maxRssKiB / 1024,
+    cpu: { user: line.cpuUserS, system: line.cpuSystemS },
+    poolLagMs: line.poolLagMs,
+  };
+}
+
 async function benchImage(name, img) {
   const refGz = join(OUT, `${name}.ref.gz`);
   const kvGz = join(OUT, `${name}.kvmbak.gz`);
@@ -237,13 +248,7 @@ async function benchImage(name, img) {
     await prepareCache([img.path]);
     const k = await kv('pack', img.path, kvGz, idx);
     const line = JSON.parse(k.stdout);
-    res.pack.kvmbak.push({
-      s: line.seconds,
-      wall: k.wall,
-      rssMiB: line.maxRssKiB / 1024,
-      cpu: { user: line.cpuUserS, system: line.cpuSystemS },
-      poolLagMs: line.poolLagMs,
-    });
+    res.pack.kvmbak.push(kvRecord(line, k));
     res.refSize = (await stat(refGz)).size;
     res.kvSize = line.storedBytes;
     res.zeroShare = (line.zeroChunks * 4 * MiB) / line.bytes;
@@ -261,13 +266,7 @@ async function benchImage(name, img) {
     const k = await kv('unpack', kvGz, restored, idx);
     const line = JSON.parse(k.stdout);
     if (!line.verified) throw new Error('unpack did not verify');
-    res.unpack.kvmbak.push({
-      s: line.seconds,
-      wall: k.wall,
-      rssMiB: line.maxRssKiB / 1024,
-      cpu: { user: line.cpuUserS, system: line.cpuSystemS },
-      poolLagMs: line.poolLagMs,
-    });
+    res.unpack.kvmbak.push(kvRecord(line, k));
     log(`${name} unpack #${r + 1}: ref ${ref.wall.toFixed(2)} s, kvmbak ${line.seconds.toFixed(2)} s (process ${k.wall.toFixed(2)} s)`);
   }
   await rm(restored, { force: true });

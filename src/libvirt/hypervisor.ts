@@ -285,7 +285,8 @@ export class Hypervisor {
    */
   async refreshStoragePoolsAt(targetPath: string): Promise<string[]> {
     const c = this.#handle();
-    const want = normalize(checkPath(targetPath, 'targetPath')).replace(/\/+$/, '');
+    const dir = (p: string) => normalize(p).replace(/\/+$/, '');
+    const want = dir(checkPath(targetPath, 'targetPath'));
     const pools = await nativeCall(() => c.listAllStoragePools(ConnectListAllStoragePoolsFlags.ACTIVE));
     const refreshed: string[] = [];
     try {
@@ -293,7 +294,7 @@ export class Hypervisor {
         const doc = parseXml(await nativeCall(() => pool.getXMLDesc(0)));
         const target = doc.documentElement ? firstChild(doc.documentElement, 'target') : undefined;
         const path = target ? firstChild(target, 'path')?.textContent?.trim() : undefined;
-        if (path === undefined || normalize(path).replace(/\/+$/, '') !== want) continue;
+        if (path === undefined || dir(path) !== want) continue;
         await nativeCall(() => pool.refresh());
         refreshed.push(nativeCallSync(() => pool.getName()));
       }

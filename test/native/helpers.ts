@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { type Hypervisor, libvirtCounters, openHypervisor } from '../../src/index.js';
 
+export { rejection } from '../support/rejection.js';
+
 export const FIXTURES = fileURLToPath(new URL('../fixtures/libvirt/', import.meta.url));
 
 export interface NodeCopy {
@@ -55,14 +57,4 @@ export function expectNoHandles(): void {
     storageVols: 0,
     workers: 0,
   });
-}
-
-/** Awaits `p`, expecting a rejection; returns the error. */
-export async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected the promise to reject, but it resolved');
 }

@@ -26,6 +26,12 @@ export class LabError extends Error {
   }
 }
 
+/** Says why a lab command failed; returns its exit status (128 + n after SIGINT or SIGTERM, else 1). */
+export function failureExitCode(err) {
+  log(err instanceof LabError ? err.message : String(err?.stack ?? err));
+  return err?.signal === 'SIGINT' ? 130 : err?.signal ? 143 : 1;
+}
+
 export function seconds(ms) {
   return `${(ms / 1000).toFixed(1)} s`;
 }

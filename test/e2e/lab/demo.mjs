@@ -6,7 +6,7 @@
 //   3. the VM powers off; the exit status is the demo's
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { LabError, buildPackage, cacheDir, exitOnSignals, log, seconds } from './common.mjs';
+import { LabError, buildPackage, cacheDir, exitOnSignals, failureExitCode, log, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 import { defaultTimeoutMinutes, runJob } from './run.mjs';
 
@@ -43,6 +43,5 @@ async function main() {
 try {
   process.exitCode = await main();
 } catch (err) {
-  log(err instanceof LabError ? err.message : String(err?.stack ?? err));
-  process.exitCode = err?.signal === 'SIGINT' ? 130 : err?.signal ? 143 : 1;
+  process.exitCode = failureExitCode(err);
 }

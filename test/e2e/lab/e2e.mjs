@@ -5,7 +5,7 @@
 // KVMBAK_SKIP_LAB=1 skips it explicitly; otherwise a lab that cannot run is a failure saying why.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LabError, buildPackage, cacheDir, exitOnSignals, log, seconds } from './common.mjs';
+import { LabError, buildPackage, cacheDir, exitOnSignals, failureExitCode, log, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 import { defaultTimeoutMinutes, runJob } from './run.mjs';
 
@@ -103,6 +103,5 @@ async function main() {
 try {
   process.exitCode = await main();
 } catch (err) {
-  log(err instanceof LabError ? err.message : String(err?.stack ?? err));
-  process.exitCode = err?.signal === 'SIGINT' ? 130 : err?.signal ? 143 : 1;
+  process.exitCode = failureExitCode(err);
 }

@@ -24,7 +24,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LabError, cacheDir, checkoutDir, exitOnSignals, log, pidAlive, run, seconds } from './common.mjs';
+import { LabError, cacheDir, checkoutDir, exitOnSignals, failureExitCode, log, pidAlive, run, seconds } from './common.mjs';
 import { ensureImage } from './image.mjs';
 
 const KEEP_RUNS = 10;
@@ -373,7 +373,6 @@ if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.me
     );
     process.exitCode = result.exitCode;
   } catch (err) {
-    log(err instanceof LabError ? err.message : String(err?.stack ?? err));
-    process.exitCode = err?.signal === 'SIGINT' ? 130 : err?.signal ? 143 : 1;
+    process.exitCode = failureExitCode(err);
   }
 }

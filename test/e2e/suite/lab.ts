@@ -6,6 +6,8 @@ import { createReadStream, openSync, closeSync, fsyncSync, readFileSync, statSyn
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 
+export { rejection } from '../../support/rejection.js';
+
 export interface LabLv {
   path: string;
   bytes: number;
@@ -48,16 +50,6 @@ export interface LabFixture {
 }
 
 let cached: LabFixture | undefined;
-
-/** Resolves to the error a promise rejects with; fails the test when it resolves. */
-export async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection, but the call succeeded');
-}
 
 /** The fixture the lab's fixture.sh set up; a clear error outside the lab. */
 export function lab(): LabFixture {
