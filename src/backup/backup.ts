@@ -10,7 +10,7 @@ import { AbortError, KvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { Lvm } from '../lvm/index.js';
 import { type PackResult, packImage } from '../archive/index.js';
-import { DOMAIN_XML_FILE, MANIFEST_FORMAT, MEMORY_FILE, type Manifest, type ManifestDisk, type ManifestDomainState } from '../manifest/index.js';
+import { DOMAIN_XML_FILE, MEMORY_FILE, manifestFormatFor, type Manifest, type ManifestDisk, type ManifestDomainState } from '../manifest/index.js';
 import {
   type BackupSetFiles,
   type DomainLock,
@@ -501,7 +501,7 @@ async function commit(
   const stateAfter = (await planned.domain.info()).state;
   const timings = { planMs: t.planMs, windowMs: window.windowMs, archiveMs: t.archiveMs, totalMs: Math.round(performance.now() - run.t0) };
   const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
+    format: manifestFormatFor({ disks: disks.map((d) => d.manifest), memory }),
     toolVersion: toolVersion(),
     createdAt: new Date().toISOString(),
     host: plan.host,

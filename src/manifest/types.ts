@@ -1,5 +1,10 @@
 /**
- * The kvmbak/1 manifest: what a backup set holds and how it was made.
+ * The kvmbak/1 and kvmbak/2 manifests: what a backup set holds and how it was made.
+ *
+ * kvmbak/2 adds chunked storage: a disk (or the memory state) may be kept in the
+ * destination's chunk store (DEST/.chunks) as an ordered chunk list in the set
+ * instead of a self-contained `.img.gz`. A set that uses no chunks is written as
+ * kvmbak/1, so older kvmbak versions still read image-format sets.
  *
  * A set is complete exactly when its manifest.json exists and validates.
  * All sizes are bytes (plain numbers: every size kvmbak handles fits in
@@ -7,8 +12,20 @@
  * `file` fields are paths relative to the set folder.
  */
 
-/** The format this version of kvmbak writes and reads. */
-export const MANIFEST_FORMAT = 'kvmbak/1' as const;
+/** The newest format this version of kvmbak writes (sets that use chunks). */
+export const MANIFEST_FORMAT = 'kvmbak/2' as const;
+/** The format of a set whose disks and memory are all plain files (what kvmbak 0.x wrote too). */
+export const MANIFEST_FORMAT_V1 = 'kvmbak/1' as const;
+/** Every format this version reads. */
+export const MANIFEST_FORMATS = [MANIFEST_FORMAT_V1, MANIFEST_FORMAT] as const;
+export type ManifestFormat = (typeof MANIFEST_FORMATS)[number];
+/** The chunk store's folder name inside the destination (DEST/.chunks). */
+export const CHUNK_STORE_DIR = '.chunks' as const;
+/** The chunk list of the memory state inside a set (kvmbak/2, mode save). */
+export const MEMORY_CHUNKS_FILE = 'memory.chunks' as const;
+/** How a disk is stored: a chunk list into DEST/.chunks, or a self-contained image file. */
+export const STORAGE_FORMATS = ['chunks', 'image'] as const;
+export type StorageFormat = (typeof STORAGE_FORMATS)[number];
 /** The manifest's file name inside a set. */
 export const MANIFEST_FILE = 'manifest.json' as const;
 /** The domain XML's file name inside a set. */
@@ -44,11 +61,67 @@ export interface ManifestTimings {
   [phase: string]: number;
 }
 
-/** The libvirt save image (virDomainSave); `virsh restore` takes it as is. */
-export interface ManifestMemory {
+/** The libvirt save image (virDomainSave) as a file in the set; `virsh restore` takes it as is. */
+export interface ManifestMemoryFile {
   file: typeof MEMORY_FILE;
   bytes: number;
   sha256: string;
+}
+
+/**
+ * The libvirt save image kept in the chunk store (kvmbak/2): rebuild `memory.state` from
+ * `chunks.file` (zcat of the chunk files in order) before `virsh restore`.
+ */
+export interface ManifestMemoryChunked {
+  /** Raw size of the save image (equals chunks.rawBytes). */
+  bytes: number;
+  /** sha256 of the raw save image (equals chunks.rawSha256). */
+  sha256: string;
+  chunks: ManifestChunks & { file: typeof MEMORY_CHUNKS_FILE };
+}
+
+export type ManifestMemory = ManifestMemoryFile | ManifestMemoryChunked;
+
+/** True when the memory state is in the chunk store (kvmbak/2). */
+export function isChunkedMemory(m: ManifestMemory): m is ManifestMemoryChunked {
+  return (m as Partial<ManifestMemoryChunked>).chunks !== undefined;
+}
+
+/** How a chunked source was read. */
+export const CHUNK_READ_METHODS = ['full', 'thin-delta'] as const;
+export type ChunkReadMethod = (typeof CHUNK_READ_METHODS)[number];
+
+/**
+ * A disk or the memory state as a chunk list (kvmbak/2). The list file (in the set, listed
+ * in SHA256SUMS) names, in order, the chunk files in DEST/.chunks that rebuild the raw data;
+ * each chunk file is one gzip member named by the sha256 of its raw chunk, so the files
+ * concatenated in list order are a gzip of the whole source.
+ */
+export interface ManifestChunks {
+  /** The chunk list in the set, e.g. 'disks/vda.chunks' or 'memory.chunks'. */
+  file: string;
+  /** Size of the list file. */
+  listBytes: number;
+  /** sha256 of the list file (what SHA256SUMS lists). */
+  listSha256: string;
+  /** Raw bytes of the source. */
+  rawBytes: number;
+  /** sha256 of the raw bytes (what `xargs cat | zcat | sha256sum` prints). */
+  rawSha256: string;
+  /** Raw bytes per chunk (the last chunk may be shorter). */
+  chunkSize: number;
+  /** Chunks in the list (ceil(rawBytes / chunkSize)). */
+  chunks: number;
+  /** How many of them are all zeroes. */
+  zeroChunks: number;
+  /** Chunks this run wrote to the store (the others were there already). */
+  newChunks: number;
+  /** Bytes of chunk files this run wrote to the store. */
+  addedBytes: number;
+  /** 'full': every chunk read and hashed; 'thin-delta': only the chunks the thin pool reported changed. */
+  read: ChunkReadMethod;
+  /** Chunks read from the source. */
+  chunksRead: number;
 }
 
 /** The inactive, secure domain XML: what `virsh define` needs. */
@@ -110,7 +183,10 @@ export interface ManifestDisk {
   thin: boolean;
   /** The thin pool LV name (thin volumes only). */
   thinPool: string | null;
-  image: ManifestImage;
+  /** The self-contained image (format image; every kvmbak/1 disk). Exactly one of image and chunks is set. */
+  image?: ManifestImage;
+  /** The chunk list (format chunks, kvmbak/2). */
+  chunks?: ManifestChunks;
   snapshot: ManifestSnapshot;
 }
 
@@ -123,7 +199,8 @@ export interface ManifestSkipped {
 }
 
 export interface Manifest {
-  format: typeof MANIFEST_FORMAT;
+  /** kvmbak/1 when nothing is chunked, kvmbak/2 otherwise. */
+  format: ManifestFormat;
   toolVersion: string;
   /** When the set was committed, ISO 8601 UTC. */
   createdAt: string;
@@ -142,4 +219,21 @@ export interface Manifest {
   domainXml: ManifestDomainXml;
   disks: ManifestDisk[];
   skipped: ManifestSkipped[];
+}
+
+/** kvmbak/2 when any disk or the memory state is chunked, else kvmbak/1 (readable by older kvmbak). */
+export function manifestFormatFor(m: Pick<Manifest, 'disks' | 'memory'>): ManifestFormat {
+  const chunked = m.disks.some((d) => d.chunks !== undefined) || (m.memory !== null && isChunkedMemory(m.memory));
+  return chunked ? MANIFEST_FORMAT : MANIFEST_FORMAT_V1;
+}
+
+/** The raw data a disk entry stands for, whichever way it is stored. */
+export function diskRaw(d: ManifestDisk): { rawBytes: number; rawSha256: string; chunkSize: number } {
+  const s = d.chunks ?? d.image!;
+  return { rawBytes: s.rawBytes, rawSha256: s.rawSha256, chunkSize: s.chunkSize };
+}
+
+/** The file in the set that stands for the memory state: memory.state, or its chunk list memory.chunks. */
+export function memorySetFile(m: ManifestMemory): string {
+  return isChunkedMemory(m) ? m.chunks.file : m.file;
 }

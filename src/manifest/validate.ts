@@ -1,5 +1,5 @@
 /**
- * Hand-written validator for kvmbak/1 manifests. It walks the whole document,
+ * Hand-written validator for kvmbak/1 and kvmbak/2 manifests. It walks the whole document,
  * collects every problem with the path of the field concerned
  * ('disks[0].image.rawSha256'), then checks what the fields say about each
  * other (member offsets, thin/classic, mode/memory). Unknown extra fields are
@@ -7,7 +7,19 @@
  */
 import { ManifestError, type ManifestIssue } from './errors.js';
 import { isRecord as isObj, relativePathProblem } from '../util/fs.js';
-import { BACKUP_MODES, DOMAIN_XML_FILE, MANIFEST_DOMAIN_STATES, MANIFEST_FORMAT, MEMORY_FILE, type Manifest } from './types.js';
+import {
+  BACKUP_MODES,
+  CHUNK_READ_METHODS,
+  DOMAIN_XML_FILE,
+  MANIFEST_DOMAIN_STATES,
+  MANIFEST_FORMAT,
+  MANIFEST_FORMAT_V1,
+  MANIFEST_FORMATS,
+  MEMORY_CHUNKS_FILE,
+  MEMORY_FILE,
+  type Manifest,
+  type ManifestFormat,
+} from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -203,7 +215,37 @@ function checkImage(c: Checker, image: Obj, p: string): void {
   }
 }
 
-function checkDisk(c: Checker, disk: Obj, p: string): void {
+/** A chunk list's description (kvmbak/2); returns rawBytes and rawSha256 when valid. */
+function checkChunks(c: Checker, ch: Obj, p: string): { rawBytes?: number; rawSha256?: string } {
+  c.relativeFile(ch, 'file', `${p}.file`);
+  c.integer(ch, 'listBytes', `${p}.listBytes`, 1);
+  c.sha256(ch, 'listSha256', `${p}.listSha256`);
+  const rawBytes = c.integer(ch, 'rawBytes', `${p}.rawBytes`);
+  const rawSha256 = c.sha256(ch, 'rawSha256', `${p}.rawSha256`);
+  const chunkSize = c.integer(ch, 'chunkSize', `${p}.chunkSize`, MANIFEST_LIMITS.minChunkSize, MANIFEST_LIMITS.maxChunkSize);
+  const chunks = c.integer(ch, 'chunks', `${p}.chunks`);
+  const zeroChunks = c.integer(ch, 'zeroChunks', `${p}.zeroChunks`);
+  const newChunks = c.integer(ch, 'newChunks', `${p}.newChunks`);
+  c.integer(ch, 'addedBytes', `${p}.addedBytes`);
+  c.oneOf(ch, 'read', `${p}.read`, CHUNK_READ_METHODS);
+  const chunksRead = c.integer(ch, 'chunksRead', `${p}.chunksRead`);
+  if (rawBytes !== undefined && chunkSize !== undefined && chunks !== undefined) {
+    const want = Math.ceil(rawBytes / chunkSize);
+    if (chunks !== want) c.add(`${p}.chunks`, `must be ${want} (rawBytes ${rawBytes} / chunkSize ${chunkSize}), got ${chunks}`);
+  }
+  if (chunks !== undefined) {
+    for (const [key, v] of [
+      ['zeroChunks', zeroChunks],
+      ['newChunks', newChunks],
+      ['chunksRead', chunksRead],
+    ] as const) {
+      if (v !== undefined && v > chunks) c.add(`${p}.${key}`, `must not exceed chunks (${chunks}), got ${v}`);
+    }
+  }
+  return { ...(rawBytes !== undefined ? { rawBytes } : {}), ...(rawSha256 !== undefined ? { rawSha256 } : {}) };
+}
+
+function checkDisk(c: Checker, disk: Obj, p: string, format: ManifestFormat): void {
   c.string(disk, 'target', `${p}.target`);
   c.string(disk, 'source', `${p}.source`);
   c.string(disk, 'vg', `${p}.vg`);
@@ -221,8 +263,15 @@ function checkDisk(c: Checker, disk: Obj, p: string): void {
     c.add(`${p}.thinPool`, `must be null for a classic (non-thin) volume, got ${shown(thinPool)}`);
   }
 
-  const image = c.object(disk, 'image', `${p}.image`);
-  if (image) checkImage(c, image, `${p}.image`);
+  if (format === MANIFEST_FORMAT_V1 || disk.chunks === undefined) {
+    const image = c.object(disk, 'image', `${p}.image`);
+    if (image) checkImage(c, image, `${p}.image`);
+    if (format === MANIFEST_FORMAT && disk.chunks !== undefined) c.add(`${p}.chunks`, 'must not be set next to image');
+  } else {
+    if (disk.image !== undefined) c.add(`${p}.image`, 'must not be set next to chunks (a disk is stored one way)');
+    const chunks = c.object(disk, 'chunks', `${p}.chunks`);
+    if (chunks) checkChunks(c, chunks, `${p}.chunks`);
+  }
 
   const snap = c.object(disk, 'snapshot', `${p}.snapshot`);
   if (snap) {
@@ -236,8 +285,8 @@ function checkDisk(c: Checker, disk: Obj, p: string): void {
   }
 }
 
-/** Throws ManifestError _FOREIGN or _NEWER unless `json` says format kvmbak/1. */
-function checkFormat(json: unknown, source: string): asserts json is Obj {
+/** Throws ManifestError _FOREIGN or _NEWER unless `json` says format kvmbak/1 or kvmbak/2. */
+function checkFormat(json: unknown, source: string): asserts json is Obj & { format: ManifestFormat } {
   const format = isObj(json) ? json.format : undefined;
   if (typeof format !== 'string') {
     const what = !isObj(json)
@@ -252,15 +301,15 @@ function checkFormat(json: unknown, source: string): asserts json is Obj {
   }
   const m = FORMAT_RE.exec(format);
   const version = m ? Number(m[1]) : NaN;
-  if (version > 1) {
+  if (version > 2) {
     throw new ManifestError(`${source} was written by a newer kvmbak (format ${format}); upgrade kvmbak to read it`, 'KVMBAK_MANIFEST_NEWER', {
       path: source,
       format,
     });
   }
-  if (format !== MANIFEST_FORMAT) {
+  if (!(MANIFEST_FORMATS as readonly string[]).includes(format)) {
     throw new ManifestError(
-      `not a kvmbak backup set: ${source} has format ${shown(format)} (this kvmbak reads ${MANIFEST_FORMAT})`,
+      `not a kvmbak backup set: ${source} has format ${shown(format)} (this kvmbak reads ${MANIFEST_FORMATS.join(' and ')})`,
       'KVMBAK_MANIFEST_FOREIGN',
       { path: source, format },
     );
@@ -271,7 +320,7 @@ function checkFormat(json: unknown, source: string): asserts json is Obj {
  * Checks a parsed manifest and returns it typed. `source` names it in error
  * messages (the file path when read from disk). Throws ManifestError:
  * KVMBAK_MANIFEST_FOREIGN (no or other format), KVMBAK_MANIFEST_NEWER
- * (kvmbak/2 and later), KVMBAK_MANIFEST_INVALID (with every issue found).
+ * (kvmbak/3 and later), KVMBAK_MANIFEST_INVALID (with every issue found).
  */
 export function validateManifest(json: unknown, source = 'manifest'): Manifest {
   checkFormat(json, source);
@@ -307,9 +356,24 @@ export function validateManifest(json: unknown, source = 'manifest'): Manifest {
 
   const memory = c.nullable(m, 'memory', 'memory', () => c.object(m, 'memory', 'memory'));
   if (memory) {
-    c.literal(memory, 'file', 'memory.file', MEMORY_FILE);
-    c.integer(memory, 'bytes', 'memory.bytes');
-    c.sha256(memory, 'sha256', 'memory.sha256');
+    const bytes = c.integer(memory, 'bytes', 'memory.bytes');
+    const sha256 = c.sha256(memory, 'sha256', 'memory.sha256');
+    if (m.format === MANIFEST_FORMAT_V1 || memory.chunks === undefined) {
+      c.literal(memory, 'file', 'memory.file', MEMORY_FILE);
+    } else {
+      if (memory.file !== undefined) c.add('memory.file', 'must not be set next to memory.chunks (the state is stored one way)');
+      const chunks = c.object(memory, 'chunks', 'memory.chunks');
+      if (chunks) {
+        c.literal(chunks, 'file', 'memory.chunks.file', MEMORY_CHUNKS_FILE);
+        const raw = checkChunks(c, chunks, 'memory.chunks');
+        if (bytes !== undefined && raw.rawBytes !== undefined && raw.rawBytes !== bytes) {
+          c.add('memory.chunks.rawBytes', `must equal memory.bytes (${bytes}), got ${raw.rawBytes}`);
+        }
+        if (sha256 !== undefined && raw.rawSha256 !== undefined && raw.rawSha256 !== sha256) {
+          c.add('memory.chunks.rawSha256', 'must equal memory.sha256');
+        }
+      }
+    }
   }
   if (mode === 'save' && memory === null) c.add('memory', "must describe the memory state in mode 'save', got null");
   if (mode !== undefined && mode !== 'save' && isObj(memory)) {
@@ -340,14 +404,22 @@ export function validateManifest(json: unknown, source = 'manifest'): Manifest {
         c.add(p, `must be an object, got ${shown(d)}`);
         return;
       }
-      checkDisk(c, d, p);
+      checkDisk(c, d, p, m.format);
       seen(targets, d.target, `${p}.target`, 'target');
-      if (isObj(d.image)) {
-        const file = d.image.file;
-        if (file === DOMAIN_XML_FILE || file === MEMORY_FILE || file === 'manifest.json' || file === 'SHA256SUMS') {
-          c.add(`${p}.image.file`, `must not reuse the reserved name ${shown(file)}`);
+      for (const key of ['image', 'chunks'] as const) {
+        const stored = d[key];
+        if (!isObj(stored)) continue;
+        const file = stored.file;
+        if (
+          file === DOMAIN_XML_FILE ||
+          file === MEMORY_FILE ||
+          file === MEMORY_CHUNKS_FILE ||
+          file === 'manifest.json' ||
+          file === 'SHA256SUMS'
+        ) {
+          c.add(`${p}.${key}.file`, `must not reuse the reserved name ${shown(file)}`);
         }
-        seen(files, file, `${p}.image.file`, 'file');
+        seen(files, file, `${p}.${key}.file`, 'file');
       }
     });
   }

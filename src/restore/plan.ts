@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { isKvmbakError } from '../errors.js';
 import { type DomainSummary, type Hypervisor, parseDomainDisks } from '../libvirt/index.js';
 import { LVM_MAX_NAME_LENGTH, type LogicalVolume, type Lvm } from '../lvm/index.js';
-import { DOMAIN_XML_FILE, type Manifest } from '../manifest/index.js';
+import { DOMAIN_XML_FILE, isChunkedMemory, memorySetFile, type Manifest } from '../manifest/index.js';
 import { errnoCode, isNotRegularFileError, openRegularFileIn } from '../util/fs.js';
 import { formatBytes } from '../util/size.js';
 import { RestoreError } from './errors.js';
@@ -55,8 +55,8 @@ async function checkSetFiles(setPath: string, m: Manifest, useMemory: boolean): 
     const { size } = await h.stat().finally(() => h.close());
     if (size !== bytes) throw damaged(`${rel} has ${size} bytes, the manifest says ${bytes} (truncated or changed)`);
   };
-  for (const d of m.disks) await sized(d.image.file, d.image.storedBytes);
-  if (useMemory && m.memory) await sized(m.memory.file, m.memory.bytes);
+  for (const d of m.disks) await sized(d.image!.file, d.image!.storedBytes);
+  if (useMemory && m.memory) await sized(memorySetFile(m.memory), isChunkedMemory(m.memory) ? m.memory.chunks.listBytes : m.memory.bytes);
   const h = await open(DOMAIN_XML_FILE);
   let raw: Buffer;
   try {
@@ -242,7 +242,7 @@ export async function planRestore(
   for (const t of targets) {
     const d = m.disks.find((x) => x.target === t.target)!;
     const want = `${t.vg}/${t.lv}`;
-    const required = Math.max(d.lvSize, d.image.rawBytes);
+    const required = Math.max(d.lvSize, d.image!.rawBytes);
     let found: LogicalVolume | null;
     try {
       found = await lvm.find({ vg: t.vg, lv: t.lv });
@@ -271,9 +271,9 @@ export async function planRestore(
     const toBlock = xmlDisks.find((x) => x.target === t.target)!.type !== 'block';
     const plan: RestoreDiskPlan = {
       target: t.target,
-      image: join(setPath, d.image.file),
-      rawBytes: d.image.rawBytes,
-      rawSha256: d.image.rawSha256,
+      image: join(setPath, d.image!.file),
+      rawBytes: d.image!.rawBytes,
+      rawSha256: d.image!.rawSha256,
       original: { vg: d.vg, lv: d.lv, source: d.source, thin: d.thin, thinPool: d.thinPool, lvSize: d.lvSize },
       vg: t.vg,
       lv: t.lv,
@@ -385,7 +385,7 @@ export async function planRestore(
   );
   if (stopFirst) steps.push(...stopSteps);
   for (const p of disks) {
-    const image = `${formatBytes(p.rawBytes)} from ${m.disks.find((x) => x.target === p.target)!.image.file}`;
+    const image = `${formatBytes(p.rawBytes)} from ${m.disks.find((x) => x.target === p.target)!.image!.file}`;
     const kind = (c: RestoreDiskPlan['create']): string => (c!.kind === 'thin' ? `thin in ${(c as { pool: string }).pool}` : 'linear');
     steps.push(
       p.action === 'create'

@@ -28,7 +28,7 @@ import { AbortError, ConfigError, KvmbakError, isAbortError, isLibvirtError, thr
 import { type Domain, type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { type LogicalVolume, Lvm, validateLvName, validateVgName } from '../lvm/index.js';
 import { unpackImage } from '../archive/index.js';
-import type { Manifest } from '../manifest/index.js';
+import { memorySetFile, type Manifest } from '../manifest/index.js';
 import {
   type DomainLock,
   acquireLock,
@@ -174,7 +174,7 @@ async function proveSet(
   let last = 0;
   const v = await verifySetFiles(plan.set, {
     ...(signal ? { signal } : {}),
-    skipFiles: manifest.memory !== null && !resumes ? [manifest.memory.file] : [],
+    skipFiles: manifest.memory !== null && !resumes ? [memorySetFile(manifest.memory)] : [],
     onProgress: (p) => {
       const now = Date.now();
       if (now - last < 200 && p.bytesDone < p.bytesTotal) return;
@@ -186,7 +186,7 @@ async function proveSet(
   if (JSON.stringify(v.manifest) !== JSON.stringify(manifest)) damage.unshift('manifest.json changed while it was being read');
   if (damage.length > 0) {
     const more = damage.length > 1 ? ` (and ${damage.length - 1} more problem${damage.length > 2 ? 's' : ''})` : '';
-    const memoryOnly = manifest.memory !== null && damage.every((d) => d.startsWith(`${manifest.memory!.file}`));
+    const memoryOnly = manifest.memory !== null && damage.every((d) => d.startsWith(memorySetFile(manifest.memory!)));
     throw new RestoreError(
       `backup set ${plan.set} is damaged: ${damage[0]}${more}; nothing was changed. ` +
         (memoryOnly ? 'Restore another set, or this one from its disks with `noMemory`' : `Run kvmbak verify ${plan.set}, or restore another set`),
@@ -339,12 +339,12 @@ async function writeImages(run: RestoreRun): Promise<void> {
     throwIfAborted(run.signal);
     const lv = run.lvs.get(p.target)!;
     const d = manifest.disks.find((x) => x.target === p.target)!;
-    run.phase('write', `writing ${d.image.file} onto ${lv.fullName} (${lv.path})`);
+    run.phase('write', `writing ${d.image!.file} onto ${lv.fullName} (${lv.path})`);
     if (p.action === 'overwrite') run.overwritten.push(lvName(p));
     const r = await unpackImage(p.image, lv.path, {
-      index: { chunkSize: d.image.chunkSize, bytes: d.image.rawBytes, members: d.image.members, storedBytes: d.image.storedBytes },
-      expectSha256: d.image.rawSha256,
-      expectBytes: d.image.rawBytes,
+      index: { chunkSize: d.image!.chunkSize, bytes: d.image!.rawBytes, members: d.image!.members, storedBytes: d.image!.storedBytes },
+      expectSha256: d.image!.rawSha256,
+      expectBytes: d.image!.rawBytes,
       // an LV is a block device, written in place; this only matters for test files standing in for LVs
       overwrite: true,
       ...(run.options.threads !== undefined ? { threads: run.options.threads } : {}),

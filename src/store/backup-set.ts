@@ -5,7 +5,7 @@
  */
 import { chmod, mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DOMAIN_XML_FILE, MEMORY_FILE } from '../manifest/index.js';
+import { DOMAIN_XML_FILE, MEMORY_CHUNKS_FILE, MEMORY_FILE } from '../manifest/index.js';
 import { type BackupSet, type CreateSetOptions, type WrittenFile, createSet, setFilePath, writeSetFile } from './set.js';
 
 /** The folder of the disk images inside a set. */
@@ -18,6 +18,10 @@ export interface BackupSetFiles {
   readonly memoryFile: string;
   /** The image of disk `target`: its name in the set (as the manifest records it) and its path. */
   image(target: string): { file: string; path: string };
+  /** The chunk list of disk `target` (format chunks): its name in the set and its path. */
+  chunkList(target: string): { file: string; path: string };
+  /** The chunk list of the memory state (format chunks, mode save). */
+  readonly memoryChunkList: { file: typeof MEMORY_CHUNKS_FILE; path: string };
   /** Writes domain.xml (0600, atomically); returns its size and sha256. */
   writeDomainXml(xml: string): Promise<WrittenFile>;
 }
@@ -31,6 +35,11 @@ export function backupSetFiles(set: BackupSet): BackupSetFiles {
       const file = `${IMAGES_DIR}/${target}.img.gz`;
       return { file, path: setFilePath(set, file) };
     },
+    chunkList(target) {
+      const file = `${IMAGES_DIR}/${target}.chunks`;
+      return { file, path: setFilePath(set, file) };
+    },
+    memoryChunkList: { file: MEMORY_CHUNKS_FILE, path: setFilePath(set, MEMORY_CHUNKS_FILE) },
     writeDomainXml: (xml) => writeSetFile(set, DOMAIN_XML_FILE, xml),
   };
 }

@@ -5,7 +5,7 @@
  */
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MANIFEST_FILE, type Manifest } from '../manifest/index.js';
+import { MANIFEST_FILE, isChunkedMemory, type Manifest } from '../manifest/index.js';
 import { isTempName } from '../util/fs.js';
 
 /** The checksum list's file name inside a set. */
@@ -17,8 +17,9 @@ export const PARTIAL_SUFFIX = '.partial';
 export interface ExpectedFile {
   /** Path relative to the set folder. */
   file: string;
-  kind: 'domain-xml' | 'memory' | 'image';
-  /** The disk target, for images. */
+  /** 'chunk-list': a disk's or the memory state's chunk list (its chunks live in DEST/.chunks). */
+  kind: 'domain-xml' | 'memory' | 'image' | 'chunk-list';
+  /** The disk target, for images and disk chunk lists. */
   target?: string;
   /** Exact size when the manifest records it (domain.xml has none). */
   bytes: number | null;
@@ -28,15 +29,21 @@ export interface ExpectedFile {
 /** The data files of a set (every file but manifest.json and SHA256SUMS), in manifest order. */
 export function expectedFiles(m: Manifest): ExpectedFile[] {
   const out: ExpectedFile[] = [{ file: m.domainXml.file, kind: 'domain-xml', bytes: null, sha256: m.domainXml.sha256 }];
-  if (m.memory) out.push({ file: m.memory.file, kind: 'memory', bytes: m.memory.bytes, sha256: m.memory.sha256 });
+  if (m.memory) {
+    if (isChunkedMemory(m.memory)) {
+      const c = m.memory.chunks;
+      out.push({ file: c.file, kind: 'chunk-list', bytes: c.listBytes, sha256: c.listSha256 });
+    } else {
+      out.push({ file: m.memory.file, kind: 'memory', bytes: m.memory.bytes, sha256: m.memory.sha256 });
+    }
+  }
   for (const d of m.disks) {
-    out.push({
-      file: d.image.file,
-      kind: 'image',
-      target: d.target,
-      bytes: d.image.storedBytes,
-      sha256: d.image.fileSha256,
-    });
+    if (d.chunks !== undefined) {
+      out.push({ file: d.chunks.file, kind: 'chunk-list', target: d.target, bytes: d.chunks.listBytes, sha256: d.chunks.listSha256 });
+    } else {
+      const image = d.image!;
+      out.push({ file: image.file, kind: 'image', target: d.target, bytes: image.storedBytes, sha256: image.fileSha256 });
+    }
   }
   return out;
 }

@@ -110,7 +110,7 @@ async function describeSet(domain: string, domainDir: string, name: string, name
     info.complete = true;
     info.mode = m.mode;
     info.disks = m.disks.map((d) => d.target);
-    info.storedBytes = m.disks.reduce((sum, d) => sum + d.image.storedBytes, m.memory?.bytes ?? 0);
+    info.storedBytes = m.disks.reduce((sum, d) => sum + d.image!.storedBytes, m.memory?.bytes ?? 0);
   } catch (e) {
     if (isAbortError(e)) throw e;
     info.status = isManifestError(e, 'KVMBAK_MANIFEST_MISSING') ? 'incomplete' : 'unreadable';

@@ -267,15 +267,15 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
 
   const images: ImageToVerify[] = manifest.disks.map((d) => ({
     target: d.target,
-    file: d.image.file,
-    path: join(setPath, d.image.file),
-    fileOk: files.find((c) => c.file === d.image.file)?.status === 'ok',
-    storedBytes: d.image.storedBytes,
-    rawBytes: d.image.rawBytes,
-    rawSha256: d.image.rawSha256,
-    chunkSize: d.image.chunkSize,
-    members: d.image.members,
-    zeroChunks: d.image.zeroChunks,
+    file: d.image!.file,
+    path: join(setPath, d.image!.file),
+    fileOk: files.find((c) => c.file === d.image!.file)?.status === 'ok',
+    storedBytes: d.image!.storedBytes,
+    rawBytes: d.image!.rawBytes,
+    rawSha256: d.image!.rawSha256,
+    chunkSize: d.image!.chunkSize,
+    members: d.image!.members,
+    zeroChunks: d.image!.zeroChunks,
   }));
 
   return { path: setPath, manifest, ok: problems.length === 0, files, problems, strays, warnings, images, bytesHashed: bytesDone };

@@ -91,7 +91,7 @@ describe('restore by hand into other LVs, exactly as the README shows it', () =>
     const script = fillIn(readmeBlock(), {
       SET: set.setPath,
       OLD: d.source,
-      IMG: d.image.file,
+      IMG: d.image!.file,
       SIZE: String(d.lvSize),
       VG: fx.vg,
       LV: NEW_LV,
@@ -107,7 +107,7 @@ describe('restore by hand into other LVs, exactly as the README shows it', () =>
       expect(xml).toContain(`'${newPath}'`);
       expect(xml).not.toContain(`'${d.source}'`);
     }
-    expect(await sha256Of(newPath, d.image.rawBytes)).toBe(d.image.rawSha256);
+    expect(await sha256Of(newPath, d.image!.rawBytes)).toBe(d.image!.rawSha256);
     const sums = await new Promise<number | null>((resolve) => {
       spawn('sha256sum', ['-c', '--strict', 'SHA256SUMS'], { cwd: set.setPath, stdio: 'ignore' }).on('close', resolve);
     });

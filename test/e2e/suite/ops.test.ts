@@ -9,7 +9,7 @@
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readManifest } from '../../../src/index.js';
+import { memorySetFile, readManifest } from '../../../src/index.js';
 import { CLI, domState, kvmbakLvs, lab, lvmSettled, runCli, sh, virsh, type LabFixture } from './lab.js';
 
 const MiB = 1024 * 1024;
@@ -158,7 +158,7 @@ keep-daily = 7
     expect((await readManifest(join(dest, 'lab-one', one[0]!))).mode).toBe('pause');
     const m2 = await readManifest(join(dest, 'lab-two', two[0]!));
     expect(m2.mode).toBe('save');
-    expect(m2.memory?.file).toBe('memory.state');
+    expect(m2.memory && memorySetFile(m2.memory)).toBe('memory.state');
     expect(await domState('lab-one')).toBe('running');
     expect(await domState('lab-two')).toBe('running');
 

@@ -130,7 +130,7 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     // The image is a clean ext4 with the marker in it: the freeze flushed the guest's cache.
     const m = await readManifest(r.setPath);
     const raw = join(work, 'lab-linux-vdb.raw');
-    const st = await pipeline([['zcat', [join(r.setPath, m.disks[0]!.image.file)]]], { stdout: raw });
+    const st = await pipeline([['zcat', [join(r.setPath, m.disks[0]!.image!.file)]]], { stdout: raw });
     expect(st.map((s) => s.code)).toEqual([0]);
     const fsck = await sh('e2fsck', ['-f', '-n', raw], { check: false });
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);

@@ -91,7 +91,7 @@ describe('kvmbak restore in the lab', () => {
       stateAfter: string;
       disks: { created: boolean; rawBytes: number; seconds: number }[];
     };
-    console.log(`[measure] restore of lab-two (2 LVs, ${m.disks.reduce((n, d) => n + d.image.rawBytes, 0)} bytes + memory): ${seconds.toFixed(1)} s`);
+    console.log(`[measure] restore of lab-two (2 LVs, ${m.disks.reduce((n, d) => n + d.image!.rawBytes, 0)} bytes + memory): ${seconds.toFixed(1)} s`);
     expect(doc.memoryRestored).toBe(true);
     expect(doc.stateAfter).toBe('running');
     expect(doc.disks.every((d) => d.created)).toBe(true);
@@ -99,7 +99,7 @@ describe('kvmbak restore in the lab', () => {
     for (const d of m.disks) {
       const st = await sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'lv_size', `${d.vg}/${d.lv}`]);
       expect(Number(st.stdout.trim())).toBe(d.lvSize);
-      expect(await sha256Of(`/dev/${d.vg}/${d.lv}`)).toBe(d.image.rawSha256);
+      expect(await sha256Of(`/dev/${d.vg}/${d.lv}`)).toBe(d.image!.rawSha256);
     }
   });
 
@@ -118,7 +118,7 @@ describe('kvmbak restore in the lab', () => {
     const m = await readManifest(saveSet.setPath);
     for (const d of m.disks) {
       expect(await lvExists(COPY_VG, d.lv)).toBe(true);
-      expect(await sha256Of(`/dev/${COPY_VG}/${d.lv}`)).toBe(d.image.rawSha256);
+      expect(await sha256Of(`/dev/${COPY_VG}/${d.lv}`)).toBe(d.image!.rawSha256);
     }
     const xml = (await virsh('dumpxml', 'lab-two-copy')).stdout;
     expect(xml).toContain(`/dev/${COPY_VG}/`);
@@ -138,7 +138,7 @@ describe('kvmbak restore in the lab', () => {
 
   it('verify fails naming the file on a flipped byte and on a truncated image', async () => {
     const m = await readManifest(saveSet.setPath);
-    const img = m.disks[0]!.image.file;
+    const img = m.disks[0]!.image!.file;
     const bad = join(work, 'flipped', 'lab-two', saveSet.setPath.split('/').pop()!);
     cpSync(saveSet.setPath, bad, { recursive: true });
     const fd = openSync(join(bad, img), 'r+');
@@ -201,7 +201,7 @@ describe('kvmbak restore in the lab', () => {
     const xml = (await virsh('dumpxml', 'lab-two')).stdout;
     for (const d of m.disks) {
       expect(xml).toContain(`/dev/${COPY_VG}/moved-${d.target}`);
-      expect(await sha256Of(`/dev/${COPY_VG}/moved-${d.target}`)).toBe(d.image.rawSha256);
+      expect(await sha256Of(`/dev/${COPY_VG}/moved-${d.target}`)).toBe(d.image!.rawSha256);
     }
     // Put lab-two back on its own LVs for the other suites.
     await virsh('destroy', 'lab-two');
@@ -230,11 +230,11 @@ describe('kvmbak restore in the lab', () => {
       ]);
       expect(wipe.map((s) => s.code === 0 || /No space left/.test(s.stderr))).toEqual([true]);
       const st = await pipeline([
-        ['zcat', [join(saveSet.setPath, d.image.file)]],
+        ['zcat', [join(saveSet.setPath, d.image!.file)]],
         ['dd', [`of=/dev/${d.vg}/${d.lv}`, 'bs=4M', 'status=none', 'conv=fsync']],
       ]);
       expect(st.map((s) => s.code)).toEqual([0, 0]);
-      expect(await sha256Of(`/dev/${d.vg}/${d.lv}`, d.image.rawBytes)).toBe(d.image.rawSha256);
+      expect(await sha256Of(`/dev/${d.vg}/${d.lv}`, d.image!.rawBytes)).toBe(d.image!.rawSha256);
     }
     await virsh('define', join(saveSet.setPath, 'domain.xml'));
     await virsh('restore', join(saveSet.setPath, 'memory.state'));
@@ -284,7 +284,7 @@ describe('kvmbak restore --force: checked first, then written beside and swapped
     const m = await readManifest(set.setPath);
     const flipped = join(work, 'flipped', 'lab-one', set.setPath.split('/').pop()!);
     cpSync(set.setPath, flipped, { recursive: true });
-    const img = join(flipped, m.disks[0]!.image.file);
+    const img = join(flipped, m.disks[0]!.image!.file);
     const fd = openSync(img, 'r+');
     const at = Math.floor(statSync(img).size / 2);
     const b = Buffer.alloc(1);
@@ -297,7 +297,7 @@ describe('kvmbak restore --force: checked first, then written beside and swapped
       const r = await cli(['restore', flipped, '-c', fx.uri, '--force', ...extra]);
       expect(r.code, r.stdout + r.stderr).toBe(1);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(r.stderr).toContain(`is damaged: ${m.disks[0]!.image.file}: sha256 differs from the manifest`);
+      expect(r.stderr).toContain(`is damaged: ${m.disks[0]!.image!.file}: sha256 differs from the manifest`);
       expect(r.stderr).toContain('nothing was changed');
     }
     expect(await domState('lab-one')).toBe('running');
@@ -318,7 +318,7 @@ describe('kvmbak restore --force: checked first, then written beside and swapped
     for (const d of m.disks) {
       const key = `${d.vg}/${d.lv}`;
       expect(after[key]![0]).not.toBe(before[key]![0]); // a new LV under the old name
-      expect(await sha256Of(`/dev/${key}`, d.image.rawBytes)).toBe(d.image.rawSha256);
+      expect(await sha256Of(`/dev/${key}`, d.image!.rawBytes)).toBe(d.image!.rawSha256);
       expect((await lvsReport(`/dev/${key}`, ['lv_size'])).lv_size).toBe(String(d.lvSize));
       // libvirt's pool was refreshed: it knows the new LV (its key is the new uuid) and not the temporary names
       const vol = await sh('virsh', ['-c', fx.uri, 'vol-key', `/dev/${key}`]);

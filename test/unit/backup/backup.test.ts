@@ -47,7 +47,7 @@ async function expectCompleteSet(r: BackupResult, origins: Record<string, Buffer
     expect(raw.length).toBe(content.length);
     expect(sha256(raw)).toBe(sha256(content));
     const d = m.disks.find((x) => x.target === target)!;
-    expect(d.image.rawSha256).toBe(sha256(content));
+    expect(d.image!.rawSha256).toBe(sha256(content));
   }
   expect(m.disks.map((d) => d.target)).toEqual(Object.keys(origins));
   const all = await modes(r.setPath);

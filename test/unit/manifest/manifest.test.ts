@@ -141,7 +141,7 @@ describe('readManifest errors', () => {
     expect(e.message).toContain(detail);
   });
 
-  it.each(['kvmbak/2', 'kvmbak/10'])('newer format %s: upgrade kvmbak', async (format) => {
+  it.each(['kvmbak/3', 'kvmbak/10'])('newer format %s: upgrade kvmbak', async (format) => {
     await writeFile(join(dir, 'manifest.json'), JSON.stringify({ format, whatever: true }));
     const e = await catchAsync(readManifest(dir));
     expect(e.code).toBe('KVMBAK_MANIFEST_NEWER');
@@ -288,7 +288,7 @@ describe('validateManifest', () => {
   });
 
   it('checks the format before anything else', () => {
-    expect(catchError(() => validateManifest({ format: 'kvmbak/2' })).code).toBe('KVMBAK_MANIFEST_NEWER');
+    expect(catchError(() => validateManifest({ format: 'kvmbak/3' })).code).toBe('KVMBAK_MANIFEST_NEWER');
     expect(catchError(() => validateManifest({})).code).toBe('KVMBAK_MANIFEST_FOREIGN');
     expect(catchError(() => validateManifest({ format: 'kvmbak/1' })).code).toBe('KVMBAK_MANIFEST_INVALID');
   });

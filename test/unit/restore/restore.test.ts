@@ -92,8 +92,8 @@ describe('restore: a VM the host lost', () => {
       stateAfter: 'running',
     });
     expect(r.disks.map((d) => [d.target, d.lv, d.created, d.sha256, d.mode])).toEqual([
-      ['vda', 'vg0/web-root', true, built.manifest.disks[0].image.rawSha256, 'parallel'],
-      ['vdb', 'vg0/web-data-01', true, built.manifest.disks[1].image.rawSha256, 'parallel'],
+      ['vda', 'vg0/web-root', true, built.manifest.disks[0].image!.rawSha256, 'parallel'],
+      ['vdb', 'vg0/web-data-01', true, built.manifest.disks[1].image!.rawSha256, 'parallel'],
     ]);
     expect(await domainState('web-01')).toBe('running');
     // disks stayed where they were: domain.xml's sources unchanged
@@ -278,7 +278,7 @@ describe('restore: failures part-way leave nothing half-done', () => {
     const built = await buildSet(env);
     await dropWeb01(env.hv);
     const m = await readManifest(built.set.path);
-    m.disks[1].image.rawSha256 = 'f'.repeat(64);
+    m.disks[1].image!.rawSha256 = 'f'.repeat(64);
     await writeManifest(built.set.path, m);
     const e = await rejection(run({ set: built.set.path }));
     expect(isRestoreError(e, 'KVMBAK_RESTORE_FAILED')).toBe(true);
@@ -299,7 +299,7 @@ describe('restore: failures part-way leave nothing half-done', () => {
     await env.lvm.addLv({ vg: 'vg0', lv: 'web-root', size: 8 << 20, open: async () => (await domainState('web-01')) === 'running' });
     await env.lvm.addLv({ vg: 'vg0', lv: 'web-data-01', size: 8 << 20 });
     const m = await readManifest(built.set.path);
-    m.disks[0].image.rawSha256 = '0'.repeat(64);
+    m.disks[0].image!.rawSha256 = '0'.repeat(64);
     await writeManifest(built.set.path, m);
     const e = await rejection(run({ set: built.set.path, force: true, inPlace: true }));
     expect(e.message).toMatch(

@@ -177,7 +177,7 @@ describe('restore over existing LVs writes beside them and swaps names once chec
     const built = await buildSet(env);
     const old = await runningOriginal(built);
     const m = await readManifest(built.set.path);
-    m.disks[1].image.rawSha256 = 'f'.repeat(64);
+    m.disks[1].image!.rawSha256 = 'f'.repeat(64);
     await writeManifest(built.set.path, m);
     const e = await rejection(run({ set: built.set.path, force: true }));
     expect(isRestoreError(e, 'KVMBAK_RESTORE_FAILED')).toBe(true);

@@ -5,7 +5,7 @@ import { sampleManifest } from '../manifest/sample.js';
 const m = sampleManifest();
 const two = [
   m.disks[0],
-  { ...m.disks[0], target: 'vdb', lv: 'web01-data', source: '/dev/vg0/web01-data', image: { ...m.disks[0].image, file: 'disks/vdb.img.gz' } },
+  { ...m.disks[0], target: 'vdb', lv: 'web01-data', source: '/dev/vg0/web01-data', image: { ...m.disks[0].image!, file: 'disks/vdb.img.gz' } },
 ];
 
 function configError(fn: () => unknown): { message: string; option: string | undefined; code: string } {

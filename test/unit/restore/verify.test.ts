@@ -93,7 +93,7 @@ describe('verifySet', () => {
 
     await writeFile(img, gz);
     const m = await readManifest(set.path);
-    m.disks[0].image.rawSha256 = '0'.repeat(64);
+    m.disks[0].image!.rawSha256 = '0'.repeat(64);
     await writeManifest(set.path, m);
     r = await verifySet(set.path);
     expect(r.problems).toEqual([`disks/vda.img.gz: the decompressed data's sha256 differs from the manifest (the disk image is damaged)`]);

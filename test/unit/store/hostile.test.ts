@@ -107,7 +107,7 @@ describe('files of a set are opened without following links or waiting on FIFOs'
     const { set, manifest } = await buildSet(dest, 'web01', NOW);
     const outside = join(dest, 'outside');
     await mkdir(outside);
-    const img = join(set.path, manifest.disks[0].image.file);
+    const img = join(set.path, manifest.disks[0].image!.file);
     await writeFile(join(outside, 'vda.img.gz'), await import('node:fs/promises').then((f) => f.readFile(img)));
     await unlink(img);
     await symlink(join(outside, 'vda.img.gz'), img);

@@ -52,7 +52,7 @@ describe('listSets', () => {
     await buildSet(dest, 'web01', at('2026-11-25T03:15:00Z'), { mode: 'pause' });
     await buildSet(dest, 'db01', at('2026-11-26T01:00:00Z'), { commit: false });
     const newer = await createSet(dest, 'app', { now: at('2026-11-20T00:00:00Z') });
-    await writeFile(join(newer.path, 'manifest.json'), JSON.stringify({ format: 'kvmbak/2' }));
+    await writeFile(join(newer.path, 'manifest.json'), JSON.stringify({ format: 'kvmbak/3' }));
     // Noise that is not a set.
     await mkdir(join(dest, 'lost+found'));
     await mkdir(join(dest, 'web01', 'not-a-set'));
@@ -68,7 +68,7 @@ describe('listSets', () => {
     ]);
     const [app, db, web25, web26] = sets;
     expect(app).toMatchObject({ complete: false, errorCode: 'KVMBAK_MANIFEST_NEWER' });
-    expect(app.error).toContain('written by a newer kvmbak (format kvmbak/2)');
+    expect(app.error).toContain('written by a newer kvmbak (format kvmbak/3)');
     expect(db).toMatchObject({ complete: false, errorCode: 'KVMBAK_MANIFEST_MISSING', path: join(dest, 'db01', '20261126T010000Z') });
     expect(db.error).toContain('incomplete backup: no manifest.json in');
     expect(db.mode).toBeUndefined();

@@ -27,7 +27,7 @@ describe('verifySetFiles', () => {
       ['memory.state', 'memory', 'ok'],
       ['disks/vda.img.gz', 'image', 'ok'],
     ]);
-    const img = manifest.disks[0].image;
+    const img = manifest.disks[0].image!;
     expect(r.images).toEqual([
       {
         target: 'vda',
