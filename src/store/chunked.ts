@@ -1,0 +1,70 @@
+/**
+ * A disk or the memory state of a set stored as chunks: the data goes into the destination's
+ * chunk store (DEST/.chunks), the set keeps the ordered chunk list (a file it lists in SHA256SUMS)
+ * and the manifest describes both (ManifestChunks).
+ */
+import { join } from 'node:path';
+import { ChunkStore, type ChunkDiskProgress, type DiskSource, type WriteDiskResult, writeChunkList, writeDiskToStore } from '../chunks/index.js';
+import { CHUNK_STORE_DIR, type ManifestChunks } from '../manifest/index.js';
+import type { BackupSet } from './set.js';
+import { setFilePath } from './set.js';
+import { sha256File } from './verify.js';
+
+/** The chunk store folder of a destination (DEST/.chunks). */
+export function chunkStorePath(dest: string): string {
+  return join(dest, CHUNK_STORE_DIR);
+}
+
+/** Opens (creating it 0700 when missing) the chunk store of a destination. */
+export function openChunkStore(dest: string, options: { level?: number } = {}): Promise<ChunkStore> {
+  return ChunkStore.open(chunkStorePath(dest), options);
+}
+
+export interface StoreChunkedOptions {
+  signal?: AbortSignal;
+  onProgress?: (event: ChunkDiskProgress) => void;
+  /** Chunks in flight at once (default: the number of cores, at least 2). */
+  concurrency?: number;
+  /** Expected bytes, for progress only. */
+  size?: number;
+}
+
+/**
+ * Reads `source` whole into `store` (writing only the chunks the store lacks), then writes the
+ * chunk list as `file` in `set` (atomically, 0600). The chunks are durable before the list exists.
+ * Returns the manifest's description and the raw write result.
+ */
+export async function storeChunked(
+  store: ChunkStore,
+  source: DiskSource,
+  set: BackupSet,
+  file: string,
+  options: StoreChunkedOptions = {},
+): Promise<{ chunks: ManifestChunks; written: WriteDiskResult }> {
+  const written = await writeDiskToStore(source, store, {
+    ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+    ...(options.size !== undefined ? { size: options.size } : {}),
+  });
+  const path = setFilePath(set, file);
+  await writeChunkList(path, written.list);
+  const listed = await sha256File(path, options.signal !== undefined ? { signal: options.signal } : {});
+  return {
+    written,
+    chunks: {
+      file,
+      listBytes: listed.bytes,
+      listSha256: listed.sha256,
+      rawBytes: written.bytesRead,
+      rawSha256: written.rawSha256!,
+      chunkSize: written.list.chunkSize,
+      chunks: written.chunks,
+      zeroChunks: written.zeroChunks,
+      newChunks: written.chunksNew,
+      addedBytes: written.bytesAdded,
+      read: 'full',
+      chunksRead: written.chunks,
+    },
+  };
+}
