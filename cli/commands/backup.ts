@@ -2,6 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { resolve } from 'node:path';
 import {
   BACKUP_MODES,
+  STORAGE_FORMATS,
   inspectBackup,
   outcomeError,
   parseBwlimit,
@@ -13,6 +14,7 @@ import {
   type BackupProgress,
   type BackupResult,
   type DomainSettings,
+  type StorageFormat,
   type JobEvent,
 } from '../../src/index.js';
 import { UsageError, asUsage, errLine, escapeControl, flagsIn, withFlags } from '../errors.js';
@@ -28,6 +30,7 @@ export const BACKUP_FLAGS: Readonly<Record<string, string>> = {
   quiesceFallback: '--quiesce-fallback',
   agentTimeoutSeconds: '--agent-timeout',
   snapshotSize: '--snapshot-size',
+  format: '--format',
   level: '--level',
   threads: '--threads',
   exclude: '--exclude',
@@ -51,6 +54,7 @@ interface BackupArgs extends GlobalArgs, JobArgs {
   dest?: string;
   mode?: BackupMode;
   'snapshot-size'?: string;
+  format?: StorageFormat;
   level?: number;
   threads?: number;
   exclude?: string[];
@@ -59,17 +63,26 @@ interface BackupArgs extends GlobalArgs, JobArgs {
   'dry-run'?: boolean;
 }
 
+/** How each disk will be read, as inspect and --dry-run say it. */
+const READ_PATHS: Record<BackupPlan['disks'][number]['readPath'], string> = {
+  image: 'full read into an image',
+  first: 'first backup into the chunk store (full read)',
+  full: 'full read, only new chunks stored',
+  'thin-delta': 'thin delta: only changed chunks read',
+};
+
 /** Human lines describing a plan (inspect, --dry-run). */
 export function planLines(p: BackupPlan): string[] {
   const lines = [
     `domain ${p.domain} (${p.uuid}) on ${p.uri}: ${p.stateBefore}`,
     `  mode          ${p.mode}${p.mode === 'save' ? ` (memory up to ${formatBytes(p.memoryBytes)})` : ''}`,
+    `  format        ${p.format}${p.format === 'chunks' ? ' (deduplicated into DEST/.chunks)' : ' (disks/TARGET.img.gz)'}`,
   ];
   if (p.dest !== null) lines.push(`  destination   ${p.dest} (${formatBytes(p.destFree ?? 0)} free)`);
   for (const d of p.disks) {
     const snap = d.thin ? 'thin snapshot' : `snapshot ${formatBytes(d.snapshotSize ?? 0)}`;
     lines.push(
-      `  disk ${d.target.padEnd(8)} ${d.source} → ${d.vg}/${d.lv} ${formatBytes(d.lvSize)}${d.pool ? ` pool ${d.pool}` : ''}, ${snap} ${d.vg}/${d.snapshotName}`,
+      `  disk ${d.target.padEnd(8)} ${d.source} → ${d.vg}/${d.lv} ${formatBytes(d.lvSize)}${d.pool ? ` pool ${d.pool}` : ''}, ${snap} ${d.vg}/${d.snapshotName}; ${READ_PATHS[d.readPath]}`,
     );
   }
   for (const s of p.skipped) lines.push(`  skip ${s.target.padEnd(8)} ${s.reason}`);
@@ -90,8 +103,12 @@ function resultLines(r: BackupResult): string[] {
       d.snapshotPeakPercent === null
         ? 'thin snapshot'
         : `snapshot peak ${d.snapshotPeakPercent.toFixed(1)}%${d.snapshotExtendedTo !== null ? ` (extended to ${formatBytes(d.snapshotExtendedTo)})` : ''}`;
+    const stored =
+      d.chunks === undefined
+        ? formatBytes(d.storedBytes)
+        : `${d.chunks.new} new of ${d.chunks.total} chunks (${formatBytes(d.storedBytes)} added${d.chunks.method === 'thin-delta' ? `, ${d.chunks.read} read by thin delta` : ''})`;
     lines.push(
-      `  ${d.target.padEnd(12)}  ${formatBytes(d.rawBytes)} → ${formatBytes(d.storedBytes)} in ${d.seconds.toFixed(1)} s (${formatRate(d.rawBytes / Math.max(d.seconds, 1e-6))}), ${snap}`,
+      `  ${d.target.padEnd(12)}  ${formatBytes(d.rawBytes)} → ${stored} in ${d.seconds.toFixed(1)} s (${formatRate(d.rawBytes / Math.max(d.seconds, 1e-6))}), ${snap}`,
     );
   }
   for (const s of r.skipped) lines.push(`  skipped ${s.target}: ${s.reason}`);
@@ -168,6 +185,10 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
         describe: 'save (default: RAM + disks), pause, quiesce (guest agent), offline (shut-off domain)',
       })
       .option('snapshot-size', { type: 'string', describe: 'COW size per snapshot: 2G, or 10% of each LV (default: 10%, at least 1 GiB)' })
+      .option('format', {
+        choices: STORAGE_FORMATS,
+        describe: 'chunks: deduplicated into DEST/.chunks (only new chunks written); image: self-contained disks/TARGET.img.gz (default)',
+      })
       .option('level', { type: 'number', describe: 'gzip level 1-9 (default 3)' })
       .option('threads', { type: 'number', describe: 'compression threads (default: one per CPU)' })
       .option('exclude', { alias: 'x', type: 'string', array: true, describe: 'leave disk TARGET (vdb…) out; repeatable' })
@@ -187,6 +208,7 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
       .option('dest', { alias: 'd', type: 'string', describe: 'backup destination to check as well' })
       .option('mode', { alias: 'm', choices: BACKUP_MODES, describe: 'backup mode to plan for' })
       .option('snapshot-size', { type: 'string', describe: 'COW size per snapshot' })
+      .option('format', { choices: STORAGE_FORMATS, describe: 'storage format to plan for (chunks or image)' })
       .option('exclude', { alias: 'x', type: 'string', array: true, describe: 'leave disk TARGET out' }) as unknown as Argv<BackupArgs>,
   handler: async (argv) => {
     const domain = Array.isArray(argv.domain) ? argv.domain[0]! : (argv.domain as unknown as string);
@@ -199,6 +221,7 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
         ...(argv.mode !== undefined ? { mode: argv.mode } : {}),
         ...(argv['snapshot-size'] !== undefined ? { snapshotSize: argv['snapshot-size'] } : {}),
         ...(argv.exclude !== undefined ? { exclude: argv.exclude } : {}),
+        ...(argv.format !== undefined ? { format: argv.format } : {}),
       });
     } catch (e) {
       throw cliError(e);
@@ -252,6 +275,7 @@ function commandLineSettings(argv: BackupArgs): DomainSettings {
   const s: DomainSettings = {};
   if (argv.dest !== undefined) s.dest = resolve(argv.dest);
   if (argv.mode !== undefined) s.mode = argv.mode;
+  if (argv.format !== undefined) s.format = argv.format;
   if (argv.level !== undefined) s.level = argv.level;
   if (argv.threads !== undefined) s.threads = argv.threads;
   if (argv['snapshot-size'] !== undefined) s.snapshotSize = argv['snapshot-size'];

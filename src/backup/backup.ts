@@ -5,12 +5,24 @@
  * it was, no snapshot behind, and either a complete set or none.
  */
 import { existsSync } from 'node:fs';
+import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortError, KvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { Lvm } from '../lvm/index.js';
-import { type PackResult, packImage } from '../archive/index.js';
-import { DOMAIN_XML_FILE, MEMORY_FILE, manifestFormatFor, type Manifest, type ManifestDisk, type ManifestDomainState } from '../manifest/index.js';
+import { type PackResult, ReadThrottle, packImage } from '../archive/index.js';
+import { CHUNK_SIZE, type ChunkStore, type DiskSource } from '../chunks/index.js';
+import {
+  DOMAIN_XML_FILE,
+  MEMORY_CHUNKS_FILE,
+  MEMORY_FILE,
+  isChunkedMemory,
+  manifestFormatFor,
+  type Manifest,
+  type ManifestChunks,
+  type ManifestDisk,
+  type ManifestDomainState,
+} from '../manifest/index.js';
 import {
   type BackupSetFiles,
   type DomainLock,
@@ -21,8 +33,10 @@ import {
   createBackupSet,
   deleteSet,
   formatSetId,
+  openChunkStore,
   openJournal,
   removeEmptyDomainDir,
+  storeChunked,
   processOwner,
   sha256File,
 } from '../store/index.js';
@@ -77,6 +91,7 @@ function plan(hv: Hypervisor, lvm: Lvm, options: Omit<BackupOptions, 'dest'> & {
     ...(options.mode !== undefined ? { mode: options.mode } : {}),
     ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
     ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
+    ...(options.format !== undefined ? { format: options.format } : {}),
     runId,
   });
 }
@@ -207,6 +222,7 @@ function dryRunResult(plan: BackupPlan): BackupResult {
     stateAfter: plan.stateBefore,
     downtimeMs: null,
     memoryBytes: null,
+    format: plan.format,
     disks: [],
     skipped: plan.skipped,
     storedBytes: 0,
@@ -228,21 +244,55 @@ interface Made {
 
 async function execute(run: Run, planned: PlannedBackup, planMs: number): Promise<BackupResult> {
   const made: Made = { files: null, journal: null, live: new Map(), vmHeld: false };
+  let store: ChunkStore | null = null;
   try {
     const { files, journal, domainXml } = await prepareSet(run, planned, made);
+    if (planned.plan.format === 'chunks') {
+      // Opened (and announced as a writer) before the VM is held: a running garbage collection
+      // is waited for here, never inside the window.
+      store = await openChunkStore(planned.plan.dest!, run.options.level !== undefined ? { level: run.options.level } : {});
+      await store.beginWriting(run.options.signal);
+    }
     const hookCtx: BackupHookContext = { domain: planned.plan.domain, mode: planned.plan.mode, setPath: files.set.path };
     await run.options.hooks?.beforeHold?.(hookCtx);
     throwIfAborted(run.options.signal);
     const window = await holdAndSnapshot(run, planned, files, journal, made, hookCtx);
     const ta = performance.now();
-    const disks = await archiveDisks(run, planned, files, journal, window);
-    const archiveMs = Math.round(performance.now() - ta);
+    const disks = await archiveDisks(run, planned, files, journal, window, store);
+    let archiveMs = Math.round(performance.now() - ta);
     await removeRunSnapshots(run, made.live, journal);
-    return await commit(run, planned, files, journal, window, disks, domainXml, { planMs, archiveMs });
+    let memory: Manifest['memory'] = null;
+    if (window.memorySaved) {
+      const tm = performance.now();
+      memory = await archiveMemory(run, files, store);
+      archiveMs += Math.round(performance.now() - tm);
+    }
+    return await commit(run, planned, files, journal, window, disks, memory, domainXml, { planMs, archiveMs });
   } catch (e) {
     await undo(run, made, e);
     throw e;
+  } finally {
+    await store?.close().catch(() => undefined);
   }
+}
+
+/**
+ * The memory state: as it is (format image), or (format chunks) chunked into the store, then
+ * memory.state removed from the set. Only once the VM runs again: until then the file is what
+ * brings the VM back.
+ */
+async function archiveMemory(run: Run, files: BackupSetFiles, store: ChunkStore | null): Promise<Manifest['memory']> {
+  if (store === null) {
+    const h = await sha256File(files.memoryFile);
+    return { file: MEMORY_FILE, bytes: h.bytes, sha256: h.sha256 };
+  }
+  run.phase('archive', 'storing the memory state in the chunk store');
+  const { chunks } = await storeChunked(store, files.memoryFile, files.set, files.memoryChunkList.file, {
+    ...(run.options.signal !== undefined ? { signal: run.options.signal } : {}),
+    ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
+  });
+  await unlink(files.memoryFile);
+  return { bytes: chunks.rawBytes, sha256: chunks.rawSha256, chunks: { ...chunks, file: MEMORY_CHUNKS_FILE } };
 }
 
 /** The set folder, the journal (its `planned` step), domain.xml. */
@@ -337,6 +387,7 @@ async function archiveDisks(
   files: BackupSetFiles,
   journal: Journal,
   window: WindowResult,
+  store: ChunkStore | null,
 ): Promise<ArchivedDisk[]> {
   const { plan } = planned;
   const signal = run.options.signal;
@@ -364,12 +415,43 @@ async function archiveDisks(
   watcher.start();
   try {
     for (const d of plan.disks) {
-      const image = files.image(d.target);
-      const packed = await archiveOne(run, d, image.path, window, watcher, archiveAbort.signal, snapPercent);
+      const snap = window.snapshots.get(d.target)!;
       const w = watched.find((x) => x.target === d.target)!;
-      w.done = true;
-      await journal.record({ step: 'archived', target: d.target, file: image.file });
-      out.push(describeDisk(d, image.file, packed, w));
+      const report = (bytesDone: number, bytesTotal: number | undefined, rate: number): void =>
+        run.emit({
+          type: 'archive',
+          domain: plan.domain,
+          target: d.target,
+          bytesDone,
+          bytesTotal,
+          rate,
+          snapshotPercent: snapPercent.get(d.target),
+        });
+      if (store === null) {
+        const image = files.image(d.target);
+        run.phase('archive', `archiving ${d.target} (${snap.path})`);
+        const packed = await readSnapshot(run, watcher, archiveAbort.signal, (signal) =>
+          packSnapshot(run, snap.path, image.path, signal, (p) => report(p.bytesDone, p.bytesTotal, p.rate)),
+        );
+        w.done = true;
+        await journal.record({ step: 'archived', target: d.target, file: image.file });
+        out.push(describeDisk(d, image.file, packed, w));
+      } else {
+        const list = files.chunkList(d.target);
+        run.phase('archive', `storing ${d.target} (${snap.path}) in the chunk store`);
+        const t0 = performance.now();
+        const stored = await readSnapshot(run, watcher, archiveAbort.signal, (signal) =>
+          storeChunked(store, snapshotSource(run, snap.path, signal), files.set, list.file, {
+            signal,
+            size: d.lvSize,
+            ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
+            onProgress: (p) => report(p.bytesDone, p.bytesTotal, p.bytesDone / Math.max((performance.now() - t0) / 1000, 1e-3)),
+          }),
+        );
+        w.done = true;
+        await journal.record({ step: 'archived', target: d.target, file: list.file });
+        out.push(describeChunkedDisk(d, stored.chunks, (performance.now() - t0) / 1000, w));
+      }
     }
   } finally {
     await watcher.stop();
@@ -378,48 +460,120 @@ async function archiveDisks(
   return out;
 }
 
-/** One disk's image; the snapshot must still be valid once every block was read. */
-async function archiveOne(
-  run: Run,
-  d: PlannedDisk,
-  path: string,
-  window: WindowResult,
-  watcher: SnapshotWatcher,
-  signal: AbortSignal,
-  snapPercent: Map<string, number>,
-): Promise<PackResult> {
-  const snap = window.snapshots.get(d.target)!;
-  const o = run.options;
-  run.phase('archive', `archiving ${d.target} (${snap.path})`);
-  let packed: PackResult;
+/**
+ * Reads one snapshot through `work`; the snapshot must still be valid once every block was read.
+ * An invalid snapshot reads as EIO or aborts the read: the real cause is reported.
+ */
+async function readSnapshot<T>(run: Run, watcher: SnapshotWatcher, signal: AbortSignal, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  let result: T;
   try {
-    packed = await packImage(snap.path, path, {
-      ...(o.level !== undefined ? { level: o.level } : {}),
-      ...(o.threads !== undefined ? { threads: o.threads } : {}),
-      ...(o.chunkSize !== undefined ? { chunkSize: o.chunkSize } : {}),
-      ...(o.bwlimit !== undefined ? { bwlimit: o.bwlimit } : {}),
-      signal,
-      onProgress: (p) =>
-        run.emit({
-          type: 'archive',
-          domain: o.domain,
-          target: d.target,
-          bytesDone: p.bytesDone,
-          bytesTotal: p.bytesTotal,
-          rate: p.rate,
-          snapshotPercent: snapPercent.get(d.target),
-        }),
-    });
+    result = await work(signal);
   } catch (e) {
-    // An invalid snapshot reads as EIO or aborts the pack: report the real cause.
     const invalid = watcher.failure ?? (await watcher.check());
     if (invalid !== null) throw invalid;
-    if (signal.aborted && o.signal?.aborted) throw new AbortError('backup cancelled', { cause: e });
+    if (signal.aborted && run.options.signal?.aborted) throw new AbortError('backup cancelled', { cause: e });
     throw e;
   }
   const invalid = await watcher.check({ strict: true });
   if (invalid !== null) throw invalid;
-  return packed;
+  return result;
+}
+
+/** Format image: the snapshot into one multi-member gzip file. */
+function packSnapshot(
+  run: Run,
+  from: string,
+  to: string,
+  signal: AbortSignal,
+  onProgress: (p: { bytesDone: number; bytesTotal?: number | undefined; rate: number }) => void,
+): Promise<PackResult> {
+  const o = run.options;
+  return packImage(from, to, {
+    ...(o.level !== undefined ? { level: o.level } : {}),
+    ...(o.threads !== undefined ? { threads: o.threads } : {}),
+    ...(o.chunkSize !== undefined ? { chunkSize: o.chunkSize } : {}),
+    ...(o.bwlimit !== undefined ? { bwlimit: o.bwlimit } : {}),
+    signal,
+    onProgress,
+  });
+}
+
+/** Format chunks: the snapshot's path, or with `bwlimit` a stream read no faster than the cap. */
+function snapshotSource(run: Run, path: string, signal: AbortSignal): DiskSource {
+  const limit = run.options.bwlimit;
+  if (limit === undefined) return path;
+  const throttle = new ReadThrottle(limit);
+  return (async function* throttled(): AsyncGenerator<Uint8Array> {
+    const fh = await open(path, 'r');
+    try {
+      for (;;) {
+        await throttle.take(CHUNK_SIZE, signal);
+        const buf = Buffer.allocUnsafe(CHUNK_SIZE);
+        let filled = 0;
+        while (filled < CHUNK_SIZE) {
+          const { bytesRead } = await fh.read(buf, filled, CHUNK_SIZE - filled, null);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        if (filled > 0) yield buf.subarray(0, filled);
+        if (filled < CHUNK_SIZE) return;
+      }
+    } finally {
+      await fh.close();
+    }
+  })();
+}
+
+/** What the manifest keeps of a disk besides how it is stored. */
+function diskFacts(d: PlannedDisk, w: WatchedSnapshot): Omit<ManifestDisk, 'image' | 'chunks'> {
+  return {
+    target: d.target,
+    source: d.source,
+    vg: d.vg,
+    lv: d.lv,
+    pool: d.pool,
+    capacity: d.capacity,
+    allocation: d.allocation,
+    physical: d.physical,
+    lvSize: d.lvSize,
+    lvUuid: d.lvUuid,
+    thin: d.thin,
+    thinPool: d.thinPool,
+    snapshot: {
+      name: d.snapshotName,
+      size: d.thin ? null : d.snapshotSize,
+      peakPercent: d.thin ? null : w.peakPercent,
+      ...(w.extendedTo !== null ? { extendedTo: w.extendedTo } : {}),
+    },
+  };
+}
+
+function snapshotFigures(d: PlannedDisk, w: WatchedSnapshot): Pick<BackupDiskResult, 'snapshotSize' | 'snapshotPeakPercent' | 'snapshotExtendedTo'> {
+  return {
+    snapshotSize: d.thin ? null : w.size,
+    snapshotPeakPercent: d.thin ? null : w.peakPercent,
+    snapshotExtendedTo: w.extendedTo,
+  };
+}
+
+function describeChunkedDisk(d: PlannedDisk, chunks: ManifestChunks, seconds: number, w: WatchedSnapshot): ArchivedDisk {
+  return {
+    result: {
+      target: d.target,
+      lvPath: d.lvPath,
+      format: 'chunks',
+      file: chunks.file,
+      rawBytes: chunks.rawBytes,
+      rawSha256: chunks.rawSha256,
+      storedBytes: chunks.addedBytes,
+      fileSha256: chunks.listSha256,
+      zeroChunks: chunks.zeroChunks,
+      chunks: { total: chunks.chunks, new: chunks.newChunks, read: chunks.chunksRead, method: chunks.read },
+      ...snapshotFigures(d, w),
+      seconds,
+    },
+    manifest: { ...diskFacts(d, w), chunks },
+  };
 }
 
 function describeDisk(d: PlannedDisk, file: string, packed: PackResult, w: WatchedSnapshot): ArchivedDisk {
@@ -427,30 +581,18 @@ function describeDisk(d: PlannedDisk, file: string, packed: PackResult, w: Watch
     result: {
       target: d.target,
       lvPath: d.lvPath,
+      format: 'image',
       file,
       rawBytes: packed.bytes,
       rawSha256: packed.sha256,
       storedBytes: packed.storedBytes,
       fileSha256: packed.fileSha256,
       zeroChunks: packed.zeroChunks,
-      snapshotSize: d.thin ? null : w.size,
-      snapshotPeakPercent: d.thin ? null : w.peakPercent,
-      snapshotExtendedTo: w.extendedTo,
+      ...snapshotFigures(d, w),
       seconds: packed.seconds,
     },
     manifest: {
-      target: d.target,
-      source: d.source,
-      vg: d.vg,
-      lv: d.lv,
-      pool: d.pool,
-      capacity: d.capacity,
-      allocation: d.allocation,
-      physical: d.physical,
-      lvSize: d.lvSize,
-      lvUuid: d.lvUuid,
-      thin: d.thin,
-      thinPool: d.thinPool,
+      ...diskFacts(d, w),
       image: {
         file,
         rawBytes: packed.bytes,
@@ -460,12 +602,6 @@ function describeDisk(d: PlannedDisk, file: string, packed: PackResult, w: Watch
         chunkSize: packed.chunkSize,
         members: packed.members,
         zeroChunks: packed.zeroChunks,
-      },
-      snapshot: {
-        name: d.snapshotName,
-        size: d.thin ? null : d.snapshotSize,
-        peakPercent: d.thin ? null : w.peakPercent,
-        ...(w.extendedTo !== null ? { extendedTo: w.extendedTo } : {}),
       },
     },
   };
@@ -488,16 +624,12 @@ async function commit(
   journal: Journal,
   window: WindowResult,
   disks: ArchivedDisk[],
+  memory: Manifest['memory'],
   domainXml: WrittenFile,
   t: { planMs: number; archiveMs: number },
 ): Promise<BackupResult> {
   const { plan } = planned;
   run.phase('commit', 'writing checksums and the manifest');
-  let memory: Manifest['memory'] = null;
-  if (window.memorySaved) {
-    const h = await sha256File(files.memoryFile);
-    memory = { file: MEMORY_FILE, bytes: h.bytes, sha256: h.sha256 };
-  }
   const stateAfter = (await planned.domain.info()).state;
   const timings = { planMs: t.planMs, windowMs: window.windowMs, archiveMs: t.archiveMs, totalMs: Math.round(performance.now() - run.t0) };
   const manifest: Manifest = {
@@ -530,9 +662,10 @@ async function commit(
     stateAfter,
     downtimeMs: window.downtimeMs,
     memoryBytes: memory?.bytes ?? null,
+    format: plan.format,
     disks: results,
     skipped: plan.skipped,
-    storedBytes: results.reduce((n, d) => n + d.storedBytes, 0) + (memory?.bytes ?? 0),
+    storedBytes: results.reduce((n, d) => n + d.storedBytes, 0) + (memory === null ? 0 : isChunkedMemory(memory) ? memory.chunks.addedBytes : memory.bytes),
     timings,
   };
 }

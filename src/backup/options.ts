@@ -5,7 +5,9 @@
  * values. Messages name the option fields; the CLI maps them to its flags.
  */
 import { checkChunkSize, checkLevel, checkThreads } from '../archive/index.js';
+import { CHUNK_SIZE } from '../chunks/index.js';
 import { ConfigError } from '../errors.js';
+import { STORAGE_FORMATS } from '../manifest/index.js';
 import { parseSnapshotSize } from './sizing.js';
 import { BACKUP_MODES, type BackupOptions } from './types.js';
 
@@ -23,6 +25,7 @@ export const BACKUP_OPTION_NAMES = [
   'quiesceFallback',
   'agentTimeoutSeconds',
   'snapshotSize',
+  'format',
   'level',
   'threads',
   'chunkSize',
@@ -66,7 +69,18 @@ export function checkBackupOptions(o: BackupOptions, needDest = true): void {
   parseSnapshotSize(o.snapshotSize);
   if (o.level !== undefined) checkLevel(o.level);
   if (o.threads !== undefined) checkThreads(o.threads);
-  if (o.chunkSize !== undefined) checkChunkSize(o.chunkSize);
+  if (o.format !== undefined && !(STORAGE_FORMATS as readonly unknown[]).includes(o.format)) {
+    throw new ConfigError(`format ${JSON.stringify(o.format)} is not a storage format; use one of ${STORAGE_FORMATS.join(', ')}`, 'format');
+  }
+  if (o.chunkSize !== undefined) {
+    checkChunkSize(o.chunkSize);
+    if (o.format === 'chunks' && o.chunkSize !== CHUNK_SIZE) {
+      throw new ConfigError(
+        `chunkSize applies to format image only: the chunk store cuts every disk into ${CHUNK_SIZE / 1048576} MiB chunks; leave chunkSize out or use format image`,
+        'chunkSize',
+      );
+    }
+  }
   if (o.exclude !== undefined) {
     if (!Array.isArray(o.exclude) || o.exclude.some((t) => typeof t !== 'string' || t === '')) {
       throw new ConfigError('exclude must be a list of disk targets such as vdb', 'exclude');

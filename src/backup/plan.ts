@@ -7,8 +7,8 @@ import { hostname } from 'node:os';
 import { ConfigError, KvmbakError, isLibvirtError, isKvmbakError } from '../errors.js';
 import type { Domain, DomainDisk, Hypervisor } from '../libvirt/index.js';
 import type { LogicalVolume, Lvm } from '../lvm/index.js';
-import type { ManifestDomainState } from '../manifest/index.js';
-import { assertDest } from '../store/index.js';
+import type { Manifest, ManifestDomainState, StorageFormat } from '../manifest/index.js';
+import { assertDest, listSets, readSetManifest } from '../store/index.js';
 import { formatBytes } from '../util/size.js';
 import { describeShortfall, parseSnapshotSize, snapshotSizeFor } from './sizing.js';
 import { type BackupMode, type BackupPlan, type PlannedDisk, type SkippedDisk, BACKUP_MODES } from './types.js';
@@ -30,8 +30,21 @@ export interface PlanInput {
   mode?: BackupMode;
   snapshotSize?: string | number;
   exclude?: readonly string[];
+  /** How disks are stored (default image). */
+  format?: StorageFormat;
   /** The tag suffix (set id) used to name this run's snapshots. */
   runId: string;
+}
+
+/** The newest complete set of a domain in `dest` that stores any disk as chunks, or null. */
+export async function previousChunkedSet(dest: string, domain: string): Promise<{ path: string; manifest: Manifest } | null> {
+  const sets = (await listSets(dest, domain).catch(() => [])).filter((s) => s.complete);
+  sets.sort((a, b) => b.time.getTime() - a.time.getTime() || b.seq - a.seq);
+  for (const s of sets) {
+    const manifest = await readSetManifest(s.path).catch(() => null);
+    if (manifest?.disks.some((d) => d.chunks !== undefined)) return { path: s.path, manifest };
+  }
+  return null;
 }
 
 async function assertWritable(dest: string): Promise<void> {
@@ -245,6 +258,8 @@ export interface PlannedBackup {
   domainXml: string;
   runTag: string;
   origins: Map<string, LogicalVolume>;
+  /** Format chunks: the newest earlier set of this domain with chunked disks, if any. */
+  previous: { path: string; manifest: Manifest } | null;
 }
 
 /**
@@ -323,6 +338,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         physical: block.physical,
         snapshotName: snapshotNameFor(lv.lv, input.runId),
         snapshotSize: null,
+        readPath: 'image',
       });
     }
     // Room in every VG for the classic snapshots.
@@ -357,6 +373,14 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         'KVMBAK_DEST_FULL',
       );
     }
+    const format = input.format ?? 'image';
+    const previous = format === 'chunks' && dest !== null ? await previousChunkedSet(dest, domain.name) : null;
+    if (format === 'chunks') {
+      for (const p of planned) {
+        const before = previous?.manifest.disks.find((d) => d.target === p.target && d.chunks !== undefined);
+        p.readPath = before === undefined ? 'first' : 'full';
+      }
+    }
     const plan: BackupPlan = {
       domain: domain.name,
       uuid: domain.uuid,
@@ -365,6 +389,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
       libvirtVersion: await hv.libVersion(),
       stateBefore: info.state as ManifestDomainState,
       mode,
+      format,
       memoryBytes,
       dest,
       disks: planned,
@@ -372,7 +397,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
       volumeGroups,
       destFree,
     };
-    return { plan, domain, domainXml, runTag, origins };
+    return { plan, domain, domainXml, runTag, origins, previous };
   } catch (e) {
     domain.free();
     throw e;

@@ -1,6 +1,6 @@
 /** Public types of the backup orchestration. */
 
-import { BACKUP_MODES, type BackupMode } from '../manifest/index.js';
+import { BACKUP_MODES, type BackupMode, type ChunkReadMethod, type StorageFormat } from '../manifest/index.js';
 
 export { BACKUP_MODES, type BackupMode };
 
@@ -22,11 +22,18 @@ export interface BackupOptions {
   agentTimeoutSeconds?: number;
   /** COW size of each classic snapshot: bytes, `2G`, or `10%` of each LV. */
   snapshotSize?: string | number;
+  /**
+   * How the disks (and the memory state) are stored: `chunks`, into the destination's
+   * deduplicating chunk store (DEST/.chunks; only chunks the store lacks are written), or `image`,
+   * a self-contained `disks/TARGET.img.gz` per disk and `memory.state` in the set.
+   * Default `image`.
+   */
+  format?: StorageFormat;
   /** gzip level 1–9 (default 3). */
   level?: number;
   /** Compression threads (default: available parallelism). */
   threads?: number;
-  /** Chunk size of the image members (default 4 MiB). */
+  /** Chunk size of the image members (default 4 MiB; format image only: the chunk store uses 4 MiB). */
   chunkSize?: number;
   /** Disk targets (vda, vdb…) left out of the backup. */
   exclude?: readonly string[];
@@ -103,6 +110,13 @@ export interface PlannedDisk {
   snapshotName: string;
   /** COW bytes for a classic snapshot; null for a thin snapshot. */
   snapshotSize: number | null;
+  /**
+   * How the disk will be read and stored: `image` (format image: every block, compressed into the
+   * set), `first` (format chunks, no earlier chunked set of this disk in the destination: every block
+   * read, every chunk new), `full` (format chunks: every block read and hashed, only chunks the store
+   * lacks compressed and written).
+   */
+  readPath: 'image' | 'first' | ChunkReadMethod;
 }
 
 export interface SkippedDisk {
@@ -119,6 +133,8 @@ export interface BackupPlan {
   libvirtVersion: string;
   stateBefore: string;
   mode: BackupMode;
+  /** How disks and memory are stored (see BackupOptions.format). */
+  format: StorageFormat;
   memoryBytes: number;
   /** The destination, or null when planned without one (inspect). */
   dest: string | null;
@@ -132,12 +148,19 @@ export interface BackupPlan {
 export interface BackupDiskResult {
   target: string;
   lvPath: string;
+  /** How the disk was stored. */
+  format: StorageFormat;
+  /** Its file in the set: the image, or (format chunks) the chunk list. */
   file: string;
   rawBytes: number;
   rawSha256: string;
+  /** Bytes this run stored for the disk: the image's size, or the chunk files it added to the store. */
   storedBytes: number;
+  /** sha256 of `file`. */
   fileSha256: string;
   zeroChunks: number;
+  /** Format chunks: the chunks of the disk, how many were new to the store, how many were read, and how. */
+  chunks?: { total: number; new: number; read: number; method: ChunkReadMethod };
   snapshotSize: number | null;
   snapshotPeakPercent: number | null;
   snapshotExtendedTo: number | null;
@@ -153,8 +176,11 @@ export interface BackupResult {
   stateAfter: string;
   downtimeMs: number | null;
   memoryBytes: number | null;
+  /** How disks and memory were stored. */
+  format: StorageFormat;
   disks: BackupDiskResult[];
   skipped: SkippedDisk[];
+  /** Bytes this run stored: images and memory.state, or (format chunks) the chunk files it added. */
   storedBytes: number;
   timings: { planMs: number; windowMs: number; archiveMs: number; totalMs: number };
   /** Set by a dry run: nothing was touched, `plan` says what would happen. */

@@ -22,7 +22,7 @@ import { isAbsolute } from 'node:path';
 import { TomlError, parse } from 'smol-toml';
 import { ConfigError } from '../errors.js';
 import { parseSnapshotSize } from '../backup/index.js';
-import { BACKUP_MODES, type BackupMode } from '../manifest/index.js';
+import { BACKUP_MODES, STORAGE_FORMATS, type BackupMode, type StorageFormat } from '../manifest/index.js';
 import { parseSize } from '../util/size.js';
 import { parseDuration } from './duration.js';
 
@@ -32,6 +32,8 @@ export const DEFAULT_CONFIG_FILE = '/etc/kvmbak/kvmbak.toml';
 export interface DomainSettings {
   dest?: string;
   mode?: BackupMode;
+  /** How disks and memory are stored: chunks (DEST/.chunks) or image. */
+  format?: StorageFormat;
   level?: number;
   threads?: number;
   snapshotSize?: string;
@@ -159,6 +161,7 @@ interface KeySpec {
 export const CONFIG_KEYS: Record<string, KeySpec> = {
   dest: { field: 'dest', check: absPath },
   mode: { field: 'mode', check: oneOf(BACKUP_MODES) },
+  format: { field: 'format', check: oneOf(STORAGE_FORMATS) },
   level: { field: 'level', check: int(1, 9) },
   threads: { field: 'threads', check: int(1, 1024) },
   'snapshot-size': { field: 'snapshotSize', check: snapshotSize },

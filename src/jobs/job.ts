@@ -200,6 +200,7 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
         ...(settings.mode !== undefined ? { mode: settings.mode } : {}),
         ...(settings.snapshotSize !== undefined ? { snapshotSize: settings.snapshotSize } : {}),
         ...(settings.exclude !== undefined ? { exclude: settings.exclude } : {}),
+        ...(settings.format !== undefined ? { format: settings.format } : {}),
       };
       if (options.dryRun) {
         outcome.plan = await inspectBackup(common);

@@ -269,7 +269,7 @@ describe('kvmbak inspect', () => {
     const r = await c.kvmbak(['inspect', 'vol-01', '--uri', c.uri]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(
-      /^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/,
+      /^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}format {8}image \(disks\/TARGET\.img\.gz\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+; full read into an image\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/,
     );
     const j = await c.kvmbak(['inspect', 'db-01', '--uri', c.uri, '--json']);
     expect(JSON.parse(j.stdout)).toMatchObject({ ok: true, plan: { domain: 'db-01', mode: 'offline', disks: [{ target: 'vda', pool: null }] } });
