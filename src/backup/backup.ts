@@ -665,7 +665,8 @@ async function commit(
     format: plan.format,
     disks: results,
     skipped: plan.skipped,
-    storedBytes: results.reduce((n, d) => n + d.storedBytes, 0) + (memory === null ? 0 : isChunkedMemory(memory) ? memory.chunks.addedBytes : memory.bytes),
+    storedBytes:
+      results.reduce((n, d) => n + d.storedBytes, 0) + (memory === null ? 0 : isChunkedMemory(memory) ? memory.chunks.addedBytes : memory.bytes),
     timings,
   };
 }

@@ -146,7 +146,9 @@ describe('backup format chunks', () => {
     await expect(backup(env.opts('web-01', { format: 'chunks', chunkSize: 65536 }), env.ctx)).rejects.toThrow(
       /^chunkSize applies to format image only: the chunk store cuts every disk into 4 MiB chunks; leave chunkSize out or use format image$/,
     );
-    await expect(backup(env.opts('web-01', { format: 'zip' as never }), env.ctx)).rejects.toThrow(/^format "zip" is not a storage format; use one of chunks, image$/);
+    await expect(backup(env.opts('web-01', { format: 'zip' as never }), env.ctx)).rejects.toThrow(
+      /^format "zip" is not a storage format; use one of chunks, image$/,
+    );
   });
 
   it('a cancelled chunked backup leaves the VM running, no snapshot and no set', async () => {

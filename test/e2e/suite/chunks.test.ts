@@ -1,0 +1,208 @@
+// The chunk store in the lab (format chunks), on lab-one's thick LV: a second backup after three
+// 4 MiB-aligned regions changed stores exactly those chunks; after total loss (domain undefined, LV
+// removed) the first set comes back with the README's by-hand lines; kill -9 in the middle of a
+// chunked backup, then kvmbak recover, leaves no snapshot and no set that looks complete.
+// lab-one ends running on its own LV with its fixture content.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHUNK_SIZE, backup, readManifest, type BackupResult } from '../../../src/index.js';
+import { CLI, domState, kvmbakLvs, lab, lvmSettled, runCli, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
+
+const DOMAIN = 'lab-one';
+const LV = 'lab-one-disk0';
+const README = join(process.cwd(), 'README.md');
+/** The chunks rewritten between the two backups (distinct, 4 MiB-aligned). */
+const REGIONS = [1, 6, 13];
+
+/** The README's by-hand block for a chunked set. */
+function readmeBlock(): string {
+  const text = readFileSync(README, 'utf8');
+  const start = text.indexOf('### A chunked set');
+  expect(start, 'README.md has no section "A chunked set"').toBeGreaterThanOrEqual(0);
+  const end = text.indexOf('\n## ', start + 1);
+  const blocks = [...text.slice(start, end < 0 ? undefined : end).matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const block = blocks.find((b) => b.includes('memory.chunks'));
+  expect(block, 'README.md shows no block rebuilding memory.chunks').toBeDefined();
+  return block!;
+}
+
+const shellQuote = (v: string): string => `'${v.replace(/'/g, `'\\''`)}'`;
+
+/** The block with its variable lines set to `values` (each must be there exactly once). */
+function fillIn(block: string, values: Record<string, string>): string {
+  const seen: string[] = [];
+  const script = block
+    .split('\n')
+    .map((line) => {
+      const m = /^([A-Z]+)=\S*(\s+#.*)?$/.exec(line);
+      if (!m) return line;
+      seen.push(m[1]!);
+      expect(values, `README variable ${m[1]} has no value in this test`).toHaveProperty(m[1]!);
+      return `${m[1]}=${shellQuote(values[m[1]!]!)}`;
+    })
+    .join('\n');
+  expect(seen.sort()).toEqual(Object.keys(values).sort());
+  return script;
+}
+
+function bash(script: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-e', '-o', 'pipefail', '-c', script], {
+      cwd: '/',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env, LC_ALL: 'C' },
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+function readRegion(path: string, index: number): Buffer {
+  const b = Buffer.alloc(CHUNK_SIZE);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, b, 0, CHUNK_SIZE, index * CHUNK_SIZE);
+  } finally {
+    closeSync(fd);
+  }
+  return b;
+}
+
+/** The domain and its LV are gone: the host lost the VM. */
+async function totalLoss(fx: LabFixture): Promise<void> {
+  await virsh('destroy', DOMAIN).catch(() => undefined);
+  await virsh('undefine', DOMAIN);
+  await sh('lvremove', ['-q', '-y', `${fx.vg}/${LV}`]);
+  await sh('virsh', ['-q', '-c', fx.uri, 'pool-refresh', fx.pool], { check: false });
+}
+
+describe('chunk store (format chunks) on a thick LV', () => {
+  let fx: LabFixture;
+  let work: string;
+  let dest: string;
+  let first: BackupResult;
+  let second: BackupResult;
+  let lvPath: string;
+
+  beforeAll(async () => {
+    fx = lab();
+    lvPath = fx.lvs[LV]!.path;
+    work = mkdtempSync('/var/tmp/kvmbak-e2e-chunks-');
+    dest = join(work, 'dest');
+    mkdirSync(dest, { mode: 0o700 });
+    if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
+  });
+
+  afterAll(async () => {
+    // lab-one back as the fixture made it: defined from its first set, its LV with the fixture's content, running.
+    if ((await sh('lvs', [`${fx.vg}/${LV}`], { check: false })).code !== 0) {
+      await sh('lvcreate', ['-q', '-y', '-W', 'y', '-Z', 'y', '-n', LV, '-L', `${fx.lvs[LV]!.bytes}b`, fx.vg]);
+    }
+    if ((await sha256Of(lvPath)) !== fx.lvs[LV]!.sha256 && first) {
+      await virsh('destroy', DOMAIN).catch(() => undefined);
+      const m = await readManifest(first.setPath);
+      const list = join(first.setPath, m.disks[0]!.chunks!.file);
+      await bash(`grep -v '^#' "$L" | (cd "$C" && xargs cat) | zcat | dd of="$D" bs=4M iflag=fullblock conv=fsync status=none`, {
+        L: list,
+        C: join(dest, '.chunks'),
+        D: lvPath,
+      });
+    }
+    if ((await virsh('domstate', DOMAIN).catch(() => null)) === null && first) await virsh('define', join(first.setPath, 'domain.xml'));
+    if ((await domState(DOMAIN).catch(() => '')) !== 'running') await virsh('start', DOMAIN);
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('a second backup after three 4 MiB regions changed stores exactly those chunks', async () => {
+    first = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save', format: 'chunks' });
+    const m1 = await readManifest(first.setPath);
+    const d1 = m1.disks[0]!.chunks!;
+    expect(m1.format).toBe('kvmbak/2');
+    expect(d1.rawSha256).toBe(fx.lvs[LV]!.sha256);
+    expect(d1.chunks).toBe(fx.lvs[LV]!.bytes / CHUNK_SIZE);
+    expect(first.disks[0]!.chunks!.method).toBe('full');
+
+    // Simulated guest writes (the SeaBIOS guest writes nothing itself): new data in three chunks.
+    for (const i of REGIONS) writePattern(lvPath, `chunks-${i}`, 64 * 1024, i * CHUNK_SIZE + 4096);
+    second = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save', format: 'chunks' });
+    const m2 = await readManifest(second.setPath);
+    const d2 = m2.disks[0]!.chunks!;
+    expect(d2.rawSha256).toBe(await sha256Of(lvPath));
+    expect({ newChunks: d2.newChunks, read: d2.read, chunksRead: d2.chunksRead }).toEqual({
+      newChunks: REGIONS.length,
+      read: 'full',
+      chunksRead: d1.chunks,
+    });
+    // The set's figures: only the three chunks were added for the disk.
+    expect(d2.addedBytes).toBeGreaterThan(0);
+    expect(d2.addedBytes).toBeLessThanOrEqual(REGIONS.length * CHUNK_SIZE + 4096);
+    expect(d2.addedBytes).toBeLessThan(d1.addedBytes);
+    // The two lists differ exactly at the three chunks.
+    const ids = (file: string) =>
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l && !l.startsWith('#'));
+    const a = ids(join(first.setPath, d1.file));
+    const b = ids(join(second.setPath, d2.file));
+    expect(a.flatMap((id, i) => (id !== b[i] ? [i] : []))).toEqual(REGIONS);
+    expect(await kvmbakLvs()).toEqual([]);
+  });
+
+  it('after total loss, the first set comes back with the README lines: lab-one resumes from its memory on a new LV', async () => {
+    const m = await readManifest(first.setPath);
+    const d = m.disks[0]!;
+    const original = readRegion(lvPath, REGIONS[0]!);
+    await totalLoss(fx);
+    const script = fillIn(readmeBlock(), {
+      SET: first.setPath,
+      CHUNKS: join(dest, '.chunks'),
+      LIST: d.chunks!.file,
+      SIZE: String(d.lvSize),
+      VG: fx.vg,
+      LV,
+    });
+    const run = await bash(script, { LIBVIRT_DEFAULT_URI: fx.uri });
+    expect(run.code, `${script}\n---\n${run.out}`).toBe(0);
+    expect((await virsh('domstate', '--reason', DOMAIN)).stdout.trim()).toBe('running (restored)');
+    expect(await sha256Of(lvPath)).toBe(d.chunks!.rawSha256);
+    expect(await sha256Of(lvPath)).toBe(fx.lvs[LV]!.sha256);
+    expect(readRegion(lvPath, REGIONS[0]!).equals(original)).toBe(false);
+    expect(existsSync('/var/tmp/memory.state')).toBe(false);
+  });
+
+  it('kill -9 in the middle of a chunked backup, then kvmbak recover: the VM runs, no snapshot, no set that looks complete', async () => {
+    const before = readdirSync(join(dest, DOMAIN)).sort();
+    let killed = false;
+    const run = await runCli(['backup', DOMAIN, '--dest', dest, '-c', fx.uri, '--format', 'chunks', '--bwlimit', '8M', '--json'], {
+      onEvent: (e, kill) => {
+        // --json prints each progress event of the backup as {"event":"backup",...event}.
+        if (!killed && e.type === 'archive' && typeof e.bytesDone === 'number' && e.bytesDone >= 8 * CHUNK_SIZE) {
+          killed = true;
+          kill();
+        }
+      },
+    });
+    expect(killed, run.stderr).toBe(true);
+    expect(run.signal).toBe('SIGKILL');
+    await lvmSettled();
+    const rec = await sh(process.execPath, [CLI, 'recover', '--dest', dest, '-c', fx.uri], { check: false });
+    expect(rec.code, rec.stdout + rec.stderr).toBe(0);
+    expect(await domState(DOMAIN)).toBe('running');
+    expect(await kvmbakLvs()).toEqual([]);
+    expect(readdirSync(join(dest, DOMAIN)).sort()).toEqual(before);
+    const list = await runCli(['list', '--dest', dest, '--json']);
+    const sets = (JSON.parse(list.stdout) as { sets: { complete: boolean; path: string }[] }).sets;
+    expect(
+      sets
+        .filter((s) => s.complete)
+        .map((s) => s.path)
+        .sort(),
+    ).toEqual([first.setPath, second.setPath].sort());
+  });
+});
