@@ -306,3 +306,54 @@ describe('validateManifest', () => {
     expect(isManifestError(new Error('x'))).toBe(false);
   });
 });
+
+describe('kvmbak/2: chunked disks and memory', () => {
+  const chunks = (file: string, rawBytes = 10 * 4194304 + 5) => ({
+    file,
+    listBytes: 900,
+    listSha256: 'a'.repeat(64),
+    rawBytes,
+    rawSha256: 'b'.repeat(64),
+    chunkSize: 4194304,
+    chunks: Math.ceil(rawBytes / 4194304),
+    zeroChunks: Math.min(2, Math.ceil(rawBytes / 4194304) - 1),
+    newChunks: 1,
+    addedBytes: 12345,
+    read: 'full' as const,
+    chunksRead: Math.ceil(rawBytes / 4194304),
+  });
+  function chunked(): Manifest {
+    const m = sampleManifest();
+    const { image: _image, ...disk } = m.disks[0]!;
+    const memory = { bytes: 1000, sha256: 'c'.repeat(64), chunks: { ...chunks('memory.chunks', 1000), rawSha256: 'c'.repeat(64) } };
+    return { ...m, format: 'kvmbak/2', mode: 'save', memory, disks: [{ ...disk, chunks: chunks('disks/vda.chunks') }] };
+  }
+
+  it('accepts a set whose disk and memory are chunk lists, and image disks under kvmbak/2', () => {
+    expect(validateManifest(chunked())).toEqual(chunked());
+    expect(validateManifest({ ...sampleManifest(), format: 'kvmbak/2' }).format).toBe('kvmbak/2');
+  });
+
+  it('names every inconsistency of a chunk list', () => {
+    const m = chunked() as unknown as { disks: Record<string, unknown>[]; memory: Record<string, unknown> };
+    const disk = m.disks[0]!;
+    disk.image = sampleManifest().disks[0]!.image;
+    disk.chunks = { ...(disk.chunks as object), chunks: 3, newChunks: 99, read: 'delta' };
+    m.memory = { ...m.memory, bytes: 999 };
+    const e = catchError(() => validateManifest(m));
+    expect(e.code).toBe('KVMBAK_MANIFEST_INVALID');
+    expect(e.issues).toEqual([
+      { field: 'memory.chunks.rawBytes', message: 'must equal memory.bytes (999), got 1000' },
+      { field: 'disks[0].image', message: 'must not be set next to chunks (a disk is stored one way)' },
+      { field: 'disks[0].chunks.read', message: "must be one of 'full', 'thin-delta', got \"delta\"" },
+      { field: 'disks[0].chunks.chunks', message: 'must be 11 (rawBytes 41943045 / chunkSize 4194304), got 3' },
+      { field: 'disks[0].chunks.newChunks', message: 'must not exceed chunks (3), got 99' },
+      { field: 'disks[0].chunks.chunksRead', message: 'must not exceed chunks (3), got 11' },
+    ]);
+  });
+
+  it('kvmbak/1 knows no chunks: a disk without image and a chunked memory state are refused', () => {
+    const e = catchError(() => validateManifest({ ...chunked(), format: 'kvmbak/1' }));
+    expect(e.issues.map((i) => i.field)).toEqual(['memory.file', 'disks[0].image']);
+  });
+});
