@@ -196,7 +196,8 @@ describe('chunk store (format chunks) on a thick LV', () => {
     expect(await domState(DOMAIN)).toBe('running');
     expect(await kvmbakLvs()).toEqual([]);
     expect(readdirSync(join(dest, DOMAIN)).sort()).toEqual(before);
-    const list = await runCli(['list', '--dest', dest, '--json']);
+    const list = await runCli(['list', dest, '--json']);
+    expect(list.code, list.stderr).toBe(0);
     const sets = (JSON.parse(list.stdout) as { sets: { complete: boolean; path: string }[] }).sets;
     expect(
       sets
