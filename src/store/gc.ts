@@ -24,7 +24,7 @@ import { CHUNK_STORE_DIR, MANIFEST_FORMAT, isChunkedMemory, isManifestError, typ
 import { errnoCode } from '../util/fs.js';
 import { chunkStorePath } from './chunked.js';
 import { walkSet } from './layout.js';
-import { listSets } from './list.js';
+import { type SetInfo, listSets } from './list.js';
 import { parseSetId } from './naming.js';
 import { assertDest, domainNames, readSetManifest } from './set.js';
 
@@ -286,14 +286,15 @@ export interface ChunkStoreSummary extends ChunkStoreUsage {
 
 /**
  * DEST/.chunks against every complete set under DEST (all domains: the store is shared), or null
- * when DEST has no chunk store. Walks the store as chunkStoreUsage does.
+ * when DEST has no chunk store. Walks the store as chunkStoreUsage does. `sets`: what
+ * listSets(dest) returned, when the caller has it (all domains).
  */
-export async function chunkStoreSummary(dest: string, signal?: AbortSignal): Promise<ChunkStoreSummary | null> {
-  const usage = await chunkStoreUsage(dest, signal);
+export async function chunkStoreSummary(dest: string, options: { sets?: readonly SetInfo[]; signal?: AbortSignal } = {}): Promise<ChunkStoreSummary | null> {
+  const usage = await chunkStoreUsage(dest, options.signal);
   if (usage === null) return null;
   let logicalBytes = 0;
   let sets = 0;
-  for (const s of await listSets(dest)) {
+  for (const s of options.sets ?? (await listSets(dest))) {
     // kvmbak/2 exactly when a disk or the memory state is in the store
     if (s.status !== 'complete' || s.format !== MANIFEST_FORMAT || s.chunkedBytes === undefined) continue;
     logicalBytes += s.chunkedBytes;
