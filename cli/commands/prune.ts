@@ -69,11 +69,16 @@ export function formatPrune(r: PruneResult): string[] {
     lines.push(`chunk store busy (a backup is running): ${sets} removed, their chunks will be collected by the next prune`);
   } else if (gc?.status === 'failed') {
     lines.push('chunk store not collected (the error is below)');
+  } else if (gc?.status === 'estimated') {
+    freed += gc.bytesFreed;
+    lines.push(
+      `chunk store: would remove ${gc.chunksRemoved} chunk${gc.chunksRemoved === 1 ? '' : 's'} only these sets use (${formatBytes(gc.bytesFreed)}), and any no set uses`,
+    );
   } else if (gc?.status === 'not-collected') {
     lines.push(
       r.dryRun
-        ? 'dry run: the chunk store is not collected; prune frees the chunks no remaining set uses (not counted here)'
-        : 'chunk store not collected (collectGarbage false)',
+        ? 'dry run: the chunk store is not counted (the sets to remove use too many chunks); prune frees the chunks no remaining set uses'
+        : 'chunk store not collected',
     );
   }
   lines.push(r.dryRun ? `dry run: would remove ${sets}, freeing ${formatBytes(freed)}; nothing was changed` : `removed ${sets}, freed ${formatBytes(freed)}`);

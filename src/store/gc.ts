@@ -302,3 +302,94 @@ export async function chunkStoreSummary(dest: string, options: { sets?: readonly
   }
   return { ...usage, logicalBytes, sets, ratio: usage.bytes > 0 ? logicalBytes / usage.bytes : null };
 }
+
+/** What removing some sets would free in the store (a dry run's figures). */
+export interface FreedEstimate {
+  /** Chunks in the store that the removed sets use and no remaining set does. */
+  chunks: number;
+  bytes: number;
+  /** Lists read (of the removed and of the remaining sets). */
+  listsRead: number;
+}
+
+/** Most chunk references of the removed sets an estimate holds (32 bytes each: 64 MiB). */
+const ESTIMATE_MAX_IDS = 1 << 21;
+
+/**
+ * What removing the sets `removed` (set folder paths) would free in DEST/.chunks, read-only: the
+ * chunks their lists reference that no other set's list does (the real collection removes those,
+ * plus any chunk no set referenced already). Null when DEST has no chunk store, or when the removed
+ * sets reference more than 2^21 chunks (the estimate keeps their ids in memory, 32 bytes each).
+ * Throws as collectDestinationGarbage does for a damaged list.
+ */
+export async function estimateFreed(dest: string, removed: readonly string[], signal?: AbortSignal): Promise<FreedEstimate | null> {
+  const root = await assertDest(dest);
+  if (!(await hasChunkStore(root))) return null;
+  const gone = new Set(removed);
+  let listsRead = 0;
+  // 1. the removed sets' ids, packed
+  let ids = Buffer.alloc(32 * 1024);
+  let n = 0;
+  for await (const l of setChunkLists(root, signal)) {
+    if (!gone.has(l.set)) continue;
+    const list = await readListForGc(l, signal);
+    if (list === null) continue;
+    listsRead++;
+    const count = list.ids.byteLength / 32;
+    if (n + count > ESTIMATE_MAX_IDS) return null;
+    if ((n + count) * 32 > ids.byteLength) {
+      const bigger = Buffer.alloc(Math.max(ids.byteLength * 2, (n + count) * 32));
+      ids.copy(bigger, 0, 0, n * 32);
+      ids = bigger;
+    }
+    list.ids.copy(ids, n * 32);
+    n += count;
+  }
+  // 2. sorted, without repeats
+  const at = (i: number): Buffer => ids.subarray(i * 32, i * 32 + 32);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => Buffer.compare(at(a), at(b)));
+  const unique: number[] = [];
+  for (const i of order) if (unique.length === 0 || !at(unique[unique.length - 1]!).equals(at(i))) unique.push(i);
+  const used = new Uint8Array(unique.length);
+  const find = (id: Buffer): number => {
+    let lo = 0;
+    let hi = unique.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const c = Buffer.compare(at(unique[mid]!), id);
+      if (c === 0) return mid;
+      if (c < 0) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  };
+  // 3. what the remaining sets still use
+  if (unique.length > 0) {
+    for await (const l of setChunkLists(root, signal)) {
+      if (gone.has(l.set)) continue;
+      const list = await readListForGc(l, signal);
+      if (list === null) continue;
+      listsRead++;
+      for (let i = 0; i < list.ids.byteLength; i += 32) {
+        const k = find(list.ids.subarray(i, i + 32));
+        if (k >= 0) used[k] = 1;
+      }
+    }
+  }
+  // 4. the rest, as found in the store
+  let chunks = 0;
+  let bytes = 0;
+  const store = chunkStorePath(root);
+  for (let k = 0; k < unique.length; k++) {
+    if (used[k]) continue;
+    throwIfAborted(signal);
+    const id = at(unique[k]!).toString('hex');
+    try {
+      bytes += (await lstat(join(store, id.slice(0, 4), id))).size;
+      chunks++;
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+    }
+  }
+  return { chunks, bytes, listsRead };
+}

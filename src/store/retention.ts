@@ -22,7 +22,7 @@
  */
 import { ConfigError, isAbortError, isKvmbakError, throwIfAborted } from '../errors.js';
 import type { GcProgress } from '../chunks/index.js';
-import { type DestinationGcResult, collectDestinationGarbage, hasChunkStore } from './gc.js';
+import { type DestinationGcResult, collectDestinationGarbage, estimateFreed, hasChunkStore } from './gc.js';
 import { isLockError, isStoreError } from './errors.js';
 import { type SetInfo, type SetStatus, listSets } from './list.js';
 import { acquireLock } from './lock.js';
@@ -210,6 +210,15 @@ export interface PruneDomainResult {
 export type PruneGcResult =
   | DestinationGcResult
   | { status: 'failed'; store: string; error: string; errorCode: string }
+  | {
+      /** A dry run: what removing the sets would free, read-only (see estimateFreed). */
+      status: 'estimated';
+      store: string;
+      /** Chunks only the sets to remove use, and their bytes; the collection also removes any chunk no set used before. */
+      chunksRemoved: number;
+      bytesFreed: number;
+      listsRead: number;
+    }
   | { status: 'not-collected'; store: string };
 
 export interface PruneResult {
@@ -270,8 +279,28 @@ export async function pruneSets(dest: string, domain: string | undefined, rules:
       await lock?.release();
     }
   }
-  result.gc = await collectAfterPrune(dest, dryRun || options.collectGarbage === false, options);
+  result.gc = dryRun
+    ? await estimateAfterPrune(dest, result, options.signal)
+    : await collectAfterPrune(dest, options.collectGarbage === false, options);
   return result;
+}
+
+/** A dry run's figures for the chunk store (see PruneGcResult). */
+async function estimateAfterPrune(dest: string, result: PruneResult, signal?: AbortSignal): Promise<PruneGcResult | null> {
+  if (!(await hasChunkStore(dest))) return null;
+  const store = chunkStoreOf(dest);
+  try {
+    const e = await estimateFreed(
+      dest,
+      result.domains.flatMap((d) => d.remove.map((s) => s.path)),
+      signal,
+    );
+    if (e === null) return { status: 'not-collected', store };
+    return { status: 'estimated', store, chunksRemoved: e.chunks, bytesFreed: e.bytes, listsRead: e.listsRead };
+  } catch (e) {
+    if (isAbortError(e)) throw e;
+    return { status: 'failed', store, error: (e as Error).message, errorCode: isKvmbakError(e) ? e.code : ((e as NodeJS.ErrnoException).code ?? 'EIO') };
+  }
 }
 
 /** The chunk store's collection after a prune (see PruneGcResult); null without a store. */

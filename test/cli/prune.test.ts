@@ -136,7 +136,10 @@ describe('kvmbak prune', () => {
       expect(await chunkIds()).toHaveLength(5);
 
       const dry = await kvmbak(['prune', chunked, '--keep-last', '1', '--dry-run', '--json']);
-      expect(JSON.parse(dry.stdout)).toMatchObject({ ok: true, dryRun: true, gc: { status: 'not-collected', store: chunkStorePath(chunked) } });
+      expect(JSON.parse(dry.stdout)).toMatchObject({ ok: true, dryRun: true, gc: { status: 'estimated', store: chunkStorePath(chunked), chunksRemoved: 1 } });
+      const dryText = await kvmbak(['prune', chunked, '--keep-last', '1', '--dry-run']);
+      expect(dryText.stdout).toMatch(/\nchunk store: would remove 1 chunk only these sets use \(.+ KiB\), and any no set uses\ndry run: would remove 1 set, freeing .+; nothing was changed\n$/);
+      expect(await chunkIds()).toHaveLength(5);
 
       const sets = await readdir(join(chunked, 'web01'));
       const newest = sets.sort().at(-1)!;

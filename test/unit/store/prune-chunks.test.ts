@@ -93,7 +93,9 @@ describe('prune collects the chunk store', () => {
 
     await ageStore();
     const dry = await pruneSets(dest, 'web01', { keepLast: 1 }, { dryRun: true, now: NOW });
-    expect(dry.gc).toEqual({ status: 'not-collected', store: chunkStorePath(dest) });
+    // read-only: what only the sets to remove use (2 lists each of old, 1 of mid; 2 of keep, 2 of db01)
+    expect(dry.gc).toEqual({ status: 'estimated', store: chunkStorePath(dest), chunksRemoved: 3, bytesFreed: onlyBytes, listsRead: 7 });
+    expect(await storeIds()).toEqual(new Set([...oldIds, ...(await idsOf(mid.set)), ...keepIds, ...otherIds]));
 
     const r = await pruneSets(dest, 'web01', { keepLast: 1 }, { now: NOW });
     expect(r.domains[0].deleted).toEqual([old.set.path, mid.set.path]);
