@@ -81,7 +81,9 @@ export function formatPrune(r: PruneResult): string[] {
         : 'chunk store not collected',
     );
   }
-  lines.push(r.dryRun ? `dry run: would remove ${sets}, freeing ${formatBytes(freed)}; nothing was changed` : `removed ${sets}, freed ${formatBytes(freed)}`);
+  lines.push(
+    r.dryRun ? `dry run: would remove ${sets}, freeing ${formatBytes(freed)}; nothing was changed` : `removed ${sets}, freed ${formatBytes(freed)}`,
+  );
   return lines;
 }
 
@@ -101,8 +103,7 @@ export function pruneWarnings(r: PruneResult): string[] {
 
 export const pruneCommand: CommandModule<GlobalArgs, PruneArgs> = {
   command: 'prune <dest> [domain]',
-  describe:
-    'Delete backup sets that no retention rule keeps (never the newest complete set of a domain), then the chunks no remaining set uses',
+  describe: 'Delete backup sets that no retention rule keeps (never the newest complete set of a domain), then the chunks no remaining set uses',
   builder: (y: Argv<GlobalArgs>) =>
     y
       .positional('dest', { type: 'string', demandOption: true, describe: 'the backup destination folder' })

@@ -19,7 +19,16 @@
 import { lstat, opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortError, isAbortError, throwIfAborted } from '../errors.js';
-import { ChunkError, ChunkStore, type ChunkList, type GcProgress, type GcResult, type PresenceEntry, isChunkError, readChunkList } from '../chunks/index.js';
+import {
+  ChunkError,
+  ChunkStore,
+  type ChunkList,
+  type GcProgress,
+  type GcResult,
+  type PresenceEntry,
+  isChunkError,
+  readChunkList,
+} from '../chunks/index.js';
 import { CHUNK_STORE_DIR, MANIFEST_FORMAT, isChunkedMemory, isManifestError, type Manifest } from '../manifest/index.js';
 import { errnoCode } from '../util/fs.js';
 import { chunkStorePath } from './chunked.js';
@@ -289,7 +298,10 @@ export interface ChunkStoreSummary extends ChunkStoreUsage {
  * when DEST has no chunk store. Walks the store as chunkStoreUsage does. `sets`: what
  * listSets(dest) returned, when the caller has it (all domains).
  */
-export async function chunkStoreSummary(dest: string, options: { sets?: readonly SetInfo[]; signal?: AbortSignal } = {}): Promise<ChunkStoreSummary | null> {
+export async function chunkStoreSummary(
+  dest: string,
+  options: { sets?: readonly SetInfo[]; signal?: AbortSignal } = {},
+): Promise<ChunkStoreSummary | null> {
   const usage = await chunkStoreUsage(dest, options.signal);
   if (usage === null) return null;
   let logicalBytes = 0;

@@ -50,7 +50,15 @@ export {
   chunkStoreSummary,
   estimateFreed,
 } from './gc.js';
-export type { FreedEstimate, SetChunkList, StoreWriter, DestinationGcResult, CollectDestinationOptions, ChunkStoreUsage, ChunkStoreSummary } from './gc.js';
+export type {
+  FreedEstimate,
+  SetChunkList,
+  StoreWriter,
+  DestinationGcResult,
+  CollectDestinationOptions,
+  ChunkStoreUsage,
+  ChunkStoreSummary,
+} from './gc.js';
 export { selectRetention, pruneSets, assertRetentionRules, utcDayKey, isoWeekKey, utcMonthKey, INCOMPLETE_GRACE_MS } from './retention.js';
 export type {
   RetentionRules,

@@ -1,7 +1,15 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isAbortError } from '../errors.js';
-import { type BackupMode, CHUNK_STORE_DIR, type Manifest, type ManifestFormat, diskRaw, isChunkedMemory, isManifestError } from '../manifest/index.js';
+import {
+  type BackupMode,
+  CHUNK_STORE_DIR,
+  type Manifest,
+  type ManifestFormat,
+  diskRaw,
+  isChunkedMemory,
+  isManifestError,
+} from '../manifest/index.js';
 import { errnoCode } from '../util/fs.js';
 import { parseJournal, readJournalText } from './journal.js';
 import { walkSet } from './layout.js';

@@ -299,7 +299,12 @@ async function estimateAfterPrune(dest: string, result: PruneResult, signal?: Ab
     return { status: 'estimated', store, chunksRemoved: e.chunks, bytesFreed: e.bytes, listsRead: e.listsRead };
   } catch (e) {
     if (isAbortError(e)) throw e;
-    return { status: 'failed', store, error: (e as Error).message, errorCode: isKvmbakError(e) ? e.code : ((e as NodeJS.ErrnoException).code ?? 'EIO') };
+    return {
+      status: 'failed',
+      store,
+      error: (e as Error).message,
+      errorCode: isKvmbakError(e) ? e.code : ((e as NodeJS.ErrnoException).code ?? 'EIO'),
+    };
   }
 }
 

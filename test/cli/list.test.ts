@@ -26,8 +26,28 @@ describe('kvmbak list', () => {
     expect(lines[0]).toMatch(/^DOMAIN +SET +TIME +MODE +DISKS +SIZE +LOGICAL +ADDED +STATUS$/);
     expect(lines.slice(1).map((l) => l.trim().split(/ {2,}/))).toEqual([
       ['db01', '20261126T010000Z', '2026-11-26 01:00:00Z', '-', '-', expect.stringMatching(/ KiB$/), '-', '-', 'incomplete'],
-      ['web01', '20261125T031500Z', '2026-11-25 03:15:00Z', 'pause', 'vda', expect.stringMatching(/ KiB$/), '192 KiB', expect.stringMatching(/ KiB$/), 'complete'],
-      ['web01', '20261126T031500Z', '2026-11-26 03:15:00Z', 'save', 'vda', expect.stringMatching(/ KiB$/), expect.stringMatching(/ KiB$/), expect.stringMatching(/ KiB$/), 'complete'],
+      [
+        'web01',
+        '20261125T031500Z',
+        '2026-11-25 03:15:00Z',
+        'pause',
+        'vda',
+        expect.stringMatching(/ KiB$/),
+        '192 KiB',
+        expect.stringMatching(/ KiB$/),
+        'complete',
+      ],
+      [
+        'web01',
+        '20261126T031500Z',
+        '2026-11-26 03:15:00Z',
+        'save',
+        'vda',
+        expect.stringMatching(/ KiB$/),
+        expect.stringMatching(/ KiB$/),
+        expect.stringMatching(/ KiB$/),
+        'complete',
+      ],
     ]);
   });
 
@@ -47,7 +67,9 @@ describe('kvmbak list', () => {
         [expect.stringMatching(/^\d+ B$/), '16.0 MiB', expect.stringMatching(/ KiB$/), 'complete'],
         [expect.stringMatching(/^\d+ B$/), '16.0 MiB', expect.stringMatching(/ (B|KiB)$/), 'complete'],
       ]);
-      expect(lines[4]).toMatch(new RegExp(`^chunk store ${join(other, '.chunks')}: .+ in 5 chunks for 32.0 MiB of data in 2 sets, deduplication \\d+\\.\\dx$`));
+      expect(lines[4]).toMatch(
+        new RegExp(`^chunk store ${join(other, '.chunks')}: .+ in 5 chunks for 32.0 MiB of data in 2 sets, deduplication \\d+\\.\\dx$`),
+      );
       expect(lines).toHaveLength(5);
 
       const j = await kvmbak(['list', other, 'web01', '--json']);

@@ -102,7 +102,8 @@ describe('kvmbak prune', () => {
     const chunked = await tempDir('kvmbak-cli-prune-chunks-');
     const chunkIds = async (): Promise<string[]> => {
       const out: string[] = [];
-      for (const d of await readdir(chunkStorePath(chunked))) if (/^[0-9a-f]{4}$/.test(d)) out.push(...(await readdir(join(chunkStorePath(chunked), d))));
+      for (const d of await readdir(chunkStorePath(chunked)))
+        if (/^[0-9a-f]{4}$/.test(d)) out.push(...(await readdir(join(chunkStorePath(chunked), d))));
       return out.sort();
     };
     // chunks written an hour ago: a collection keeps what was used in the second it starts
@@ -136,9 +137,15 @@ describe('kvmbak prune', () => {
       expect(await chunkIds()).toHaveLength(5);
 
       const dry = await kvmbak(['prune', chunked, '--keep-last', '1', '--dry-run', '--json']);
-      expect(JSON.parse(dry.stdout)).toMatchObject({ ok: true, dryRun: true, gc: { status: 'estimated', store: chunkStorePath(chunked), chunksRemoved: 1 } });
+      expect(JSON.parse(dry.stdout)).toMatchObject({
+        ok: true,
+        dryRun: true,
+        gc: { status: 'estimated', store: chunkStorePath(chunked), chunksRemoved: 1 },
+      });
       const dryText = await kvmbak(['prune', chunked, '--keep-last', '1', '--dry-run']);
-      expect(dryText.stdout).toMatch(/\nchunk store: would remove 1 chunk only these sets use \(.+ KiB\), and any no set uses\ndry run: would remove 1 set, freeing .+; nothing was changed\n$/);
+      expect(dryText.stdout).toMatch(
+        /\nchunk store: would remove 1 chunk only these sets use \(.+ KiB\), and any no set uses\ndry run: would remove 1 set, freeing .+; nothing was changed\n$/,
+      );
       expect(await chunkIds()).toHaveLength(5);
 
       const sets = await readdir(join(chunked, 'web01'));
@@ -150,7 +157,9 @@ describe('kvmbak prune', () => {
       const doc = JSON.parse(bad.stdout);
       expect(doc).toMatchObject({ ok: false, gc: { status: 'failed', errorCode: 'KVMBAK_CHUNK_LIST' } });
       expect(doc.domains[0].deleted).toHaveLength(1);
-      expect(bad.stderr).toMatch(new RegExp(`^kvmbak: backup set .+${newest}: chunk list .+vda.chunks, line 2: .+; the chunk store was not collected \\(nothing removed\\)`));
+      expect(bad.stderr).toMatch(
+        new RegExp(`^kvmbak: backup set .+${newest}: chunk list .+vda.chunks, line 2: .+; the chunk store was not collected \\(nothing removed\\)`),
+      );
       expect(await chunkIds()).toHaveLength(5);
     } finally {
       await rm(chunked, { recursive: true, force: true });

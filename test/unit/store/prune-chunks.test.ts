@@ -61,7 +61,8 @@ async function storeIds(): Promise<Set<string>> {
 async function ageStore(): Promise<void> {
   const root = chunkStorePath(dest);
   const t = new Date(Date.now() - 3600_000);
-  for (const d of await readdir(root)) if (/^[0-9a-f]{4}$/.test(d)) for (const f of await readdir(join(root, d))) await utimes(join(root, d, f), t, t);
+  for (const d of await readdir(root))
+    if (/^[0-9a-f]{4}$/.test(d)) for (const f of await readdir(join(root, d))) await utimes(join(root, d, f), t, t);
 }
 
 /** The set's disk rebuilt from the store, checked against its list's sha256. */
@@ -192,43 +193,47 @@ describe('prune collects the chunk store', () => {
     expect(await chunkStoreSummary(dest)).toBeNull();
   });
 
-  it.each(['mark', 'sweep'] as const)('kill -9 of a collection in its %s phase: every remaining set stays complete, the next prune finishes', async (killIn) => {
-    await buildSet(dest, 'web01', at('2026-11-24T03:00:00Z'), { format: 'chunks', mode: 'pause' });
-    const a = await buildSet(dest, 'web01', at('2026-11-25T03:00:00Z'), { format: 'chunks', mode: 'pause' });
-    const b = await buildSet(dest, 'web01', at('2026-11-26T03:00:00Z'), { format: 'chunks' });
-    const c = await buildSet(dest, 'db01', at('2026-11-26T03:00:00Z'), { format: 'chunks', disk: taggedDisk(['db', 'shared-2']) });
-    // garbage spread over some 600 folders, so the sweep reports progress (every 256 folders) midway
-    const garbage: string[] = [];
-    for (let i = 0; i < 600; i++) {
-      const id = sha256(randomBytes(16));
-      await mkdir(join(chunkStorePath(dest), id.slice(0, 4)), { recursive: true, mode: 0o700 });
-      await writeFile(join(chunkStorePath(dest), id.slice(0, 4), id), 'not referenced', { mode: 0o600 });
-      garbage.push(id);
-    }
-    await pruneSets(dest, 'web01', { keepLast: 2 }, { now: NOW, collectGarbage: false });
-    await ageStore();
-    const remaining = [a, b, c];
-    const needed = new Set<string>();
-    for (const s of remaining) for (const id of await idsOf(s.set)) needed.add(id);
+  it.each(['mark', 'sweep'] as const)(
+    'kill -9 of a collection in its %s phase: every remaining set stays complete, the next prune finishes',
+    async (killIn) => {
+      await buildSet(dest, 'web01', at('2026-11-24T03:00:00Z'), { format: 'chunks', mode: 'pause' });
+      const a = await buildSet(dest, 'web01', at('2026-11-25T03:00:00Z'), { format: 'chunks', mode: 'pause' });
+      const b = await buildSet(dest, 'web01', at('2026-11-26T03:00:00Z'), { format: 'chunks' });
+      const c = await buildSet(dest, 'db01', at('2026-11-26T03:00:00Z'), { format: 'chunks', disk: taggedDisk(['db', 'shared-2']) });
+      // garbage spread over some 600 folders, so the sweep reports progress (every 256 folders) midway
+      const garbage: string[] = [];
+      for (let i = 0; i < 600; i++) {
+        const id = sha256(randomBytes(16));
+        await mkdir(join(chunkStorePath(dest), id.slice(0, 4)), { recursive: true, mode: 0o700 });
+        await writeFile(join(chunkStorePath(dest), id.slice(0, 4), id), 'not referenced', { mode: 0o600 });
+        garbage.push(id);
+      }
+      await pruneSets(dest, 'web01', { keepLast: 2 }, { now: NOW, collectGarbage: false });
+      await ageStore();
+      const remaining = [a, b, c];
+      const needed = new Set<string>();
+      for (const s of remaining) for (const id of await idsOf(s.set)) needed.add(id);
 
-    const child = await spawnChild('gc', { dest, killIn });
-    expect(await child.next()).toMatchObject({ event: 'ready' });
-    const dying = await child.next();
-    expect(dying).toMatchObject({ event: 'dying', progress: { phase: killIn } });
-    expect(await child.exited).toEqual({ code: null, signal: 'SIGKILL' });
-    const mid = await storeIds();
-    for (const id of needed) expect(mid.has(id)).toBe(true);
-    const removedBeforeKill = garbage.filter((id) => !mid.has(id)).length;
-    if (killIn === 'sweep') expect(removedBeforeKill).toBeGreaterThan(0);
-    else expect(removedBeforeKill).toBe(0);
-    expect(removedBeforeKill).toBeLessThan(garbage.length + 1);
+      const child = await spawnChild('gc', { dest, killIn });
+      expect(await child.next()).toMatchObject({ event: 'ready' });
+      const dying = await child.next();
+      expect(dying).toMatchObject({ event: 'dying', progress: { phase: killIn } });
+      expect(await child.exited).toEqual({ code: null, signal: 'SIGKILL' });
+      const mid = await storeIds();
+      for (const id of needed) expect(mid.has(id)).toBe(true);
+      const removedBeforeKill = garbage.filter((id) => !mid.has(id)).length;
+      if (killIn === 'sweep') expect(removedBeforeKill).toBeGreaterThan(0);
+      else expect(removedBeforeKill).toBe(0);
+      expect(removedBeforeKill).toBeLessThan(garbage.length + 1);
 
-    // the killed collection's presence file is stale: the next prune judges it so and finishes
-    const r = await pruneSets(dest, undefined, { keepLast: 2 }, { now: NOW });
-    expect(r.gc).toMatchObject({ status: 'collected', missingCount: 0 });
-    const left = await storeIds();
-    expect(left).toEqual(needed);
-    for (const s of remaining) expect(sha256(await readBack(s.set))).toBe(sha256(s.raw));
-    expect((await listSets(dest)).map((s) => s.status)).toEqual(['complete', 'complete', 'complete']);
-  }, 60_000);
+      // the killed collection's presence file is stale: the next prune judges it so and finishes
+      const r = await pruneSets(dest, undefined, { keepLast: 2 }, { now: NOW });
+      expect(r.gc).toMatchObject({ status: 'collected', missingCount: 0 });
+      const left = await storeIds();
+      expect(left).toEqual(needed);
+      for (const s of remaining) expect(sha256(await readBack(s.set))).toBe(sha256(s.raw));
+      expect((await listSets(dest)).map((s) => s.status)).toEqual(['complete', 'complete', 'complete']);
+    },
+    60_000,
+  );
 });
