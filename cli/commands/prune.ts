@@ -58,17 +58,52 @@ export function formatPrune(r: PruneResult): string[] {
       lines.push(`  ${verb.padEnd(12)} ${s.id}  ${(d.reasons[s.path] ?? []).join('; ')}`);
     }
   }
+  const sets = `${removed} set${removed === 1 ? '' : 's'}`;
+  const gc = r.gc;
+  if (gc?.status === 'collected') {
+    freed += gc.bytesFreed;
+    lines.push(
+      `chunk store: removed ${gc.chunksRemoved} chunk${gc.chunksRemoved === 1 ? '' : 's'} no set uses (${formatBytes(gc.bytesFreed)}), ${gc.chunksKept} kept`,
+    );
+  } else if (gc?.status === 'busy') {
+    lines.push(`chunk store busy (a backup is running): ${sets} removed, their chunks will be collected by the next prune`);
+  } else if (gc?.status === 'failed') {
+    lines.push('chunk store not collected (the error is below)');
+  } else if (gc?.status === 'estimated') {
+    freed += gc.bytesFreed;
+    lines.push(
+      `chunk store: would remove ${gc.chunksRemoved} chunk${gc.chunksRemoved === 1 ? '' : 's'} only these sets use (${formatBytes(gc.bytesFreed)}), and any no set uses`,
+    );
+  } else if (gc?.status === 'not-collected') {
+    lines.push(
+      r.dryRun
+        ? 'dry run: the chunk store is not counted (the sets to remove use too many chunks); prune frees the chunks no remaining set uses'
+        : 'chunk store not collected',
+    );
+  }
   lines.push(
-    r.dryRun
-      ? `dry run: would remove ${removed} set${removed === 1 ? '' : 's'}, freeing ${formatBytes(freed)}; nothing was changed`
-      : `removed ${removed} set${removed === 1 ? '' : 's'}, freed ${formatBytes(freed)}`,
+    r.dryRun ? `dry run: would remove ${sets}, freeing ${formatBytes(freed)}; nothing was changed` : `removed ${sets}, freed ${formatBytes(freed)}`,
   );
   return lines;
 }
 
+/** Warnings for stderr: chunks that remaining sets use and the store lacks, the store not collected. */
+export function pruneWarnings(r: PruneResult): string[] {
+  const gc = r.gc;
+  if (gc?.status === 'failed') return [`kvmbak: ${gc.error}`];
+  if (gc?.status === 'collected' && gc.missingCount > 0) {
+    const first = gc.missing[0];
+    return [
+      `kvmbak: warning: ${gc.missingCount} chunk${gc.missingCount === 1 ? '' : 's'} that remaining sets use ${gc.missingCount === 1 ? 'is' : 'are'} missing from ${gc.store}` +
+        `${first !== undefined ? ` (first: ${first.id}, in ${first.list})` : ''}: those sets cannot be restored in full; kvmbak verify names them`,
+    ];
+  }
+  return [];
+}
+
 export const pruneCommand: CommandModule<GlobalArgs, PruneArgs> = {
   command: 'prune <dest> [domain]',
-  describe: 'Delete backup sets that no retention rule keeps (never the newest complete set of a domain)',
+  describe: 'Delete backup sets that no retention rule keeps (never the newest complete set of a domain), then the chunks no remaining set uses',
   builder: (y: Argv<GlobalArgs>) =>
     y
       .positional('dest', { type: 'string', demandOption: true, describe: 'the backup destination folder' })
@@ -82,9 +117,11 @@ export const pruneCommand: CommandModule<GlobalArgs, PruneArgs> = {
     const rules = rulesFrom(argv);
     const r: PruneResult = await runCancellable((signal) => pruneSets(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal }));
     const skipped = r.domains.filter((d) => d.error !== undefined);
-    if (argv.json) process.stdout.write(`${JSON.stringify({ ok: skipped.length === 0, command: 'prune', ...r }, null, 2)}\n`);
+    const failed = skipped.length > 0 || r.gc?.status === 'failed';
+    if (argv.json) process.stdout.write(`${JSON.stringify({ ok: !failed, command: 'prune', ...r }, null, 2)}\n`);
     else process.stdout.write(`${formatPrune(r).join('\n')}\n`);
     for (const d of skipped) process.stderr.write(`kvmbak: prune skipped ${d.domain}: ${d.error}\n`);
-    if (skipped.length > 0) process.exitCode = 1;
+    for (const w of pruneWarnings(r)) process.stderr.write(`${w}\n`);
+    if (failed) process.exitCode = 1;
   },
 };

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { AbortError, ConfigError, isAbortError, isKvmbakError, isLibvirtError } from '../errors.js';
 import { openHypervisor } from '../libvirt/index.js';
 import { type BackupOptions, type BackupPlan, type BackupProgress, type BackupResult, backup, inspectBackup } from '../backup/index.js';
-import { type RetentionRules, pruneSets } from '../store/index.js';
+import { type PruneGcResult, type RetentionRules, pruneSets } from '../store/index.js';
 import { type DomainSettings, type KvmbakConfig, checkDomainSections, effectiveSettings } from './config.js';
 import { type HookFacts, type HookPhase, HookError, runHook } from './hooks.js';
 import { type LastRun, readLastRun, writeLastRun } from './last-run.js';
@@ -43,7 +43,7 @@ export type JobEvent =
   | { type: 'backup'; domain: string; event: BackupProgress }
   | { type: 'hook'; phase: HookPhase; domain?: string; line: string; stream: 'stdout' | 'stderr' }
   | { type: 'warning'; domain?: string; message: string }
-  | { type: 'retention'; domain: string; kept: number; removed: string[] }
+  | { type: 'retention'; domain: string; kept: number; removed: string[]; gc: PruneGcResult | null }
   | { type: 'domain-end'; outcome: DomainOutcome };
 
 export interface DomainOutcome {
@@ -54,8 +54,12 @@ export interface DomainOutcome {
   /** A dry run's plan. */
   plan?: BackupPlan;
   error?: { code?: string; message: string };
-  /** Retention applied after the backup: sets removed (paths), sets kept; error when pruning failed. */
-  retention?: { kept: number; removed: string[]; error?: string };
+  /**
+   * Retention applied after the backup: sets removed (paths), sets kept, the destination's chunk
+   * store collected after them (null without a store; 'busy' when another backup wrote into it);
+   * error when pruning or the collection failed.
+   */
+  retention?: { kept: number; removed: string[]; gc?: PruneGcResult | null; error?: string };
   /** The cap on the read rate, and the rate measured (raw bytes per second of archiving). */
   bwlimit?: number;
   readBytesPerSecond?: number | null;
@@ -240,8 +244,14 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
         try {
           const pruned = await pruneSets(dest, domain, p.rules, options.signal !== undefined ? { signal: options.signal } : {});
           const d = pruned.domains[0]!;
-          outcome.retention = { kept: d.keep.length, removed: d.deleted };
-          emit({ type: 'retention', domain, kept: d.keep.length, removed: d.deleted });
+          const gc = pruned.gc;
+          outcome.retention = { kept: d.keep.length, removed: d.deleted, gc };
+          // a set's damaged chunk list stops the collection: the run fails, so someone looks
+          emit({ type: 'retention', domain, kept: d.keep.length, removed: d.deleted, gc });
+          if (gc?.status === 'failed') {
+            outcome.retention.error = `retention after the backup: ${gc.error}`;
+            emit({ type: 'warning', domain, message: outcome.retention.error });
+          }
         } catch (e) {
           if (isAbortError(e)) throw e;
           const message = `retention after the backup failed: ${errorInfo(e).message}`;

@@ -25,7 +25,7 @@ export {
   deleteSet,
 } from './set.js';
 export type { BackupSet, CreateSetOptions, WrittenFile, SetFileWriter } from './set.js';
-export { listSets } from './list.js';
+export { listSets, setFigures } from './list.js';
 export type { SetInfo, SetStatus } from './list.js';
 export { acquireLock, readLock, parseLockOwner } from './lock.js';
 export type { DomainLock } from './lock.js';
@@ -41,6 +41,24 @@ export type {
   JournalRecord,
   WindowAction,
 } from './journal.js';
+export {
+  setChunkLists,
+  manifestChunkLists,
+  hasChunkStore,
+  collectDestinationGarbage,
+  chunkStoreUsage,
+  chunkStoreSummary,
+  estimateFreed,
+} from './gc.js';
+export type {
+  FreedEstimate,
+  SetChunkList,
+  StoreWriter,
+  DestinationGcResult,
+  CollectDestinationOptions,
+  ChunkStoreUsage,
+  ChunkStoreSummary,
+} from './gc.js';
 export { selectRetention, pruneSets, assertRetentionRules, utcDayKey, isoWeekKey, utcMonthKey, INCOMPLETE_GRACE_MS } from './retention.js';
 export type {
   RetentionRules,
@@ -50,6 +68,7 @@ export type {
   PruneProgress,
   PruneDomainResult,
   PruneResult,
+  PruneGcResult,
 } from './retention.js';
 export { verifySetFiles, sha256File } from './verify.js';
 export type { FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';

@@ -1,7 +1,15 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isAbortError } from '../errors.js';
-import { type BackupMode, isManifestError } from '../manifest/index.js';
+import {
+  type BackupMode,
+  CHUNK_STORE_DIR,
+  type Manifest,
+  type ManifestFormat,
+  diskRaw,
+  isChunkedMemory,
+  isManifestError,
+} from '../manifest/index.js';
 import { errnoCode } from '../util/fs.js';
 import { parseJournal, readJournalText } from './journal.js';
 import { walkSet } from './layout.js';
@@ -32,8 +40,19 @@ export interface SetInfo {
   mode?: BackupMode;
   /** Disk targets, from the manifest (complete sets). */
   disks?: string[];
-  /** Bytes of data files the manifest records (images + memory state). */
+  /** Bytes of data files the manifest records in the set folder (images, memory state, chunk lists). */
   storedBytes?: number;
+  /** The manifest's format (complete sets): kvmbak/2 when a disk or the memory state is in the chunk store. */
+  format?: ManifestFormat;
+  /** Raw bytes the set stands for: its disks' raw sizes plus the memory state (complete sets). */
+  logicalBytes?: number;
+  /**
+   * Bytes the set added to the destination when it was written: for a part in the chunk store the
+   * chunk files its backup wrote (the chunks the store lacked), for a plain file its size.
+   */
+  addedBytes?: number;
+  /** Of logicalBytes, the raw bytes kept in the chunk store (DEST/.chunks). */
+  chunkedBytes?: number;
   /** Bytes of all files in the folder as found (any status). */
   bytesOnDisk: number;
   /** Why the set is not complete: the ManifestError's message and code. */
@@ -47,6 +66,37 @@ export interface SetInfo {
    * (another host's run), null when the journal cannot be read.
    */
   journalOwner?: OwnerStatus | null;
+}
+
+/** A complete set's sizes (see SetInfo). */
+export function setFigures(m: Manifest): Pick<SetInfo, 'format' | 'storedBytes' | 'logicalBytes' | 'addedBytes' | 'chunkedBytes'> {
+  let storedBytes = 0;
+  let logicalBytes = 0;
+  let addedBytes = 0;
+  let chunkedBytes = 0;
+  for (const d of m.disks) {
+    logicalBytes += diskRaw(d).rawBytes;
+    if (d.chunks !== undefined) {
+      storedBytes += d.chunks.listBytes;
+      addedBytes += d.chunks.addedBytes;
+      chunkedBytes += d.chunks.rawBytes;
+    } else {
+      storedBytes += d.image!.storedBytes;
+      addedBytes += d.image!.storedBytes;
+    }
+  }
+  if (m.memory) {
+    logicalBytes += m.memory.bytes;
+    if (isChunkedMemory(m.memory)) {
+      storedBytes += m.memory.chunks.listBytes;
+      addedBytes += m.memory.chunks.addedBytes;
+      chunkedBytes += m.memory.chunks.rawBytes;
+    } else {
+      storedBytes += m.memory.bytes;
+      addedBytes += m.memory.bytes;
+    }
+  }
+  return { format: m.format, storedBytes, logicalBytes, addedBytes, chunkedBytes };
 }
 
 /** Ascending by domain (byte order), then by time and collision suffix. */
@@ -110,7 +160,7 @@ async function describeSet(domain: string, domainDir: string, name: string, name
     info.complete = true;
     info.mode = m.mode;
     info.disks = m.disks.map((d) => d.target);
-    info.storedBytes = m.disks.reduce((sum, d) => sum + d.image!.storedBytes, m.memory?.bytes ?? 0);
+    Object.assign(info, setFigures(m));
   } catch (e) {
     if (isAbortError(e)) throw e;
     info.status = isManifestError(e, 'KVMBAK_MANIFEST_MISSING') ? 'incomplete' : 'unreadable';
@@ -131,6 +181,7 @@ export async function listSets(dest: string, domain?: string): Promise<SetInfo[]
   const root = await assertDest(dest);
   const out: SetInfo[] = [];
   for (const d of await domainNames(root, domain)) {
+    if (domain === undefined && d === CHUNK_STORE_DIR) continue; // the chunk store, not a domain
     const domainDir = join(root, d);
     if (!(await isRealDir(domainDir))) continue;
     const names = new Set(await readdir(domainDir));

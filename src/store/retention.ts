@@ -13,13 +13,22 @@
  * unreadable sets (damaged, foreign or newer manifest) are left alone, and
  * incomplete sets are kept while less than a day old (they may be in
  * progress) and removed after.
+ *
+ * Then, when DEST has a chunk store (DEST/.chunks), prune collects the chunks
+ * no remaining set references (store/gc.ts), so their space is free when it
+ * returns — every time, also when no set was removed (that finishes a
+ * collection that was killed). A backup writing into the store at that moment
+ * makes the collection remove nothing ('busy'); the next prune collects.
  */
-import { ConfigError, throwIfAborted } from '../errors.js';
+import { ConfigError, isAbortError, isKvmbakError, throwIfAborted } from '../errors.js';
+import type { GcProgress } from '../chunks/index.js';
+import { type DestinationGcResult, collectDestinationGarbage, estimateFreed, hasChunkStore } from './gc.js';
 import { isLockError, isStoreError } from './errors.js';
 import { type SetInfo, type SetStatus, listSets } from './list.js';
 import { acquireLock } from './lock.js';
 import { compareSetIds } from './naming.js';
 import { deleteSet } from './set.js';
+import { chunkStorePath as chunkStoreOf } from './chunked.js';
 
 export interface RetentionRules {
   keepLast?: number;
@@ -162,6 +171,10 @@ export interface PruneOptions {
   signal?: AbortSignal;
   /** Told before each set is deleted (deletions of large sets take a while). */
   onProgress?: (event: PruneProgress) => void;
+  /** Told as the chunk store is collected (after the deletions). */
+  onGcProgress?: (event: GcProgress) => void;
+  /** Collect the chunk store after removing sets (default true). */
+  collectGarbage?: boolean;
 }
 
 /** One set about to be deleted: its place in this run's deletions, and its size. */
@@ -188,9 +201,31 @@ export interface PruneDomainResult {
   error?: string;
 }
 
+/**
+ * What became of the chunk store (DEST/.chunks) after the deletions: the collection's figures
+ * ('collected'), 'busy' (a backup writes into the store: nothing removed, the next prune collects),
+ * 'failed' (a set's chunk list is damaged or unreadable: nothing removed; `error` says which), or
+ * 'not-collected' (a dry run, or collectGarbage false: the store was not looked at).
+ */
+export type PruneGcResult =
+  | DestinationGcResult
+  | { status: 'failed'; store: string; error: string; errorCode: string }
+  | {
+      /** A dry run: what removing the sets would free, read-only (see estimateFreed). */
+      status: 'estimated';
+      store: string;
+      /** Chunks only the sets to remove use, and their bytes; the collection also removes any chunk no set used before. */
+      chunksRemoved: number;
+      bytesFreed: number;
+      listsRead: number;
+    }
+  | { status: 'not-collected'; store: string };
+
 export interface PruneResult {
   dryRun: boolean;
   domains: PruneDomainResult[];
+  /** The chunk store's collection; null when DEST has no chunk store. */
+  gc: PruneGcResult | null;
 }
 
 /**
@@ -205,7 +240,7 @@ export async function pruneSets(dest: string, domain: string | undefined, rules:
   const now = options.now ?? new Date();
   const found = await listSets(dest, domain);
   const domains = domain !== undefined ? [domain] : [...new Set(found.map((s) => s.domain))];
-  const result: PruneResult = { dryRun, domains: [] };
+  const result: PruneResult = { dryRun, domains: [], gc: null };
 
   for (const d of domains) {
     throwIfAborted(options.signal);
@@ -244,5 +279,53 @@ export async function pruneSets(dest: string, domain: string | undefined, rules:
       await lock?.release();
     }
   }
+  result.gc = dryRun
+    ? await estimateAfterPrune(dest, result, options.signal)
+    : await collectAfterPrune(dest, options.collectGarbage === false, options);
   return result;
+}
+
+/** A dry run's figures for the chunk store (see PruneGcResult). */
+async function estimateAfterPrune(dest: string, result: PruneResult, signal?: AbortSignal): Promise<PruneGcResult | null> {
+  if (!(await hasChunkStore(dest))) return null;
+  const store = chunkStoreOf(dest);
+  try {
+    const e = await estimateFreed(
+      dest,
+      result.domains.flatMap((d) => d.remove.map((s) => s.path)),
+      signal,
+    );
+    if (e === null) return { status: 'not-collected', store };
+    return { status: 'estimated', store, chunksRemoved: e.chunks, bytesFreed: e.bytes, listsRead: e.listsRead };
+  } catch (e) {
+    if (isAbortError(e)) throw e;
+    return {
+      status: 'failed',
+      store,
+      error: (e as Error).message,
+      errorCode: isKvmbakError(e) ? e.code : ((e as NodeJS.ErrnoException).code ?? 'EIO'),
+    };
+  }
+}
+
+/** The chunk store's collection after a prune (see PruneGcResult); null without a store. */
+async function collectAfterPrune(dest: string, skip: boolean, options: PruneOptions): Promise<PruneGcResult | null> {
+  if (!(await hasChunkStore(dest))) return null;
+  if (skip) return { status: 'not-collected', store: chunkStoreOf(dest) };
+  throwIfAborted(options.signal);
+  try {
+    return await collectDestinationGarbage(dest, {
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...(options.onGcProgress !== undefined ? { onProgress: options.onGcProgress } : {}),
+    });
+  } catch (e) {
+    if (isAbortError(e)) throw e;
+    // The sets are removed already: the result says so, and why the store was not collected.
+    return {
+      status: 'failed',
+      store: chunkStoreOf(dest),
+      error: (e as Error).message,
+      errorCode: isKvmbakError(e) ? e.code : ((e as NodeJS.ErrnoException).code ?? 'EIO'),
+    };
+  }
 }

@@ -4,11 +4,12 @@
  * over a simulated world, a configuration file, a real hook script, the
  * metrics file and `kvmbak status`.
  */
-import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readManifest } from '../../src/index.js';
+import { chunkCount, chunkIdAt, chunkStorePath, readChunkList, readManifest } from '../../src/index.js';
+import { buildSet } from '../unit/store/helpers.js';
 import { createWorld, loadTemplates, saveState } from '../unit/backup/fake-lvm-world.js';
 import { defaultWorld } from '../unit/backup/helpers.js';
 import { type CliRun, ensureBuilt, kvmbak as run, root, writeFakeWorldModule } from './helpers.js';
@@ -166,6 +167,34 @@ keep-last = 1
     expect(status.code, status.stdout).toBe(0);
     expect(status.stdout).toMatch(/^DOMAIN +NEWEST SET +AGE +LAST RUN +STATUS\ndb-01 +\d{8}T\d{6}Z +(\d+m )?\d+s +ok \S+ +ok\nweb-01 /);
   }, 300_000);
+
+  it('retention after the backup collects the chunk store: the chunks only the pruned sets used are gone', async () => {
+    const c = await makeCase(
+      ({ dest }) => `dest = "${dest}"
+domains = ["web-01"]
+
+[domain.web-01]
+mode = "pause"
+keep-last = 1
+`,
+    );
+    // an older set of web-01 in the chunk store, its chunks dated an hour back (a collection keeps what was used in its own second)
+    const old = await buildSet(c.dest, 'web-01', new Date(Date.now() - 2 * 24 * 3600_000), { format: 'chunks', mode: 'pause' });
+    const list = await readChunkList(join(old.set.path, 'disks', 'vda.chunks'));
+    const ids = Array.from({ length: chunkCount(list) }, (_, i) => chunkIdAt(list, i));
+    const chunkPath = (id: string): string => join(chunkStorePath(c.dest), id.slice(0, 4), id);
+    const hourAgo = new Date(Date.now() - 3600_000);
+    for (const id of ids) await utimes(chunkPath(id), hourAgo, hourAgo);
+    const r = await c.kvmbak(['backup', '--config', c.config, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { results: { retention?: { removed: string[]; gc: { status: string; chunksRemoved: number } } }[] };
+    const retention = doc.results[0]!.retention!;
+    expect(retention.removed).toEqual([old.set.path]);
+    // its own chunk (the 4th) is gone; others may be shared with the new set if it is in the store too
+    expect(retention.gc).toMatchObject({ status: 'collected' });
+    expect(retention.gc.chunksRemoved).toBeGreaterThanOrEqual(1);
+    await expect(stat(chunkPath(ids[3]!))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
 
   it('a failing pre-hold hook: the domain is not held, no set is left, the run fails; status says so until a run succeeds', async () => {
     const c = await makeCase(({ dest, hook }) => `dest = "${dest}"\nhook = "${hook}"\n`);

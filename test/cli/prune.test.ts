@@ -1,7 +1,8 @@
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { acquireLock } from '../../src/store/index.js';
+import { ChunkStore } from '../../src/chunks/index.js';
+import { acquireLock, chunkStorePath } from '../../src/store/index.js';
 import { buildSet, tempDir } from '../unit/store/helpers.js';
 import { ensureBuilt, kvmbak } from './helpers.js';
 
@@ -94,6 +95,74 @@ describe('kvmbak prune', () => {
       expect((await left('web01')).length).toBe(6);
     } finally {
       await lock.release();
+    }
+  });
+
+  it('with a chunk store: collects the chunks no remaining set uses; busy while a backup writes; a damaged list stops it (exit 1)', async () => {
+    const chunked = await tempDir('kvmbak-cli-prune-chunks-');
+    const chunkIds = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (const d of await readdir(chunkStorePath(chunked)))
+        if (/^[0-9a-f]{4}$/.test(d)) out.push(...(await readdir(join(chunkStorePath(chunked), d))));
+      return out.sort();
+    };
+    // chunks written an hour ago: a collection keeps what was used in the second it starts
+    const age = async (): Promise<void> => {
+      const t = new Date(Date.now() - HOUR);
+      for (const id of await chunkIds()) await utimes(join(chunkStorePath(chunked), id.slice(0, 4), id), t, t);
+    };
+    try {
+      for (const old of [3 * DAY, 2 * DAY, DAY]) await buildSet(chunked, 'web01', ago(old), { format: 'chunks', mode: 'pause' });
+      await age();
+      const writer = await ChunkStore.open(chunkStorePath(chunked));
+      await writer.beginWriting();
+      const before = await chunkIds();
+      let busy;
+      try {
+        busy = await kvmbak(['prune', chunked, '--keep-last', '2']);
+      } finally {
+        await writer.close();
+      }
+      expect(busy.code).toBe(0);
+      expect(busy.stderr).toBe('');
+      expect(busy.stdout).toContain('\nchunk store busy (a backup is running): 1 set removed, their chunks will be collected by the next prune\n');
+      expect(await chunkIds()).toEqual(before);
+
+      const r = await kvmbak(['prune', chunked, '--keep-last', '2']);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe('');
+      const lines = r.stdout.trimEnd().split('\n');
+      expect(lines.at(-2)).toMatch(/^chunk store: removed 1 chunk no set uses \(.+ KiB\), 5 kept$/);
+      expect(lines.at(-1)).toMatch(/^removed 0 sets, freed .+ KiB$/);
+      expect(await chunkIds()).toHaveLength(5);
+
+      const dry = await kvmbak(['prune', chunked, '--keep-last', '1', '--dry-run', '--json']);
+      expect(JSON.parse(dry.stdout)).toMatchObject({
+        ok: true,
+        dryRun: true,
+        gc: { status: 'estimated', store: chunkStorePath(chunked), chunksRemoved: 1 },
+      });
+      const dryText = await kvmbak(['prune', chunked, '--keep-last', '1', '--dry-run']);
+      expect(dryText.stdout).toMatch(
+        /\nchunk store: would remove 1 chunk only these sets use \(.+ KiB\), and any no set uses\ndry run: would remove 1 set, freeing .+; nothing was changed\n$/,
+      );
+      expect(await chunkIds()).toHaveLength(5);
+
+      const sets = await readdir(join(chunked, 'web01'));
+      const newest = sets.sort().at(-1)!;
+      await writeFile(join(chunked, 'web01', newest, 'disks', 'vda.chunks'), '# kvmbak chunk list 1\n# raw-size x\n');
+      await age();
+      const bad = await kvmbak(['prune', chunked, '--keep-last', '1', '--json']);
+      expect(bad.code).toBe(1);
+      const doc = JSON.parse(bad.stdout);
+      expect(doc).toMatchObject({ ok: false, gc: { status: 'failed', errorCode: 'KVMBAK_CHUNK_LIST' } });
+      expect(doc.domains[0].deleted).toHaveLength(1);
+      expect(bad.stderr).toMatch(
+        new RegExp(`^kvmbak: backup set .+${newest}: chunk list .+vda.chunks, line 2: .+; the chunk store was not collected \\(nothing removed\\)`),
+      );
+      expect(await chunkIds()).toHaveLength(5);
+    } finally {
+      await rm(chunked, { recursive: true, force: true });
     }
   });
 

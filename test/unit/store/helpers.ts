@@ -6,8 +6,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import ts from 'typescript';
-import type { Manifest } from '../../../src/manifest/index.js';
-import { type BackupSet, commitSet, createSet, openSetFile, writeSetFile } from '../../../src/store/index.js';
+import { type Manifest, type ManifestDisk, manifestFormatFor } from '../../../src/manifest/index.js';
+import { type BackupSet, commitSet, createSet, openChunkStore, openSetFile, storeChunked, writeSetFile } from '../../../src/store/index.js';
 import { sampleManifest } from '../manifest/sample.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -42,16 +42,44 @@ export interface BuiltSet {
   raw: Buffer;
 }
 
-/** Writes a real set: domain.xml, memory.state (streamed), disks/vda.img.gz (positional writes); commits unless told not to. */
-export async function buildSet(
-  dest: string,
-  domain: string,
-  now: Date,
-  options: { commit?: boolean; mode?: 'save' | 'pause' } = {},
-): Promise<BuiltSet> {
+const CHUNK = 4 * 1024 * 1024;
+
+/**
+ * A raw disk of 4 MiB chunks, one per tag: the chunk of tag 'zero' is all zeroes, any other is
+ * its tag's text repeated (so equal tags make equal chunks, shared in the store).
+ */
+export function taggedDisk(tags: readonly string[]): Buffer {
+  const raw = Buffer.alloc(tags.length * CHUNK);
+  tags.forEach((tag, i) => {
+    if (tag !== 'zero') raw.fill(`chunk ${tag} of a kvmbak test disk\n`, i * CHUNK, (i + 1) * CHUNK);
+  });
+  return raw;
+}
+
+/** The chunked disk of a set built with format 'chunks' (default: taggedDisk of 3 shared chunks and one of its own). */
+function chunkedDiskFor(domain: string, now: Date, disk: Buffer | undefined): Buffer {
+  return disk ?? taggedDisk(['shared-1', 'zero', 'shared-2', `${domain} ${now.toISOString()}`]);
+}
+
+export interface BuildSetOptions {
+  commit?: boolean;
+  mode?: 'save' | 'pause';
+  /** 'image' (default): disks/vda.img.gz and memory.state; 'chunks': both in DEST/.chunks (kvmbak/2). */
+  format?: 'image' | 'chunks';
+  /** The raw disk for format 'chunks' (default: see chunkedDiskFor). */
+  disk?: Buffer;
+}
+
+/**
+ * Writes a real set: domain.xml, memory.state (streamed), disks/vda.img.gz (positional writes), or
+ * with format 'chunks' the disk and the memory state into the real chunk store (storeChunked);
+ * commits unless told not to.
+ */
+export async function buildSet(dest: string, domain: string, now: Date, options: BuildSetOptions = {}): Promise<BuiltSet> {
   const set = await createSet(dest, domain, { now });
   const mode = options.mode ?? 'save';
   const xml = await writeSetFile(set, 'domain.xml', `<domain type='kvm'><name>${domain}</name></domain>\n`);
+  if (options.format === 'chunks') return buildChunkedSet(set, now, mode, xml.sha256, options);
 
   let memory: Manifest['memory'] = null;
   if (mode === 'save') {
@@ -106,6 +134,43 @@ export async function buildSet(
   return { set, manifest, raw: img.raw };
 }
 
+async function* bytesOf(b: Buffer): AsyncGenerator<Uint8Array> {
+  yield b;
+}
+
+async function buildChunkedSet(set: BackupSet, now: Date, mode: 'save' | 'pause', xmlSha256: string, options: BuildSetOptions): Promise<BuiltSet> {
+  const raw = chunkedDiskFor(set.domain, now, options.disk);
+  const store = await openChunkStore(set.dest);
+  let memory: Manifest['memory'] = null;
+  let disk;
+  try {
+    await mkdir(join(set.path, 'disks'), { mode: 0o700 });
+    disk = await storeChunked(store, bytesOf(raw), set, 'disks/vda.chunks', { concurrency: 2 });
+    if (mode === 'save') {
+      const state = Buffer.from(`LibvirtQemudSave ${set.domain} ${now.toISOString()}\n`.repeat(100));
+      const m = await storeChunked(store, bytesOf(state), set, 'memory.chunks', { concurrency: 2 });
+      memory = { bytes: state.length, sha256: sha256(state), chunks: { ...m.chunks, file: 'memory.chunks' } };
+    }
+  } finally {
+    await store.close();
+  }
+  const base = sampleManifest();
+  const { image: _image, ...diskBase } = base.disks[0];
+  const vda: ManifestDisk = { ...diskBase, capacity: raw.length, physical: raw.length, lvSize: raw.length, chunks: disk.chunks };
+  const manifest: Manifest = {
+    ...base,
+    createdAt: now.toISOString(),
+    domain: { ...base.domain, name: set.domain },
+    mode,
+    memory,
+    domainXml: { file: 'domain.xml', sha256: xmlSha256 },
+    disks: [vda],
+  };
+  manifest.format = manifestFormatFor(manifest);
+  if (options.commit !== false) await commitSet(set, manifest);
+  return { set, manifest, raw };
+}
+
 /** Every path under `dir` (relative) with its permission bits. */
 export async function modes(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -132,7 +197,7 @@ export function buildChildModules(): Promise<string> {
   builtModules ??= (async () => {
     const out = await tempDir('kvmbak-child-');
     const files = ['src/errors.ts'];
-    for (const sub of ['src/manifest', 'src/store', 'src/util']) {
+    for (const sub of ['src/chunks', 'src/manifest', 'src/store', 'src/util']) {
       for (const name of await readdir(join(root, sub))) if (name.endsWith('.ts')) files.push(`${sub}/${name}`);
     }
     for (const f of files) {
@@ -161,6 +226,8 @@ export async function removeChildModules(): Promise<void> {
  * The child: `node child.mjs <command> <json args>`. It prints JSON lines: {event:'ready'} then
  * waits for a 'go' line on stdin (when asked), runs the command, prints its result, then obeys:
  * 'hold' (wait until stdin closes, then release), 'exit' (exit without releasing), 'kill' (SIGKILL itself).
+ * Command 'gc' collects DEST's chunk store (collectDestinationGarbage) and SIGKILLs itself at the
+ * first progress event of phase `killIn` ('mark' or 'sweep'), printing {event:'dying', progress} first.
  */
 const CHILD_SCRIPT = `
 import { createInterface } from 'node:readline';
@@ -186,6 +253,16 @@ try {
     const j = await store.openJournal(set);
     for (const step of args.steps) await j.record(step);
     say({ event: 'recorded', path: j.path, set });
+  } else if (command === 'gc') {
+    const r = await store.collectDestinationGarbage(args.dest, {
+      onProgress(e) {
+        if (e.phase === args.killIn) {
+          say({ event: 'dying', progress: e });
+          process.kill(process.pid, 'SIGKILL');
+        }
+      },
+    });
+    say({ event: 'collected', result: r });
   }
 } catch (e) {
   say({ event: 'error', code: e.code, message: e.message, holder: e.holder ?? null });
@@ -206,7 +283,7 @@ export interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export async function spawnChild(command: 'lock' | 'journal', args: Record<string, unknown>): Promise<Child> {
+export async function spawnChild(command: 'lock' | 'journal' | 'gc', args: Record<string, unknown>): Promise<Child> {
   const dir = await buildChildModules();
   const proc = spawn(process.execPath, [join(dir, 'child.mjs'), command, JSON.stringify(args)], {
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   acquireLock,
+  chunkStoreSummary,
+  chunkStoreUsage,
   compareSetIds,
   createSet,
   formatSetId,
@@ -81,6 +83,54 @@ describe('listSets', () => {
 
     expect((await listSets(dest, 'web01')).map((s) => s.id)).toEqual(['20261125T031500Z', '20261126T031500Z']);
     expect(await listSets(dest, 'nothing-yet')).toEqual([]);
+  });
+
+  it('kvmbak/2 sets: logical size, bytes added to the store; the store against the sets (deduplication)', async () => {
+    const first = await buildSet(dest, 'web01', at('2026-11-25T03:15:00Z'), { format: 'chunks' });
+    const second = await buildSet(dest, 'web01', at('2026-11-26T03:15:00Z'), { format: 'chunks', mode: 'pause' });
+    const image = await buildSet(dest, 'db01', at('2026-11-26T01:00:00Z'), { mode: 'pause' });
+    await buildSet(dest, 'db01', at('2026-11-26T02:00:00Z'), { format: 'chunks', mode: 'pause', commit: false });
+    const sets = await listSets(dest);
+    const [img, , s1, s2] = sets;
+    expect(sets.map((s) => `${s.domain}/${s.id}:${s.status}:${s.format ?? '-'}`)).toEqual([
+      'db01/20261126T010000Z:complete:kvmbak/1',
+      'db01/20261126T020000Z:incomplete:-',
+      'web01/20261125T031500Z:complete:kvmbak/2',
+      'web01/20261126T031500Z:complete:kvmbak/2',
+    ]);
+    // a kvmbak/1 set: what it stores is what it added
+    const imageBytes = image.manifest.disks[0].image!.storedBytes;
+    expect(img).toMatchObject({ storedBytes: imageBytes, logicalBytes: image.raw.length, addedBytes: imageBytes, chunkedBytes: 0 });
+    // the first chunked set wrote its 4 chunks and its memory state; the second only its own chunk
+    const m1 = first.manifest;
+    const d1 = m1.disks[0].chunks!;
+    const mem1 = m1.memory!;
+    expect(mem1 !== null && 'chunks' in mem1).toBe(true);
+    const memChunks = 'chunks' in mem1 ? mem1.chunks : undefined;
+    expect(s1).toMatchObject({
+      mode: 'save',
+      disks: ['vda'],
+      logicalBytes: first.raw.length + mem1.bytes,
+      chunkedBytes: first.raw.length + mem1.bytes,
+      addedBytes: d1.addedBytes + memChunks!.addedBytes,
+      storedBytes: d1.listBytes + memChunks!.listBytes,
+    });
+    expect(d1.newChunks).toBe(4);
+    const d2 = second.manifest.disks[0].chunks!;
+    expect(d2.newChunks).toBe(1);
+    expect(s2).toMatchObject({ logicalBytes: second.raw.length, addedBytes: d2.addedBytes, storedBytes: d2.listBytes });
+    expect(s2.addedBytes!).toBeLessThan(s1.addedBytes!);
+
+    const usage = (await chunkStoreUsage(dest))!;
+    expect(usage.path).toBe(join(dest, '.chunks'));
+    // 4 chunks of the first disk, its memory state, the second disk's own chunk, the incomplete set's own chunk
+    expect(usage.chunks).toBe(7);
+    const summary = (await chunkStoreSummary(dest))!;
+    expect(summary).toMatchObject({ ...usage, sets: 2, logicalBytes: s1.chunkedBytes! + s2.chunkedBytes! });
+    expect(summary.ratio).toBeCloseTo(summary.logicalBytes / usage.bytes, 10);
+    expect(await chunkStoreSummary(dest, { sets })).toEqual(summary);
+    // the store folder is not a domain
+    expect(sets.some((s) => s.domain === '.chunks')).toBe(false);
   });
 
   it('needs an existing destination', async () => {
