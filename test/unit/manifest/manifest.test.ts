@@ -325,7 +325,11 @@ describe('kvmbak/2: chunked disks and memory', () => {
   function chunked(): Manifest {
     const m = sampleManifest();
     const { image: _image, ...disk } = m.disks[0]!;
-    const memory = { bytes: 1000, sha256: 'c'.repeat(64), chunks: { ...chunks('memory.chunks', 1000), rawSha256: 'c'.repeat(64) } };
+    const memory = {
+      bytes: 1000,
+      sha256: 'c'.repeat(64),
+      chunks: { ...chunks('memory.chunks', 1000), file: 'memory.chunks' as const, rawSha256: 'c'.repeat(64) },
+    };
     return { ...m, format: 'kvmbak/2', mode: 'save', memory, disks: [{ ...disk, chunks: chunks('disks/vda.chunks') }] };
   }
 
