@@ -52,7 +52,7 @@ export type {
   PruneResult,
 } from './retention.js';
 export { verifySetFiles, sha256File } from './verify.js';
-export type { FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
+export type { ChunkListToVerify, FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
 export { IMAGES_DIR, backupSetFiles, createBackupSet, removeEmptyDomainDir } from './backup-set.js';
 export type { BackupSetFiles } from './backup-set.js';
 export { chunkStorePath, openChunkStore, storeChunked } from './chunked.js';

@@ -18,13 +18,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandResult, CommandRunOptions, CommandRunner } from '../../../src/exec/index.js';
 import { type Hypervisor, openHypervisor, packImage } from '../../../src/index.js';
-import { MANIFEST_FORMAT, type Manifest, type ManifestDisk, readManifest } from '../../../src/manifest/index.js';
+import { type Manifest, type ManifestDisk, manifestFormatFor, readManifest } from '../../../src/manifest/index.js';
 import {
   createSet,
   commitSet,
   expectedFiles,
   formatChecksums,
+  openChunkStore,
   setFilePath,
+  storeChunked,
   sha256File,
   writeSetFile,
   type BackupSet,
@@ -303,15 +305,24 @@ const CHUNK = 64 * 1024;
  * XML, (mode save) its save image made by the driver itself (web-01 is then
  * shut off), and two disk images of made-up content for vda (vg0/web-root)
  * and vdb (vg0/web-data-01); vdc (a qcow2 file) excluded, sda (cdrom) skipped.
+ *
+ * `format: 'chunks'` (kvmbak/2): the disks and the save image go into DEST/.chunks with
+ * storeChunked (4 MiB chunks) and the set keeps their chunk lists; memory.state is not kept.
+ * `raw` gives the disks' content (default: diskData of the sizes).
  */
-export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause'; sizes?: [number, number] } = {}): Promise<BuiltSet> {
+export async function buildSet(
+  env: TestEnv,
+  options: { mode?: 'save' | 'pause'; sizes?: [number, number]; format?: 'image' | 'chunks'; raw?: Record<'vda' | 'vdb', Buffer> } = {},
+): Promise<BuiltSet> {
   const mode = options.mode ?? 'save';
+  const chunked = options.format === 'chunks';
   const [sizeA, sizeB] = options.sizes ?? [5 * CHUNK + 1000, 3 * CHUNK];
   const set = await createSet(env.dest, 'web-01', { now: new Date(Date.now() - 3600_000) });
   const dom = await env.hv.lookupDomain('web-01');
   try {
     const xml = await writeSetFile(set, 'domain.xml', await dom.xml({ inactive: true, secure: true }));
-    const raw: Record<string, Buffer> = { vda: diskData(sizeA, 'vda'), vdb: diskData(sizeB, 'vdb') };
+    const raw: Record<string, Buffer> = options.raw ?? { vda: diskData(sizeA, 'vda'), vdb: diskData(sizeB, 'vdb') };
+    const store = chunked ? await openChunkStore(env.dest) : undefined;
     const disks: ManifestDisk[] = [];
     await mkdir(join(set.path, 'disks'), { mode: 0o700 });
     for (const [target, lv] of [
@@ -320,20 +331,28 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
     ] as const) {
       const src = join(env.dir, `${target}.raw`);
       await writeFile(src, raw[target]!);
-      const p = await packImage(src, setFilePath(set, `disks/${target}.img.gz`), { chunkSize: CHUNK, threads: 2 });
-      disks.push({
+      const common = {
         target,
         source: `/dev/vg0/${lv}`,
         vg: 'vg0',
         lv,
         pool: 'vg0',
-        capacity: p.bytes,
+        capacity: raw[target]!.length,
         allocation: 0,
-        physical: p.bytes,
-        lvSize: p.bytes,
+        physical: raw[target]!.length,
+        lvSize: raw[target]!.length,
         lvUuid: lvUuid(),
         thin: false,
         thinPool: null,
+      };
+      if (store) {
+        const { chunks } = await storeChunked(store, src, set, `disks/${target}.chunks`);
+        disks.push({ ...common, chunks, snapshot: { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 } });
+        continue;
+      }
+      const p = await packImage(src, setFilePath(set, `disks/${target}.img.gz`), { chunkSize: CHUNK, threads: 2 });
+      disks.push({
+        ...common,
         image: {
           file: `disks/${target}.img.gz`,
           rawBytes: p.bytes,
@@ -352,10 +371,17 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
       const file = setFilePath(set, 'memory.state');
       await dom.save(file);
       const h = await sha256File(file);
-      memory = { file: 'memory.state', bytes: h.bytes, sha256: h.sha256 };
+      if (store) {
+        const { chunks } = await storeChunked(store, file, set, 'memory.chunks');
+        await unlink(file);
+        memory = { bytes: h.bytes, sha256: h.sha256, chunks: { ...chunks, file: 'memory.chunks' } };
+      } else {
+        memory = { file: 'memory.state', bytes: h.bytes, sha256: h.sha256 };
+      }
     }
+    await store?.close();
     const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
+      format: 'kvmbak/1',
       toolVersion: '0.1.0',
       createdAt: set.time.toISOString(),
       host: 'testhost',
@@ -373,6 +399,7 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
         { target: 'sda', device: 'cdrom', reason: 'cdrom: removable media are not backed up' },
       ],
     };
+    manifest.format = manifestFormatFor(manifest);
     await commitSet(set, manifest);
     return { set, manifest, raw };
   } finally {
