@@ -330,7 +330,8 @@ async function setsUsingChunks(
     return { sets: users, files };
   }
   for (const info of sets) {
-    if (info.status !== 'complete') continue;
+    // every set folder, whatever the listing judged: a set whose manifest reads uses its chunks
+    if (info.status === 'incomplete') continue;
     throwIfAborted(signal);
     let m: Manifest;
     try {

@@ -162,6 +162,7 @@ export async function verifySets(setPaths: readonly string[], options: VerifySet
         check.error = `${l.file} failed the file check`;
         continue;
       }
+      check.status = 'ok'; // until the chunk check finds otherwise
       const store = chunkStoreOfSet(v.path);
       const refs = byStore.get(store) ?? [];
       refs.push({ set: v.path, file: l.file, path: l.path, rawBytes: l.rawBytes, rawSha256: l.rawSha256, chunkSize: l.chunkSize, chunks: l.chunks });
@@ -205,9 +206,7 @@ export async function verifySets(setPaths: readonly string[], options: VerifySet
         r.problems.push(cp.message);
       }
       for (const check of r.chunkLists) {
-        if (check.status !== 'not-checked' && check.status !== 'unreadable') {
-          check.status = mine.some((cp) => cp.files.includes(resolve(r.path, check.file))) ? 'damaged' : 'ok';
-        }
+        if (check.status === 'ok' && mine.some((cp) => cp.files.includes(resolve(r.path, check.file)))) check.status = 'damaged';
       }
       r.ok = r.problems.length === 0;
     }

@@ -77,6 +77,8 @@ export interface FakeLvOptions {
   pool?: string;
   /** File content (default: zeros of `size`). */
   content?: Uint8Array;
+  /** A device (e.g. a loop device) to stand for the LV instead of a file of its own. */
+  path?: string;
 }
 
 /** A stateful lvm2 stand-in; see the module comment. */
@@ -89,6 +91,8 @@ export class FakeLvm implements CommandRunner {
   /** Make the next lvrename of this VG/LV fail. */
   failRename: string | null = null;
   readonly openIf = new Map<Row, () => Promise<boolean>>();
+  /** When set, lvcreate gives the new LV this device (e.g. a loop device) instead of a file. */
+  deviceOnCreate: ((vg: string, lv: string, size: number) => Promise<string>) | null = null;
 
   constructor(readonly dir: string) {}
 
@@ -115,7 +119,7 @@ export class FakeLvm implements CommandRunner {
       vg_name: o.vg,
       lv_uuid: lvUuid(),
       lv_full_name: `${o.vg}/${o.lv}`,
-      lv_path: o.kind === 'pool' ? '' : this.pathOf(o.vg, o.lv),
+      lv_path: o.kind === 'pool' ? '' : (o.path ?? this.pathOf(o.vg, o.lv)),
       lv_dm_path: `/dev/mapper/${dm(o.vg)}-${dm(o.lv)}`,
       lv_size: String(o.size),
       lv_tags: '',
@@ -131,7 +135,7 @@ export class FakeLvm implements CommandRunner {
     }
     this.rows.push(row);
     if (typeof o.open === 'function') this.openIf.set(row, o.open);
-    if (o.kind !== 'pool') {
+    if (o.kind !== 'pool' && o.path === undefined) {
       if (o.content) await writeFile(row.lv_path, o.content);
       else {
         await writeFile(row.lv_path, '');
@@ -186,10 +190,12 @@ export class FakeLvm implements CommandRunner {
           return { stdout: rec.stdout, stderr: rec.stderr.replace('vgkvmbak', vg), exitCode: rec.exitCode, signal: null };
         }
         if (!thin) vgRow.vg_free = String(Number(vgRow.vg_free) - rounded);
+        const device = this.deviceOnCreate ? await this.deviceOnCreate(vg, name, rounded) : undefined;
         const row = await this.addLv({
           vg,
           lv: name,
           size: rounded,
+          ...(device !== undefined ? { path: device } : {}),
           kind: thin ? 'thin' : 'linear',
           ...(thin ? { pool: args[args.indexOf('--thinpool') + 1]! } : {}),
         });
@@ -228,7 +234,7 @@ export class FakeLvm implements CommandRunner {
         const full = targets[0]!;
         const i = this.rows.findIndex((r) => r.lv_full_name === full);
         const row = this.rows.splice(i, 1)[0]!;
-        if (row.lv_path) await unlink(row.lv_path).catch(() => undefined);
+        if (row.lv_path.startsWith(`${this.dir}/`)) await unlink(row.lv_path).catch(() => undefined);
         const rec = record('lvremove-snapshot');
         return ok(rec.stdout.split(rec.argv[rec.argv.length - 1]!.split('/')[1]!).join(row.lv_name));
       }
@@ -312,7 +318,14 @@ const CHUNK = 64 * 1024;
  */
 export async function buildSet(
   env: TestEnv,
-  options: { mode?: 'save' | 'pause'; sizes?: [number, number]; format?: 'image' | 'chunks'; raw?: Record<'vda' | 'vdb', Buffer> } = {},
+  options: {
+    mode?: 'save' | 'pause';
+    sizes?: [number, number];
+    format?: 'image' | 'chunks';
+    raw?: Record<'vda' | 'vdb', Buffer>;
+    /** vda was a thin volume of vg0/pool0. */
+    thin?: boolean;
+  } = {},
 ): Promise<BuiltSet> {
   const mode = options.mode ?? 'save';
   const chunked = options.format === 'chunks';
@@ -342,12 +355,15 @@ export async function buildSet(
         physical: raw[target]!.length,
         lvSize: raw[target]!.length,
         lvUuid: lvUuid(),
-        thin: false,
-        thinPool: null,
+        thin: options.thin === true && target === 'vda',
+        thinPool: options.thin === true && target === 'vda' ? 'pool0' : null,
       };
+      const snapshot = common.thin
+        ? { name: `${lv}-kvmbak-x`, size: null, peakPercent: null }
+        : { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 };
       if (store) {
         const { chunks } = await storeChunked(store, src, set, `disks/${target}.chunks`);
-        disks.push({ ...common, chunks, snapshot: { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 } });
+        disks.push({ ...common, chunks, snapshot });
         continue;
       }
       const p = await packImage(src, setFilePath(set, `disks/${target}.img.gz`), { chunkSize: CHUNK, threads: 2 });
@@ -363,7 +379,7 @@ export async function buildSet(
           members: p.members,
           zeroChunks: p.zeroChunks,
         },
-        snapshot: { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 },
+        snapshot,
       });
     }
     let memory: Manifest['memory'] = null;
