@@ -221,10 +221,12 @@ async function proveChunks(
   );
   if (refs.length === 0) return;
   const store = chunkStoreOfSet(plan.set);
+  const rawTotal = refs.reduce((n, r) => n + r.rawBytes, 0);
   phase('check', `checking every chunk ${refs.map((r) => r.file).join(', ')} name${refs.length === 1 ? 's' : ''} in ${store}`);
   const c = await checkChunkLists(store, refs, {
     ...(signal ? { signal } : {}),
-    onProgress: (p) => emit({ type: 'check', domain, file: p.file, bytesDone: p.chunksDone, bytesTotal: p.chunksTotal }),
+    // raw bytes checked; the total counts a chunk once per list naming it, so a shared chunk ends it early
+    onProgress: (p) => emit({ type: 'check', domain, file: p.file, bytesDone: p.bytesDone, bytesTotal: rawTotal }),
   });
   const damage = [...c.listProblems.map((p) => p.message), ...c.chunkProblems.map((p) => p.message)];
   if (damage.length === 0) return;

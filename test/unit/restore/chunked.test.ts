@@ -290,3 +290,25 @@ describe('verify of chunked sets', () => {
     expect(t.chunkLists[1]).toMatchObject({ status: 'not-checked' });
   });
 });
+
+describe('verify of chunked sets: progress and cancel', () => {
+  it('reports chunk progress, and an aborted signal stops the check with an AbortError', async () => {
+    const a = await buildSet(env, { format: 'chunks', mode: 'pause', raw: raws() });
+    const events: { phase: string; chunksDone?: number }[] = [];
+    await verifySet(a.set.path, { onProgress: (e) => events.push(e) });
+    const chunks = events.filter((e) => e.phase === 'chunks');
+    expect(chunks.at(-1)).toMatchObject({
+      phase: 'chunks',
+      chunksDone: new Set([...(await chunkIds(a, 'disks/vda.chunks')), ...(await chunkIds(a, 'disks/vdb.chunks'))]).size,
+    });
+    const ac = new AbortController();
+    const p = verifySets([a.set.path], {
+      signal: ac.signal,
+      onProgress: (e) => {
+        if (e.phase === 'chunks') ac.abort();
+      },
+    });
+    const e = await rejection(p);
+    expect(e.name).toBe('AbortError');
+  });
+});
