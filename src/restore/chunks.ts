@@ -15,7 +15,7 @@
  * being checked): the destination's other complete sets are read for those ids only, after the
  * check, one list at a time.
  */
-import { lstat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { isAbortError, throwIfAborted } from '../errors.js';
@@ -173,7 +173,8 @@ export async function checkChunkLists(storeRoot: string, refs: readonly ChunkLis
   throwIfAborted(signal);
   let storeOk = false;
   try {
-    storeOk = (await lstat(storeRoot)).isDirectory();
+    // followed like ChunkStore.open does: DEST/.chunks may be a link to a bigger file system
+    storeOk = (await stat(storeRoot)).isDirectory();
   } catch {
     storeOk = false;
   }

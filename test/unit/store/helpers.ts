@@ -124,15 +124,15 @@ export async function modes(dir: string): Promise<Record<string, string>> {
 let builtModules: Promise<string> | undefined;
 
 /**
- * The store's sources transpiled to plain ESM JavaScript in a temporary folder, so that child
- * node processes can run the real code (locks and journals across processes). Built once per
+ * The store's sources (and the chunk store's, which store/ imports) transpiled to plain ESM
+ * JavaScript in a temporary folder, so that child node processes can run the real code (locks and journals across processes). Built once per
  * test file with the project's own TypeScript compiler.
  */
 export function buildChildModules(): Promise<string> {
   builtModules ??= (async () => {
     const out = await tempDir('kvmbak-child-');
     const files = ['src/errors.ts'];
-    for (const sub of ['src/manifest', 'src/store', 'src/util']) {
+    for (const sub of ['src/chunks', 'src/manifest', 'src/store', 'src/util']) {
       for (const name of await readdir(join(root, sub))) if (name.endsWith('.ts')) files.push(`${sub}/${name}`);
     }
     for (const f of files) {
