@@ -125,8 +125,9 @@ let builtModules: Promise<string> | undefined;
 
 /**
  * The store's sources (and the chunk store's, which store/ imports) transpiled to plain ESM
- * JavaScript in a temporary folder, so that child node processes can run the real code (locks and journals across processes). Built once per
- * test file with the project's own TypeScript compiler.
+ * JavaScript in a temporary folder, so that child node processes can run the real code (locks
+ * and journals across processes). Built once per test file with the project's own TypeScript
+ * compiler.
  */
 export function buildChildModules(): Promise<string> {
   builtModules ??= (async () => {
