@@ -113,12 +113,15 @@ export function formatPlan(plan: RestorePlan): string[] {
   ];
 }
 
-function formatResult(r: RestoreResult): string[] {
+export function formatResult(r: RestoreResult): string[] {
   const how = r.memoryRestored ? 'resumed from its memory state' : r.started ? 'started' : 'defined, not started';
   const lines = [`restored ${r.domain} from ${r.set} in ${formatSeconds(r.seconds)}: ${how}, now ${r.stateAfter}`];
   for (const d of r.disks) {
     const how = d.created ? ' (created)' : d.swapped ? ' (new LV swapped in, old one removed)' : ' (overwritten in place)';
-    lines.push(`  ${d.target}  ${d.lv}${how}  ${formatBytes(d.rawBytes)}  sha256 ok  ${formatSeconds(d.seconds)}`);
+    const from = d.mode === 'chunks' ? '  from the chunk store' : '';
+    const zeros =
+      d.skipZeros && d.bytesWritten < d.rawBytes ? `  ${formatBytes(d.rawBytes - d.bytesWritten)} of zero chunks left unwritten (new thin LV)` : '';
+    lines.push(`  ${d.target}  ${d.lv}${how}  ${formatBytes(d.rawBytes)}${from}  sha256 ok${zeros}  ${formatSeconds(d.seconds)}`);
   }
   for (const x of r.replaced) lines.push(`  replaced domain ${x.name} (${x.uuid}, was ${x.state})`);
   for (const lv of r.leftoverLvs) lines.push(`  could not remove the old LV ${lv}: lvremove it`);

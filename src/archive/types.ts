@@ -82,6 +82,12 @@ export interface UnpackOptions {
   overwrite?: boolean;
   /** Also compute the compressed file's sha256 (fileSha256) in the same pass; costs CPU, off by default. */
   hashFile?: boolean;
+  /**
+   * Do not write all-zero chunks to a block device either: only for a device known to read as
+   * zeros where nothing is written (a newly created thin LV, which then stays unallocated there).
+   * A new regular file never gets its zero chunks written (they are holes) whatever this says.
+   */
+  skipZeros?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
 }
@@ -103,6 +109,8 @@ export interface UnpackResult {
   destKind: 'file' | 'block';
   /** Chunks that were all zeros (holes in a new file, zeros written to a device); stream mode counts none. */
   zeroChunks: number;
+  /** Raw bytes actually written; the rest were zeros left unwritten (holes of a new file, or `skipZeros`). */
+  bytesWritten: number;
   seconds: number;
 }
 

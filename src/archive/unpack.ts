@@ -39,6 +39,8 @@ interface RunResult {
   fileSha256?: string;
   storedBytes: number;
   zeroChunks: number;
+  /** Raw bytes written to the sink. */
+  bytesWritten: number;
 }
 
 interface RunConfig {
@@ -47,6 +49,8 @@ interface RunConfig {
   hashFile: boolean;
   signal: AbortSignal | undefined;
   meter: ProgressMeter;
+  /** A block sink reads as zeros already: leave its all-zero chunks unwritten. */
+  skipZeros?: boolean;
 }
 
 const STREAM_READ = 256 * 1024;
@@ -102,7 +106,7 @@ export async function unpackImage(image: string, dest: string, options: UnpackOp
           size: out.kind === 'block' ? out.size : undefined,
         };
         const meter = new ProgressMeter('unpack', expectBytes, onProgress);
-        const cfg = { threads, signal, meter, hashFile: options.hashFile ?? false };
+        const cfg = { threads, signal, meter, hashFile: options.hashFile ?? false, skipZeros: options.skipZeros === true };
         const r = parallel ? await runIndexed(img, index!, sink, cfg) : await runStream(img, sink, cfg);
         if (out.kind === 'file') {
           // the last chunks may have been holes: give the file its full length
@@ -297,6 +301,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   const outputs: ArrayBuffer[] = [];
   let bytes = 0;
   let zeroChunks = 0;
+  let bytesWritten = 0;
   let inFlight = 0;
   const run = new RunTracker(signal, (e) => {
     slots.abort(e);
@@ -448,8 +453,8 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       if (d.zero) {
         hashZeros(rawHash, d.raw);
         if (d.raw > 0) zeroChunks++;
-        // a new file is already zero there (a hole); a device must get the zeros
-        if (sink?.kind === 'block' && d.raw > 0) data = d.out ? new Uint8Array(d.out, 0, d.raw) : zeroBuffer(d.raw);
+        // a new file is already zero there (a hole); a device must get the zeros, unless it reads as zeros (skipZeros)
+        if (sink?.kind === 'block' && d.raw > 0 && cfg.skipZeros !== true) data = d.out ? new Uint8Array(d.out, 0, d.raw) : zeroBuffer(d.raw);
       } else {
         rawHash.update(d.data);
         if (sink) data = d.data;
@@ -461,6 +466,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
       const w = run.track(writeFully(sink.fh, data, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e)))).then(
         () => {
           writes.delete(w);
+          bytesWritten += data.byteLength;
           syncer?.wrote(data.byteLength);
           if (!run.failed) done(d);
         },
@@ -478,7 +484,7 @@ async function runIndexed(img: Source, index: ImageIndex, sink: Sink | null, cfg
   try {
     await run.finish([reader(), dispatcher(), writer()]);
     meter.flush();
-    const r: RunResult = { bytes, sha256: rawHash.digest('hex'), storedBytes: end, zeroChunks };
+    const r: RunResult = { bytes, sha256: rawHash.digest('hex'), storedBytes: end, zeroChunks, bytesWritten };
     if (fileHash) r.fileSha256 = fileHash.digest('hex');
     return r;
   } finally {
@@ -514,6 +520,7 @@ async function runStream(img: Source, sink: Sink | null, cfg: RunConfig): Promis
   const tap = new Tap(fileHash);
   const gunzip = createGunzip({ chunkSize: STREAM_OUT_CHUNK });
   let pos = 0;
+  let bytesWritten = 0;
   let lastStored = 0;
   let ownError: unknown;
 
@@ -548,9 +555,10 @@ async function runStream(img: Source, sink: Sink | null, cfg: RunConfig): Promis
       rawHash.update(chunk);
       if (sink) {
         if (sink.kind === 'block' && pos + chunk.byteLength > sink.size!) throw tooSmall(sink.path, sink.size!, pos + chunk.byteLength, false);
-        // a new file starts as a hole: zeros need not be written
-        if (sink.kind === 'block' || !isAllZero(chunk)) {
+        // a new file starts as a hole: zeros need not be written; nor to a device that reads as zeros (skipZeros)
+        if ((sink.kind === 'block' && cfg.skipZeros !== true) || !isAllZero(chunk)) {
           await writeFully(sink.fh, chunk, pos).catch((e: unknown) => Promise.reject(destError(sink.path, e)));
+          bytesWritten += chunk.byteLength;
         }
       }
       pos += chunk.byteLength;
@@ -596,7 +604,7 @@ async function runStream(img: Source, sink: Sink | null, cfg: RunConfig): Promis
     );
   }
   meter.flush();
-  const r: RunResult = { bytes: pos, sha256: rawHash.digest('hex'), storedBytes: tap.bytes, zeroChunks: 0 };
+  const r: RunResult = { bytes: pos, sha256: rawHash.digest('hex'), storedBytes: tap.bytes, zeroChunks: 0, bytesWritten };
   if (fileHash) r.fileSha256 = fileHash.digest('hex');
   return r;
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { isKvmbakError } from '../errors.js';
 import { type DomainSummary, type Hypervisor, parseDomainDisks } from '../libvirt/index.js';
 import { LVM_MAX_NAME_LENGTH, type LogicalVolume, type Lvm } from '../lvm/index.js';
-import { DOMAIN_XML_FILE, isChunkedMemory, memorySetFile, type Manifest } from '../manifest/index.js';
+import { DOMAIN_XML_FILE, type ManifestDisk, diskRaw, isChunkedMemory, memorySetFile, type Manifest } from '../manifest/index.js';
 import { errnoCode, isNotRegularFileError, openRegularFileIn } from '../util/fs.js';
 import { formatBytes } from '../util/size.js';
 import { RestoreError } from './errors.js';
@@ -55,7 +55,10 @@ async function checkSetFiles(setPath: string, m: Manifest, useMemory: boolean): 
     const { size } = await h.stat().finally(() => h.close());
     if (size !== bytes) throw damaged(`${rel} has ${size} bytes, the manifest says ${bytes} (truncated or changed)`);
   };
-  for (const d of m.disks) await sized(d.image!.file, d.image!.storedBytes);
+  for (const d of m.disks) {
+    const f = diskFile(d);
+    await sized(f.file, f.bytes);
+  }
   if (useMemory && m.memory) await sized(memorySetFile(m.memory), isChunkedMemory(m.memory) ? m.memory.chunks.listBytes : m.memory.bytes);
   const h = await open(DOMAIN_XML_FILE);
   let raw: Buffer;
@@ -69,6 +72,13 @@ async function checkSetFiles(setPath: string, m: Manifest, useMemory: boolean): 
     throw damaged(`${DOMAIN_XML_FILE}: sha256 differs from the manifest`);
   }
   return raw.toString('utf8');
+}
+
+/** The file in the set that holds a disk: its image, or its chunk list (kvmbak/2), with its size. */
+export function diskFile(d: ManifestDisk): { format: 'image' | 'chunks'; file: string; bytes: number } {
+  if (d.chunks !== undefined) return { format: 'chunks', file: d.chunks.file, bytes: d.chunks.listBytes };
+  if (d.image !== undefined) return { format: 'image', file: d.image.file, bytes: d.image.storedBytes };
+  throw new Error(`disk ${d.target} of the manifest has neither an image nor a chunk list`); // the validator refuses such a manifest
 }
 
 /** The LVM tag of the new LVs a restore writes beside existing ones, while they have their temporary names. */
@@ -242,7 +252,9 @@ export async function planRestore(
   for (const t of targets) {
     const d = m.disks.find((x) => x.target === t.target)!;
     const want = `${t.vg}/${t.lv}`;
-    const required = Math.max(d.lvSize, d.image!.rawBytes);
+    const raw = diskRaw(d);
+    const stored = diskFile(d);
+    const required = Math.max(d.lvSize, raw.rawBytes);
     let found: LogicalVolume | null;
     try {
       found = await lvm.find({ vg: t.vg, lv: t.lv });
@@ -271,9 +283,10 @@ export async function planRestore(
     const toBlock = xmlDisks.find((x) => x.target === t.target)!.type !== 'block';
     const plan: RestoreDiskPlan = {
       target: t.target,
-      image: join(setPath, d.image!.file),
-      rawBytes: d.image!.rawBytes,
-      rawSha256: d.image!.rawSha256,
+      format: stored.format,
+      image: join(setPath, stored.file),
+      rawBytes: raw.rawBytes,
+      rawSha256: raw.rawSha256,
       original: { vg: d.vg, lv: d.lv, source: d.source, thin: d.thin, thinPool: d.thinPool, lvSize: d.lvSize },
       vg: t.vg,
       lv: t.lv,
@@ -281,6 +294,7 @@ export async function planRestore(
       action: !found ? 'create' : inPlace ? 'overwrite' : 'swap',
       size: found && inPlace ? found.size : required,
       create: null,
+      skipZeros: false,
       temp: null,
       moved,
       toBlock,
@@ -352,6 +366,8 @@ export async function planRestore(
           `disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (use \`thinPool\` to make it thin)`,
         );
     }
+    // a thin LV made now reads as zeros: its all-zero chunks need not be written (nor allocated)
+    plan.skipZeros = plan.create?.kind === 'thin';
     disks.push(plan);
   }
   await checkRoom(lvm, setPath, name, disks);
@@ -385,7 +401,10 @@ export async function planRestore(
   );
   if (stopFirst) steps.push(...stopSteps);
   for (const p of disks) {
-    const image = `${formatBytes(p.rawBytes)} from ${m.disks.find((x) => x.target === p.target)!.image!.file}`;
+    const f = diskFile(m.disks.find((x) => x.target === p.target)!);
+    const image =
+      `${formatBytes(p.rawBytes)} from ${f.file}${f.format === 'chunks' ? ' (chunks from the chunk store)' : ''}` +
+      (p.skipZeros ? ', leaving its all-zero chunks unwritten' : '');
     const kind = (c: RestoreDiskPlan['create']): string => (c!.kind === 'thin' ? `thin in ${(c as { pool: string }).pool}` : 'linear');
     steps.push(
       p.action === 'create'

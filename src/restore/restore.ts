@@ -23,12 +23,14 @@
  * failure after the define (resume or start) leaves the restored domain
  * defined, shut off, and says how to go on.
  */
-import { dirname, resolve } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { AbortError, ConfigError, KvmbakError, isAbortError, isLibvirtError, throwIfAborted } from '../errors.js';
 import { type Domain, type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { type LogicalVolume, Lvm, validateLvName, validateVgName } from '../lvm/index.js';
 import { unpackImage } from '../archive/index.js';
-import { memorySetFile, type Manifest } from '../manifest/index.js';
+import { ChunkStore, readChunkList, readDiskFromStore } from '../chunks/index.js';
+import { MEMORY_FILE, isChunkedMemory, memorySetFile, type Manifest } from '../manifest/index.js';
 import {
   type DomainLock,
   acquireLock,
@@ -40,6 +42,7 @@ import {
 } from '../store/index.js';
 import { RestoreError } from './errors.js';
 import { type PlannedRestore, RESTORE_LV_TAG, checkOptionsAgainstSet, planRestore } from './plan.js';
+import { type ChunkListRef, checkChunkLists, chunkStoreOfSet, manifestChunkLists } from './chunks.js';
 import type {
   RestoreContext,
   RestoreDiskPlan,
@@ -195,6 +198,49 @@ async function proveSet(
     );
   }
   for (const s of v.strays) emit({ type: 'warning', domain, message: `${s} (ignored: the set's own files are intact)` });
+  await proveChunks(planned, resumes, signal, emit, phase);
+}
+
+/**
+ * For chunked disks (and a chunked memory state that is resumed): every list the restore uses
+ * read and checked against the manifest, and every distinct chunk they name read, decompressed
+ * and checked against its id, before anything is touched.
+ */
+async function proveChunks(
+  planned: PlannedRestore,
+  resumes: boolean,
+  signal: AbortSignal | undefined,
+  emit: (e: RestoreProgress) => void,
+  phase: (p: RestorePhase, message: string) => void,
+): Promise<void> {
+  const { plan, manifest } = planned;
+  const domain = plan.domain.name;
+  const memoryList = manifest.memory !== null && isChunkedMemory(manifest.memory) ? manifest.memory.chunks.file : null;
+  const refs: ChunkListRef[] = manifestChunkLists(plan.set, manifest, { memory: resumes }).filter(
+    (r) => r.file === memoryList || plan.disks.some((p) => p.format === 'chunks' && p.image === r.path),
+  );
+  if (refs.length === 0) return;
+  const store = chunkStoreOfSet(plan.set);
+  const rawTotal = refs.reduce((n, r) => n + r.rawBytes, 0);
+  phase('check', `checking every chunk ${refs.map((r) => r.file).join(', ')} name${refs.length === 1 ? 's' : ''} in ${store}`);
+  const c = await checkChunkLists(store, refs, {
+    ...(signal ? { signal } : {}),
+    // raw bytes checked; the total counts a chunk once per list naming it, so a shared chunk ends it early
+    onProgress: (p) => emit({ type: 'check', domain, file: p.file, bytesDone: p.bytesDone, bytesTotal: rawTotal }),
+  });
+  const damage = [...c.listProblems.map((p) => p.message), ...c.chunkProblems.map((p) => p.message)];
+  if (damage.length === 0) return;
+  const memoryOnly =
+    memoryList !== null &&
+    c.listProblems.every((p) => p.file === memoryList) &&
+    c.chunkProblems.every((p) => p.files.every((f) => f === resolve(plan.set, memoryList)));
+  const more = damage.length > 1 ? ` (and ${damage.length - 1} more problem${damage.length > 2 ? 's' : ''})` : '';
+  throw new RestoreError(
+    `backup set ${plan.set} is damaged: ${damage[0]}${more}; nothing was changed. ` +
+      (memoryOnly ? 'Restore another set, or this one from its disks with `noMemory`' : `Run kvmbak verify ${plan.set}, or restore another set`),
+    'KVMBAK_RESTORE_REFUSED',
+    { set: plan.set, domain },
+  );
 }
 
 function dryRunResult(planned: PlannedRestore, t0: number): RestoreResult {
@@ -237,6 +283,8 @@ class RestoreRun {
   /** Disk target → LV path, for the disks whose source changes in the domain XML (set by the define). */
   diskPaths: Record<string, string> = {};
   defined = false;
+  /** The libvirt save image to resume from: the set's memory.state, or a chunked one rebuilt into a private file. */
+  memoryFile = '';
 
   constructor(
     readonly hv: Hypervisor,
@@ -264,6 +312,20 @@ class RestoreRun {
  * and stops only for the swap (its LVs are in use while it runs).
  */
 async function execute(run: RestoreRun): Promise<RestoreResult> {
+  const m = run.planned.manifest.memory;
+  const resumes = run.plan.run === 'resume' || run.plan.run === 'resume-paused';
+  // A chunked memory state is rebuilt (and checked) before anything is stopped or written.
+  let rebuilt: { file: string; remove: () => Promise<void> } | null = null;
+  if (resumes && m !== null && isChunkedMemory(m)) rebuilt = await rebuildMemoryState(run);
+  run.memoryFile = rebuilt?.file ?? resolve(run.plan.set, MEMORY_FILE);
+  try {
+    return await executeSteps(run);
+  } finally {
+    await rebuilt?.remove();
+  }
+}
+
+async function executeSteps(run: RestoreRun): Promise<RestoreResult> {
   try {
     if (run.inPlace) await stopReplacedDomains(run);
     await prepareTargets(run);
@@ -332,48 +394,148 @@ async function assertNotInUse(run: RestoreRun, p: RestoreDiskPlan, lv: string): 
   return found;
 }
 
-/** Writes every image, checking the raw sha256 as it goes (unpackImage fails on a mismatch). */
+/**
+ * Writes every disk, checking the raw sha256 as it goes: an image through unpackImage (it fails
+ * on a mismatch), a chunk list through readDiskFromStore (each chunk checked against its id, the
+ * whole disk against the list, and here against the manifest). A new thin LV gets no all-zero
+ * chunk written (skipZeros).
+ */
 async function writeImages(run: RestoreRun): Promise<void> {
-  const { manifest } = run.planned;
   for (const p of run.plan.disks) {
     throwIfAborted(run.signal);
     const lv = run.lvs.get(p.target)!;
-    const d = manifest.disks.find((x) => x.target === p.target)!;
-    run.phase('write', `writing ${d.image!.file} onto ${lv.fullName} (${lv.path})`);
     if (p.action === 'overwrite') run.overwritten.push(lvName(p));
-    const r = await unpackImage(p.image, lv.path, {
-      index: { chunkSize: d.image!.chunkSize, bytes: d.image!.rawBytes, members: d.image!.members, storedBytes: d.image!.storedBytes },
-      expectSha256: d.image!.rawSha256,
-      expectBytes: d.image!.rawBytes,
-      // an LV is a block device, written in place; this only matters for test files standing in for LVs
-      overwrite: true,
-      ...(run.options.threads !== undefined ? { threads: run.options.threads } : {}),
-      ...(run.signal ? { signal: run.signal } : {}),
-      onProgress: (ev) =>
-        run.emit({
-          type: 'write',
-          domain: run.name,
-          target: p.target,
-          lv: lv.fullName,
-          phase: ev.phase,
-          bytesDone: ev.bytesDone,
-          bytesTotal: ev.bytesTotal,
-          rate: ev.rate,
-        }),
-    });
-    run.results.push({
-      target: p.target,
-      lv: lvName(p),
-      path: p.path,
-      created: p.action === 'create',
-      swapped: p.action === 'swap',
-      rawBytes: r.bytes,
-      sha256: r.sha256,
-      mode: r.mode,
-      seconds: r.seconds,
-    });
+    run.results.push(p.format === 'chunks' ? await writeFromChunks(run, p, lv) : await writeFromImage(run, p, lv));
   }
   throwIfAborted(run.signal);
+}
+
+function writeProgress(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalVolume) {
+  return (ev: { phase: 'unpack' | 'sync' | 'hash' | 'pack'; bytesDone: number; bytesTotal?: number | undefined; rate: number }): void =>
+    run.emit({
+      type: 'write',
+      domain: run.name,
+      target: p.target,
+      lv: lv.fullName,
+      phase: ev.phase,
+      bytesDone: ev.bytesDone,
+      bytesTotal: ev.bytesTotal,
+      rate: ev.rate,
+    });
+}
+
+async function writeFromImage(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalVolume): Promise<RestoreDiskResult> {
+  const d = run.planned.manifest.disks.find((x) => x.target === p.target)!;
+  const image = d.image!; // the plan's format 'image' is a disk with an image
+  run.phase('write', `writing ${image.file} onto ${lv.fullName} (${lv.path})`);
+  const r = await unpackImage(p.image, lv.path, {
+    index: { chunkSize: image.chunkSize, bytes: image.rawBytes, members: image.members, storedBytes: image.storedBytes },
+    expectSha256: image.rawSha256,
+    expectBytes: image.rawBytes,
+    // an LV is a block device, written in place; this only matters for test files standing in for LVs
+    overwrite: true,
+    skipZeros: p.skipZeros,
+    ...(run.options.threads !== undefined ? { threads: run.options.threads } : {}),
+    ...(run.signal ? { signal: run.signal } : {}),
+    onProgress: writeProgress(run, p, lv),
+  });
+  return {
+    target: p.target,
+    lv: lvName(p),
+    path: p.path,
+    created: p.action === 'create',
+    swapped: p.action === 'swap',
+    rawBytes: r.bytes,
+    sha256: r.sha256,
+    bytesWritten: r.bytesWritten,
+    skipZeros: p.skipZeros,
+    mode: r.mode,
+    seconds: r.seconds,
+  };
+}
+
+async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalVolume): Promise<RestoreDiskResult> {
+  const d = run.planned.manifest.disks.find((x) => x.target === p.target)!;
+  const chunks = d.chunks!; // the plan's format 'chunks' is a disk with a chunk list
+  run.phase('write', `writing ${chunks.file} (${chunks.chunks} chunks from ${chunkStoreOfSet(run.plan.set)}) onto ${lv.fullName} (${lv.path})`);
+  const t0 = performance.now();
+  const list = await readChunkList(p.image, run.signal);
+  const store = await ChunkStore.open(chunkStoreOfSet(run.plan.set));
+  const progress = writeProgress(run, p, lv);
+  let r;
+  try {
+    r = await readDiskFromStore(list, store, lv.path, {
+      sparse: p.skipZeros,
+      ...(run.options.threads !== undefined ? { concurrency: Math.max(2, run.options.threads) } : {}),
+      ...(run.signal ? { signal: run.signal } : {}),
+      onProgress: (ev) => {
+        const s = (performance.now() - t0) / 1000;
+        progress({ phase: 'unpack', bytesDone: ev.bytesDone, bytesTotal: ev.bytesTotal, rate: s > 0 ? ev.bytesDone / s : 0 });
+      },
+    });
+  } finally {
+    await store.close();
+  }
+  if (list.rawSize !== chunks.rawBytes || r.rawSha256 !== chunks.rawSha256) {
+    throw new RestoreError(
+      `the data rebuilt from ${chunks.file} (${list.rawSize} bytes, sha256 ${r.rawSha256}) differs from the manifest's (${chunks.rawBytes} bytes, sha256 ${chunks.rawSha256}); ${lv.fullName} now holds unverified data`,
+      'KVMBAK_RESTORE_FAILED',
+      { set: run.plan.set, domain: run.name },
+    );
+  }
+  progress({ phase: 'sync', bytesDone: list.rawSize, bytesTotal: list.rawSize, rate: 0 });
+  return {
+    target: p.target,
+    lv: lvName(p),
+    path: p.path,
+    created: p.action === 'create',
+    swapped: p.action === 'swap',
+    rawBytes: list.rawSize,
+    sha256: r.rawSha256,
+    bytesWritten: r.bytesWritten,
+    skipZeros: p.skipZeros,
+    mode: 'chunks',
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/**
+ * A chunked memory state (kvmbak/2) rebuilt into a private file for virDomainRestore: a 0700
+ * folder made with mkdtemp in the set's domain folder (the destination's file system, not /tmp,
+ * which may be small or a tmpfs), the file 0600 in it, each chunk and the whole checked against
+ * the manifest. Returns the file and a remover the caller runs in a finally.
+ */
+async function rebuildMemoryState(run: RestoreRun): Promise<{ file: string; remove: () => Promise<void> }> {
+  const m = run.planned.manifest.memory!;
+  if (!isChunkedMemory(m)) throw new Error('rebuildMemoryState needs a chunked memory state');
+  const dir = await mkdtemp(join(dirname(run.plan.set), '.kvmbak-restore-memory-'));
+  const remove = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  try {
+    const file = join(dir, MEMORY_FILE);
+    run.phase('write', `rebuilding the memory state from ${m.chunks.file} (${m.chunks.chunks} chunks) into ${file}`);
+    const list = await readChunkList(resolve(run.plan.set, m.chunks.file), run.signal);
+    const store = await ChunkStore.open(chunkStoreOfSet(run.plan.set));
+    let r;
+    try {
+      r = await readDiskFromStore(list, store, file, {
+        ...(run.options.threads !== undefined ? { concurrency: Math.max(2, run.options.threads) } : {}),
+        ...(run.signal ? { signal: run.signal } : {}),
+      });
+    } finally {
+      await store.close();
+    }
+    if (list.rawSize !== m.bytes || r.rawSha256 !== m.sha256) {
+      throw new RestoreError(
+        `the memory state rebuilt from ${m.chunks.file} (${list.rawSize} bytes, sha256 ${r.rawSha256}) differs from the manifest's (${m.bytes} bytes, sha256 ${m.sha256}); nothing was changed. Restore another set, or this one from its disks with \`noMemory\``,
+        'KVMBAK_RESTORE_REFUSED',
+        { set: run.plan.set, domain: run.name },
+      );
+    }
+    return { file, remove };
+  } catch (e) {
+    await remove();
+    throw e;
+  }
 }
 
 /**
@@ -590,6 +752,7 @@ async function redefine(hv: Hypervisor, xmls: Map<string, { name: string; xml: s
 async function bringUp(run: RestoreRun, dom: Domain): Promise<RestoreResult> {
   const { plan, options } = run;
   const name = run.name;
+  const m = run.planned.manifest.memory;
   const leftoverLvs = await removeSwappedOut(run);
   await refreshPools(run);
   let memoryRestored = false;
@@ -597,7 +760,7 @@ async function bringUp(run: RestoreRun, dom: Domain): Promise<RestoreResult> {
   try {
     if (plan.run === 'resume' || plan.run === 'resume-paused') {
       run.phase('resume', `resuming ${name} from its memory state`);
-      const memoryFile = resolve(plan.set, 'memory.state');
+      const memoryFile = run.memoryFile;
       // Disks moved: the XML saved inside the state gets the same new disk sources
       // (libvirt checks it against the saved one, so it must start from that one).
       const xml = plan.memoryXml
@@ -620,7 +783,9 @@ async function bringUp(run: RestoreRun, dom: Domain): Promise<RestoreResult> {
         ? `start it with virsh start ${name}`
         : plan.memoryXml
           ? `libvirt may refuse the saved state with the disks rewritten: start it from its disks with virsh start ${name} (a cold boot)`
-          : `resume it by hand (virsh restore ${resolve(plan.set, 'memory.state')}) or start it from its disks (virsh start ${name})`;
+          : m !== null && isChunkedMemory(m)
+            ? `rebuild memory.state from ${m.chunks.file} (see the README's by-hand restore) and virsh restore it, or start it from its disks (virsh start ${name})`
+            : `resume it by hand (virsh restore ${resolve(plan.set, MEMORY_FILE)}) or start it from its disks (virsh start ${name})`;
     const what = plan.run === 'start' ? 'could not start it' : 'could not resume it from its memory state';
     const err = new RestoreError(
       `${(e as Error).message}; the disks of ${name} are restored and the domain is defined, but restore ${what}: ${how}`,

@@ -82,7 +82,9 @@ export type RestoreProgress =
 /** What happens to one disk. */
 export interface RestoreDiskPlan {
   target: string;
-  /** The image in the set (absolute path). */
+  /** How the disk is stored: a self-contained image, or a chunk list into the destination's chunk store (kvmbak/2). */
+  format: 'image' | 'chunks';
+  /** The image, or the chunk list, in the set (absolute path). */
   image: string;
   /** Raw bytes the image holds and their sha256 (checked while writing). */
   rawBytes: number;
@@ -105,6 +107,12 @@ export interface RestoreDiskPlan {
   size: number;
   /** How a new LV is made (create, swap); null for one written in place. */
   create: { kind: 'linear' } | { kind: 'thin'; pool: string } | null;
+  /**
+   * All-zero chunks are not written: the target is a thin LV this restore creates, which reads as
+   * zeros and stays unallocated where nothing is written. False for a linear LV (its extents hold
+   * whatever was there) and for an existing LV written in place: those get every byte.
+   */
+  skipZeros: boolean;
   /** swap: the temporary names of the new LV (tagged kvmbak-restore while it has it) and of the old one until removed. */
   temp: { newLv: string; oldLv: string } | null;
   /** The target is another LV than the original one: the disk's source changes in the domain XML. */
@@ -160,7 +168,12 @@ export interface RestoreDiskResult {
   sha256: string;
   /** A new LV was written beside the existing one and swapped in; the old one removed (see RestoreResult.leftoverLvs). */
   swapped: boolean;
-  mode: 'parallel' | 'stream';
+  /** Raw bytes written to the LV; the rest were all-zero chunks left unwritten (skipZeros). */
+  bytesWritten: number;
+  /** All-zero chunks were left unwritten (a new thin LV, see RestoreDiskPlan.skipZeros). */
+  skipZeros: boolean;
+  /** parallel/stream: from an image (with or without its member index); chunks: from the chunk store. */
+  mode: 'parallel' | 'stream' | 'chunks';
   seconds: number;
 }
 

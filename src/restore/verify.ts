@@ -1,16 +1,44 @@
 /**
- * verifySet(): a set checked end to end. The file level (store's
+ * verifySet()/verifySets(): sets checked end to end. The file level (store's
  * verifySetFiles: every file there with its size and sha256, SHA256SUMS in
  * agreement, nothing extra) plus, unless `quick`, every image decompressed
  * (in parallel, with the member index) and its raw size and sha256 compared
  * with the manifest. Each image is read once: its file sha256 comes from the
  * same pass.
+ *
+ * Chunked sets (kvmbak/2): every chunk list is read and checked against the
+ * manifest, and every chunk it names is decompressed and its sha256 compared
+ * with its id (`quick`: the chunk file exists and is not empty). Sets verified
+ * in one call share the check: a chunk many of them use is checked once (see
+ * chunks.ts for the memory this takes). A missing or damaged chunk is one
+ * problem line naming the chunk and every set of the destination that uses it.
  */
 import { hashImage, isArchiveError } from '../archive/index.js';
 import { isAbortError, throwIfAborted } from '../errors.js';
 import type { BackupMode } from '../manifest/index.js';
-import { type FileCheck, verifySetFiles } from '../store/index.js';
+import { type FileCheck, type SetVerification, verifySetFiles } from '../store/index.js';
 import { resolve } from 'node:path';
+import { type ChunkCheckResult, type ChunkListRef, type ChunkProblem, checkChunkLists, chunkStoreOfSet } from './chunks.js';
+
+export type ChunkListCheckStatus = 'ok' | 'damaged' | 'unreadable' | 'not-checked';
+
+/** The chunk-level check of one chunk list of a set (kvmbak/2). */
+export interface ChunkListCheck {
+  /** The disk target; null for the memory state's list. */
+  target: string | null;
+  /** Relative path of the list in the set. */
+  file: string;
+  /**
+   * ok: the list matches the manifest and every chunk it names checked out. damaged: some of
+   * its chunks are missing or damaged (see chunkProblems). unreadable: the list itself cannot be
+   * used (malformed, truncated, not the manifest's, no chunk store): see `error`. not-checked:
+   * the list failed the file-level check already.
+   */
+  status: ChunkListCheckStatus;
+  chunks: number;
+  rawBytes: number;
+  error?: string;
+}
 
 export type ImageCheckStatus = 'ok' | 'raw-mismatch' | 'damaged' | 'unreadable' | 'not-checked';
 
@@ -48,6 +76,10 @@ export interface SetVerifyResult {
   files: FileCheck[];
   /** Image level (status not-checked with `quick`). */
   images: ImageCheck[];
+  /** Chunk level, one entry per chunk list (kvmbak/2; empty for image sets). */
+  chunkLists: ChunkListCheck[];
+  /** The missing or damaged chunks this set uses, each with every set of the destination that uses it. */
+  chunkProblems: ChunkProblem[];
   /** One line per problem, each naming its file. */
   problems: string[];
   /** Not problems: permissions wider than 0600/0700. */
@@ -58,16 +90,23 @@ export interface SetVerifyResult {
 }
 
 export interface VerifySetProgress {
-  /** 'verify': hashing a file; 'hash': decompressing an image (bytes are raw bytes). */
-  phase: 'verify' | 'hash';
+  /**
+   * 'verify': hashing a file; 'hash': decompressing an image (bytes are raw bytes); 'chunks':
+   * checking the chunks of a chunk list (`file`): bytesDone is the raw bytes checked so far over
+   * all lists, chunksDone/chunksTotal count chunks (chunksTotal counts shared chunks once per
+   * list that names them, so the distinct chunks checked end below it).
+   */
+  phase: 'verify' | 'hash' | 'chunks';
   file: string;
   bytesDone: number;
   bytesTotal: number;
   rate?: number;
+  chunksDone?: number;
+  chunksTotal?: number;
 }
 
 export interface VerifySetOptions {
-  /** File checksums only; no decompression. */
+  /** File checksums only; no decompression (for chunks: each chunk file present and not empty). */
   quick?: boolean;
   /** Decompression threads (default: available parallelism). */
   threads?: number;
@@ -81,6 +120,102 @@ export interface VerifySetOptions {
  * the result (`ok` false), each line naming the file.
  */
 export async function verifySet(setPath: string, options: VerifySetOptions = {}): Promise<SetVerifyResult> {
+  return (await verifySets([setPath], options)).sets[0]!;
+}
+
+/** Several sets verified in one call (see the module comment). */
+export interface VerifySetsResult {
+  quick: boolean;
+  /** Every set without a problem, and every chunk good. */
+  ok: boolean;
+  /** One result per set, in the order given. */
+  sets: SetVerifyResult[];
+  /** The chunk stores checked: distinct chunks and raw bytes checked in each. */
+  stores: { store: string; chunksChecked: number; bytesChecked: number }[];
+  /** Every missing or damaged chunk, once, with every set of its destination that uses it. */
+  chunkProblems: ChunkProblem[];
+  seconds: number;
+}
+
+/**
+ * Verifies sets, sharing the chunk check: each distinct chunk of a store is checked once for all
+ * the sets given. Throws ManifestError for a set without a usable manifest (before checking any
+ * chunk); every other problem is reported in the results.
+ */
+export async function verifySets(setPaths: readonly string[], options: VerifySetOptions = {}): Promise<VerifySetsResult> {
+  const t0 = performance.now();
+  const quick = options.quick ?? false;
+  const sets: SetVerifyResult[] = [];
+  const files: SetVerification[] = [];
+  for (const p of setPaths) {
+    const r = await verifyOne(p, options);
+    sets.push(r.result);
+    files.push(r.files);
+  }
+  // the chunk lists that passed the file level, grouped by store
+  const byStore = new Map<string, ChunkListRef[]>();
+  for (const [i, v] of files.entries()) {
+    for (const l of v.chunkLists) {
+      const check = sets[i]!.chunkLists.find((c) => c.file === l.file)!;
+      if (!l.fileOk) {
+        check.status = 'not-checked';
+        check.error = `${l.file} failed the file check`;
+        continue;
+      }
+      check.status = 'ok'; // until the chunk check finds otherwise
+      const store = chunkStoreOfSet(v.path);
+      const refs = byStore.get(store) ?? [];
+      refs.push({ set: v.path, file: l.file, path: l.path, rawBytes: l.rawBytes, rawSha256: l.rawSha256, chunkSize: l.chunkSize, chunks: l.chunks });
+      byStore.set(store, refs);
+    }
+  }
+  const stores: VerifySetsResult['stores'] = [];
+  const chunkProblems: ChunkProblem[] = [];
+  for (const [store, refs] of byStore) {
+    throwIfAborted(options.signal);
+    const tc = performance.now();
+    const c: ChunkCheckResult = await checkChunkLists(store, refs, {
+      quick,
+      ...(options.signal ? { signal: options.signal } : {}),
+      onProgress: (p) => {
+        const s = (performance.now() - tc) / 1000;
+        options.onProgress?.({
+          phase: 'chunks',
+          file: p.file,
+          bytesDone: p.bytesDone,
+          bytesTotal: p.bytesDone,
+          ...(s > 0 ? { rate: p.bytesDone / s } : {}),
+          chunksDone: p.chunksDone,
+          chunksTotal: p.chunksTotal,
+        });
+      },
+    });
+    stores.push({ store, chunksChecked: c.chunksChecked, bytesChecked: c.bytesChecked });
+    chunkProblems.push(...c.chunkProblems);
+    for (const [i, r] of sets.entries()) {
+      if (!refs.some((x) => x.set === files[i]!.path)) continue;
+      for (const lp of c.listProblems.filter((x) => x.set === r.path)) {
+        const check = r.chunkLists.find((x) => x.file === lp.file)!;
+        check.status = 'unreadable';
+        check.error = lp.message;
+        r.problems.push(lp.message);
+      }
+      const mine = c.chunkProblems.filter((cp) => cp.sets.includes(r.path));
+      for (const cp of mine) {
+        r.chunkProblems.push(cp);
+        r.problems.push(cp.message);
+      }
+      for (const check of r.chunkLists) {
+        if (check.status === 'ok' && mine.some((cp) => cp.files.includes(resolve(r.path, check.file)))) check.status = 'damaged';
+      }
+      r.ok = r.problems.length === 0;
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return { quick, ok: sets.every((r) => r.ok) && chunkProblems.length === 0, sets, stores, chunkProblems, seconds };
+}
+
+async function verifyOne(setPath: string, options: VerifySetOptions): Promise<{ result: SetVerifyResult; files: SetVerification }> {
   const t0 = performance.now();
   const path = resolve(setPath);
   const quick = options.quick ?? false;
@@ -155,7 +290,7 @@ export async function verifySet(setPath: string, options: VerifySetOptions = {})
       check.seconds = (performance.now() - ti) / 1000;
     }
   }
-  return {
+  const result: SetVerifyResult = {
     path,
     domain: v.manifest.domain.name,
     createdAt: v.manifest.createdAt,
@@ -164,9 +299,12 @@ export async function verifySet(setPath: string, options: VerifySetOptions = {})
     ok: problems.length === 0,
     files: v.files,
     images,
+    chunkLists: v.chunkLists.map((l) => ({ target: l.target, file: l.file, status: 'not-checked', chunks: l.chunks, rawBytes: l.rawBytes })),
+    chunkProblems: [],
     problems,
     warnings: v.warnings,
     bytesRead,
     seconds: (performance.now() - t0) / 1000,
   };
+  return { result, files: v };
 }

@@ -59,7 +59,7 @@ async function isRealDir(path: string): Promise<boolean> {
 }
 
 /** The chunk list files a manifest names. */
-export function manifestChunkLists(m: Manifest): string[] {
+export function manifestChunkListFiles(m: Manifest): string[] {
   const out: string[] = [];
   if (m.memory !== null && isChunkedMemory(m.memory)) out.push(m.memory.chunks.file);
   for (const d of m.disks) if (d.chunks !== undefined) out.push(d.chunks.file);
@@ -103,7 +103,7 @@ export async function* setChunkLists(dest: string, signal?: AbortSignal): AsyncG
       }
       let named: string[] = [];
       try {
-        named = manifestChunkLists(await readSetManifest(setPath));
+        named = manifestChunkListFiles(await readSetManifest(setPath));
       } catch (e) {
         if (isAbortError(e)) throw e;
         // incomplete or unreadable: every *.chunks file it holds counts (below)

@@ -43,7 +43,7 @@ export type {
 } from './journal.js';
 export {
   setChunkLists,
-  manifestChunkLists,
+  manifestChunkListFiles,
   hasChunkStore,
   collectDestinationGarbage,
   chunkStoreUsage,
@@ -71,7 +71,7 @@ export type {
   PruneGcResult,
 } from './retention.js';
 export { verifySetFiles, sha256File } from './verify.js';
-export type { FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
+export type { ChunkListToVerify, FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
 export { IMAGES_DIR, backupSetFiles, createBackupSet, removeEmptyDomainDir } from './backup-set.js';
 export type { BackupSetFiles } from './backup-set.js';
 export { chunkStorePath, openChunkStore, storeChunked } from './chunked.js';

@@ -10,7 +10,7 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { throwIfAborted } from '../errors.js';
-import { MANIFEST_FILE, type Manifest } from '../manifest/index.js';
+import { MANIFEST_FILE, type Manifest, type ManifestChunks, isChunkedMemory } from '../manifest/index.js';
 import {
   DIR_MODE,
   FILE_MODE,
@@ -38,6 +38,25 @@ export interface FileCheck {
   expectedSha256: string | null;
   /** Computed only when the size matched (a wrong size already condemns the file). */
   actualSha256: string | null;
+}
+
+/**
+ * A chunk list (kvmbak/2) for the next verification step: the chunks it names, in the
+ * destination's chunk store, each checked against its id (restore/ does that).
+ */
+export interface ChunkListToVerify {
+  /** The disk target; null for the memory state's list. */
+  target: string | null;
+  /** Relative path in the set, e.g. 'disks/vda.chunks' or 'memory.chunks'. */
+  file: string;
+  /** Absolute path. */
+  path: string;
+  /** The list file passed the file-level checks (size, sha256). */
+  fileOk: boolean;
+  rawBytes: number;
+  rawSha256: string;
+  chunkSize: number;
+  chunks: number;
 }
 
 /** An image for the next verification step (decompress, check raw sha256 and members). */
@@ -73,6 +92,8 @@ export interface SetVerification {
   /** Things that do not make the set unusable (permissions wider than 0600/0700). */
   warnings: string[];
   images: ImageToVerify[];
+  /** The chunk lists of chunked disks and of a chunked memory state (kvmbak/2), for the chunk check. */
+  chunkLists: ChunkListToVerify[];
   /** Bytes read and hashed. */
   bytesHashed: number;
 }
@@ -265,18 +286,41 @@ export async function verifySetFiles(setPath: string, options: VerifyOptions = {
     strays.push(line);
   }
 
-  const images: ImageToVerify[] = manifest.disks.map((d) => ({
-    target: d.target,
-    file: d.image!.file,
-    path: join(setPath, d.image!.file),
-    fileOk: files.find((c) => c.file === d.image!.file)?.status === 'ok',
-    storedBytes: d.image!.storedBytes,
-    rawBytes: d.image!.rawBytes,
-    rawSha256: d.image!.rawSha256,
-    chunkSize: d.image!.chunkSize,
-    members: d.image!.members,
-    zeroChunks: d.image!.zeroChunks,
-  }));
+  const images: ImageToVerify[] = [];
+  const chunkLists: ChunkListToVerify[] = [];
+  const listed = (target: string | null, c: ManifestChunks): ChunkListToVerify => ({
+    target,
+    file: c.file,
+    path: join(setPath, c.file),
+    fileOk: files.find((f) => f.file === c.file)?.status === 'ok',
+    rawBytes: c.rawBytes,
+    rawSha256: c.rawSha256,
+    chunkSize: c.chunkSize,
+    chunks: c.chunks,
+  });
+  if (manifest.memory !== null && isChunkedMemory(manifest.memory) && !skip.has(manifest.memory.chunks.file)) {
+    chunkLists.push(listed(null, manifest.memory.chunks));
+  }
+  for (const d of manifest.disks) {
+    if (d.chunks !== undefined) {
+      chunkLists.push(listed(d.target, d.chunks));
+      continue;
+    }
+    const image = d.image;
+    if (image === undefined) continue; // the manifest validator requires one of the two
+    images.push({
+      target: d.target,
+      file: image.file,
+      path: join(setPath, image.file),
+      fileOk: files.find((c) => c.file === image.file)?.status === 'ok',
+      storedBytes: image.storedBytes,
+      rawBytes: image.rawBytes,
+      rawSha256: image.rawSha256,
+      chunkSize: image.chunkSize,
+      members: image.members,
+      zeroChunks: image.zeroChunks,
+    });
+  }
 
-  return { path: setPath, manifest, ok: problems.length === 0, files, problems, strays, warnings, images, bytesHashed: bytesDone };
+  return { path: setPath, manifest, ok: problems.length === 0, files, problems, strays, warnings, images, chunkLists, bytesHashed: bytesDone };
 }

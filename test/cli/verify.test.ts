@@ -2,6 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { chunkIdAt, readChunkList } from '../../src/chunks/index.js';
+import { manifestFormatFor } from '../../src/manifest/index.js';
+import { commitSet, openChunkStore, storeChunked } from '../../src/store/index.js';
 import { buildSet, tempDir } from '../unit/store/helpers.js';
 import { ensureBuilt, kvmbak } from './helpers.js';
 
@@ -116,4 +120,60 @@ describe('kvmbak verify', () => {
     expect(missing.stderr).toMatch(/the folder does not exist; check the path/);
     expect((await kvmbak(['verify'])).code).toBe(2);
   });
+});
+
+/** A committed kvmbak/2 set: vda as a chunk list into DEST/.chunks (20 MiB: text, zeros, random). */
+async function chunkedSet(at: Date, data: Buffer): Promise<{ path: string; ids: string[] }> {
+  const { set, manifest } = await buildSet(dest, 'web01', at, { commit: false, mode: 'pause' });
+  await rm(join(set.path, 'disks/vda.img.gz'));
+  const src = join(dest, `raw-${at.getTime()}`);
+  await writeFile(src, data);
+  const store = await openChunkStore(dest);
+  const { chunks } = await storeChunked(store, src, set, 'disks/vda.chunks');
+  await store.close();
+  await rm(src);
+  const { image: _image, ...disk } = manifest.disks[0]!;
+  const m = { ...manifest, disks: [{ ...disk, chunks }] };
+  m.format = manifestFormatFor(m);
+  await commitSet(set, m);
+  const list = await readChunkList(join(set.path, 'disks/vda.chunks'));
+  return { path: set.path, ids: Array.from({ length: list.ids.byteLength / 32 }, (_, i) => chunkIdAt(list, i)) };
+}
+
+describe('kvmbak verify of chunked sets', () => {
+  const data = Buffer.alloc(5 * 4 * 1024 * 1024);
+  data.fill('kvmbak cli chunks\n', 0, 4 * 1024 * 1024);
+  randomBytes(4 * 1024 * 1024).copy(data, 12 * 1024 * 1024);
+
+  it('one line per chunk list; a flipped byte in a chunk two sets share: both named in one line, exit 1', async () => {
+    const a = await chunkedSet(now, data);
+    const b = await chunkedSet(new Date(now.getTime() + 86400_000), data);
+    const ok = await kvmbak(['verify', a.path]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('  ok         disks/vda.chunks  5 chunks, 20.0 MiB raw, all sha256 ok');
+    expect(ok.stdout).toContain(`  chunks: 3 distinct in ${join(dest, '.chunks')}, 12.0 MiB raw decompressed and checked against their ids\n`);
+    const both = await kvmbak(['verify', a.path, b.path]);
+    expect(both.code).toBe(0);
+    expect(both.stdout.trim().split('\n').at(-1)).toMatch(/^all ok: 2 sets, 3 distinct chunks checked in /);
+
+    const bad = a.ids[3]!;
+    const file = join(dest, '.chunks', bad.slice(0, 4), bad);
+    await flipByte(file, 25);
+    const line = `chunk ${bad} is damaged (${file}: its data does not decompress to its sha256); the 2 sets using it cannot be restored in full: ${a.path}, ${b.path}`;
+    const r = await kvmbak(['verify', a.path]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`kvmbak: verify failed: ${line}\n`);
+    expect(r.stdout).toContain('  DAMAGED    disks/vda.chunks  5 chunks, 20.0 MiB raw, missing or damaged chunks (see below)');
+    expect(r.stdout).toContain(`  problem: ${line}`);
+    const m = await kvmbak(['verify', a.path, b.path]);
+    expect(m.code).toBe(1);
+    expect(m.stderr).toBe(`kvmbak: verify failed: ${line}\n`);
+    expect(m.stdout.trim().split('\n').at(-1)).toBe('FAILED: 2 of 2 sets, 1 missing or damaged chunk');
+    // --quick sees the chunk there: it checks presence and size only
+    expect((await kvmbak(['verify', a.path, '--quick'])).code).toBe(0);
+    await rm(file);
+    const q = await kvmbak(['verify', a.path, '--quick', '--json']);
+    expect(q.code).toBe(1);
+    expect(JSON.parse(q.stdout)).toMatchObject({ ok: false, quick: true, chunkProblems: [{ id: bad, kind: 'missing', sets: [a.path, b.path] }] });
+  }, 60_000);
 });

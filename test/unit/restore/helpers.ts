@@ -18,13 +18,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandResult, CommandRunOptions, CommandRunner } from '../../../src/exec/index.js';
 import { type Hypervisor, openHypervisor, packImage } from '../../../src/index.js';
-import { MANIFEST_FORMAT, type Manifest, type ManifestDisk, readManifest } from '../../../src/manifest/index.js';
+import { type Manifest, type ManifestDisk, manifestFormatFor, readManifest } from '../../../src/manifest/index.js';
 import {
   createSet,
   commitSet,
   expectedFiles,
   formatChecksums,
+  openChunkStore,
   setFilePath,
+  storeChunked,
   sha256File,
   writeSetFile,
   type BackupSet,
@@ -75,6 +77,8 @@ export interface FakeLvOptions {
   pool?: string;
   /** File content (default: zeros of `size`). */
   content?: Uint8Array;
+  /** A device (e.g. a loop device) to stand for the LV instead of a file of its own. */
+  path?: string;
 }
 
 /** A stateful lvm2 stand-in; see the module comment. */
@@ -87,6 +91,8 @@ export class FakeLvm implements CommandRunner {
   /** Make the next lvrename of this VG/LV fail. */
   failRename: string | null = null;
   readonly openIf = new Map<Row, () => Promise<boolean>>();
+  /** When set, lvcreate gives the new LV this device (e.g. a loop device) instead of a file. */
+  deviceOnCreate: ((vg: string, lv: string, size: number) => Promise<string>) | null = null;
 
   constructor(readonly dir: string) {}
 
@@ -113,7 +119,7 @@ export class FakeLvm implements CommandRunner {
       vg_name: o.vg,
       lv_uuid: lvUuid(),
       lv_full_name: `${o.vg}/${o.lv}`,
-      lv_path: o.kind === 'pool' ? '' : this.pathOf(o.vg, o.lv),
+      lv_path: o.kind === 'pool' ? '' : (o.path ?? this.pathOf(o.vg, o.lv)),
       lv_dm_path: `/dev/mapper/${dm(o.vg)}-${dm(o.lv)}`,
       lv_size: String(o.size),
       lv_tags: '',
@@ -129,7 +135,7 @@ export class FakeLvm implements CommandRunner {
     }
     this.rows.push(row);
     if (typeof o.open === 'function') this.openIf.set(row, o.open);
-    if (o.kind !== 'pool') {
+    if (o.kind !== 'pool' && o.path === undefined) {
       if (o.content) await writeFile(row.lv_path, o.content);
       else {
         await writeFile(row.lv_path, '');
@@ -184,10 +190,12 @@ export class FakeLvm implements CommandRunner {
           return { stdout: rec.stdout, stderr: rec.stderr.replace('vgkvmbak', vg), exitCode: rec.exitCode, signal: null };
         }
         if (!thin) vgRow.vg_free = String(Number(vgRow.vg_free) - rounded);
+        const device = this.deviceOnCreate ? await this.deviceOnCreate(vg, name, rounded) : undefined;
         const row = await this.addLv({
           vg,
           lv: name,
           size: rounded,
+          ...(device !== undefined ? { path: device } : {}),
           kind: thin ? 'thin' : 'linear',
           ...(thin ? { pool: args[args.indexOf('--thinpool') + 1]! } : {}),
         });
@@ -226,7 +234,7 @@ export class FakeLvm implements CommandRunner {
         const full = targets[0]!;
         const i = this.rows.findIndex((r) => r.lv_full_name === full);
         const row = this.rows.splice(i, 1)[0]!;
-        if (row.lv_path) await unlink(row.lv_path).catch(() => undefined);
+        if (row.lv_path.startsWith(`${this.dir}/`)) await unlink(row.lv_path).catch(() => undefined);
         const rec = record('lvremove-snapshot');
         return ok(rec.stdout.split(rec.argv[rec.argv.length - 1]!.split('/')[1]!).join(row.lv_name));
       }
@@ -303,15 +311,31 @@ const CHUNK = 64 * 1024;
  * XML, (mode save) its save image made by the driver itself (web-01 is then
  * shut off), and two disk images of made-up content for vda (vg0/web-root)
  * and vdb (vg0/web-data-01); vdc (a qcow2 file) excluded, sda (cdrom) skipped.
+ *
+ * `format: 'chunks'` (kvmbak/2): the disks and the save image go into DEST/.chunks with
+ * storeChunked (4 MiB chunks) and the set keeps their chunk lists; memory.state is not kept.
+ * `raw` gives the disks' content (default: diskData of the sizes).
  */
-export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause'; sizes?: [number, number] } = {}): Promise<BuiltSet> {
+export async function buildSet(
+  env: TestEnv,
+  options: {
+    mode?: 'save' | 'pause';
+    sizes?: [number, number];
+    format?: 'image' | 'chunks';
+    raw?: Record<'vda' | 'vdb', Buffer>;
+    /** vda was a thin volume of vg0/pool0. */
+    thin?: boolean;
+  } = {},
+): Promise<BuiltSet> {
   const mode = options.mode ?? 'save';
+  const chunked = options.format === 'chunks';
   const [sizeA, sizeB] = options.sizes ?? [5 * CHUNK + 1000, 3 * CHUNK];
   const set = await createSet(env.dest, 'web-01', { now: new Date(Date.now() - 3600_000) });
   const dom = await env.hv.lookupDomain('web-01');
   try {
     const xml = await writeSetFile(set, 'domain.xml', await dom.xml({ inactive: true, secure: true }));
-    const raw: Record<string, Buffer> = { vda: diskData(sizeA, 'vda'), vdb: diskData(sizeB, 'vdb') };
+    const raw: Record<string, Buffer> = options.raw ?? { vda: diskData(sizeA, 'vda'), vdb: diskData(sizeB, 'vdb') };
+    const store = chunked ? await openChunkStore(env.dest) : undefined;
     const disks: ManifestDisk[] = [];
     await mkdir(join(set.path, 'disks'), { mode: 0o700 });
     for (const [target, lv] of [
@@ -320,20 +344,31 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
     ] as const) {
       const src = join(env.dir, `${target}.raw`);
       await writeFile(src, raw[target]!);
-      const p = await packImage(src, setFilePath(set, `disks/${target}.img.gz`), { chunkSize: CHUNK, threads: 2 });
-      disks.push({
+      const common = {
         target,
         source: `/dev/vg0/${lv}`,
         vg: 'vg0',
         lv,
         pool: 'vg0',
-        capacity: p.bytes,
+        capacity: raw[target]!.length,
         allocation: 0,
-        physical: p.bytes,
-        lvSize: p.bytes,
+        physical: raw[target]!.length,
+        lvSize: raw[target]!.length,
         lvUuid: lvUuid(),
-        thin: false,
-        thinPool: null,
+        thin: options.thin === true && target === 'vda',
+        thinPool: options.thin === true && target === 'vda' ? 'pool0' : null,
+      };
+      const snapshot = common.thin
+        ? { name: `${lv}-kvmbak-x`, size: null, peakPercent: null }
+        : { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 };
+      if (store) {
+        const { chunks } = await storeChunked(store, src, set, `disks/${target}.chunks`);
+        disks.push({ ...common, chunks, snapshot });
+        continue;
+      }
+      const p = await packImage(src, setFilePath(set, `disks/${target}.img.gz`), { chunkSize: CHUNK, threads: 2 });
+      disks.push({
+        ...common,
         image: {
           file: `disks/${target}.img.gz`,
           rawBytes: p.bytes,
@@ -344,7 +379,7 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
           members: p.members,
           zeroChunks: p.zeroChunks,
         },
-        snapshot: { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 },
+        snapshot,
       });
     }
     let memory: Manifest['memory'] = null;
@@ -352,10 +387,17 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
       const file = setFilePath(set, 'memory.state');
       await dom.save(file);
       const h = await sha256File(file);
-      memory = { file: 'memory.state', bytes: h.bytes, sha256: h.sha256 };
+      if (store) {
+        const { chunks } = await storeChunked(store, file, set, 'memory.chunks');
+        await unlink(file);
+        memory = { bytes: h.bytes, sha256: h.sha256, chunks: { ...chunks, file: 'memory.chunks' } };
+      } else {
+        memory = { file: 'memory.state', bytes: h.bytes, sha256: h.sha256 };
+      }
     }
+    await store?.close();
     const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
+      format: 'kvmbak/1',
       toolVersion: '0.1.0',
       createdAt: set.time.toISOString(),
       host: 'testhost',
@@ -373,6 +415,7 @@ export async function buildSet(env: TestEnv, options: { mode?: 'save' | 'pause';
         { target: 'sda', device: 'cdrom', reason: 'cdrom: removable media are not backed up' },
       ],
     };
+    manifest.format = manifestFormatFor(manifest);
     await commitSet(set, manifest);
     return { set, manifest, raw };
   } finally {

@@ -189,9 +189,10 @@ export async function modes(dir: string): Promise<Record<string, string>> {
 let builtModules: Promise<string> | undefined;
 
 /**
- * The store's sources transpiled to plain ESM JavaScript in a temporary folder, so that child
- * node processes can run the real code (locks and journals across processes). Built once per
- * test file with the project's own TypeScript compiler.
+ * The store's sources (and the chunk store's, which store/ imports) transpiled to plain ESM
+ * JavaScript in a temporary folder, so that child node processes can run the real code (locks
+ * and journals across processes). Built once per test file with the project's own TypeScript
+ * compiler.
  */
 export function buildChildModules(): Promise<string> {
   builtModules ??= (async () => {
