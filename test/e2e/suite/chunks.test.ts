@@ -1,10 +1,13 @@
 // The chunk store in the lab (format chunks), on lab-one's thick LV: a second backup after three
 // 4 MiB-aligned regions changed stores exactly those chunks; after total loss (domain undefined, LV
 // removed) the first set comes back with the README's by-hand lines; kill -9 in the middle of a
-// chunked backup, then kvmbak recover, leaves no snapshot and no set that looks complete.
+// chunked backup, then kvmbak recover, leaves no snapshot and no set that looks complete; a flipped
+// byte in a shared chunk makes verify name it and both sets; prune of the first set collects the
+// chunks only it used, and the second still verifies and, after total loss, restores with kvmbak
+// (resumed from memory); kill -9 in the middle of a collection leaves every remaining set verifiable.
 // lab-one ends running on its own LV with its fixture content.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -74,6 +77,13 @@ function readRegion(path: string, index: number): Buffer {
   return b;
 }
 
+/** The chunk lines of a chunk list (paths relative to DEST/.chunks). */
+function ids(file: string): string[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'));
+}
+
 /** The domain and its LV are gone: the host lost the VM. */
 async function totalLoss(fx: LabFixture): Promise<void> {
   await virsh('destroy', DOMAIN).catch(() => undefined);
@@ -97,25 +107,24 @@ describe('chunk store (format chunks) on a thick LV', () => {
     dest = join(work, 'dest');
     mkdirSync(dest, { mode: 0o700 });
     if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
+    // What afterAll puts back: the domain's definition and its LV's content.
+    writeFileSync(join(work, 'domain.xml'), (await virsh('dumpxml', '--inactive', '--security-info', DOMAIN)).stdout);
+    await sh('dd', [`if=${lvPath}`, `of=${join(work, 'lv.raw')}`, 'bs=4M', 'status=none']);
   });
 
   afterAll(async () => {
-    // lab-one back as the fixture made it: defined from its first set, its LV with the fixture's content, running.
+    // lab-one back as the fixture made it: its LV with the fixture's content, defined, running.
+    await virsh('destroy', DOMAIN).catch(() => undefined);
     if ((await sh('lvs', [`${fx.vg}/${LV}`], { check: false })).code !== 0) {
       await sh('lvcreate', ['-q', '-y', '-W', 'y', '-Z', 'y', '-n', LV, '-L', `${fx.lvs[LV]!.bytes}b`, fx.vg]);
     }
-    if ((await sha256Of(lvPath)) !== fx.lvs[LV]!.sha256 && first) {
-      await virsh('destroy', DOMAIN).catch(() => undefined);
-      const m = await readManifest(first.setPath);
-      const list = join(first.setPath, m.disks[0]!.chunks!.file);
-      await bash(`grep -v '^#' "$L" | (cd "$C" && xargs cat) | zcat | dd of="$D" bs=4M iflag=fullblock conv=fsync status=none`, {
-        L: list,
-        C: join(dest, '.chunks'),
-        D: lvPath,
-      });
+    if ((await sha256Of(lvPath)) !== fx.lvs[LV]!.sha256) {
+      await sh('dd', [`if=${join(work, 'lv.raw')}`, `of=${lvPath}`, 'bs=4M', 'conv=fsync', 'status=none']);
     }
-    if ((await virsh('domstate', DOMAIN).catch(() => null)) === null && first) await virsh('define', join(first.setPath, 'domain.xml'));
-    if ((await domState(DOMAIN).catch(() => '')) !== 'running') await virsh('start', DOMAIN);
+    await virsh('define', join(work, 'domain.xml'));
+    await sh('virsh', ['-q', '-c', fx.uri, 'pool-refresh', fx.pool], { check: false });
+    await virsh('start', DOMAIN);
+    expect(await sha256Of(lvPath)).toBe(fx.lvs[LV]!.sha256);
     rmSync(work, { recursive: true, force: true });
   });
 
@@ -205,5 +214,83 @@ describe('chunk store (format chunks) on a thick LV', () => {
         .map((s) => s.path)
         .sort(),
     ).toEqual([first.setPath, second.setPath].sort());
+  });
+
+  it('a flipped byte in a chunk both sets use: verify names the chunk and both sets, exit 1', async () => {
+    const m1 = await readManifest(first.setPath);
+    const shared = ids(join(first.setPath, m1.disks[0]!.chunks!.file))[0]!;
+    const file = join(dest, '.chunks', shared);
+    const original = readFileSync(file);
+    const flipped = Buffer.from(original);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0xff;
+    writeFileSync(file, flipped);
+    try {
+      const v = await runCli(['verify', first.setPath, second.setPath]);
+      expect(v.code, v.stdout + v.stderr).toBe(1);
+      const id = shared.slice(shared.indexOf('/') + 1);
+      const line = (v.stdout + v.stderr).split('\n').find((l) => l.includes(`chunk ${id} is damaged`));
+      expect(line, v.stdout + v.stderr).toBeDefined();
+      expect(line).toContain(first.setPath);
+      expect(line).toContain(second.setPath);
+    } finally {
+      writeFileSync(file, original);
+    }
+    const ok = await runCli(['verify', first.setPath, second.setPath]);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+  });
+
+  it('prune of the first set frees the chunks only it used; the second verifies and, after total loss, restores with kvmbak from memory', async () => {
+    const m1 = await readManifest(first.setPath);
+    const m2 = await readManifest(second.setPath);
+    const listsOf = (setPath: string, m: typeof m1) =>
+      [...m.disks.map((d) => d.chunks!.file), ...(m.memory ? ['memory.chunks'] : [])].flatMap((f) => ids(join(setPath, f)));
+    const kept = new Set(listsOf(second.setPath, m2));
+    const onlyFirst = [...new Set(listsOf(first.setPath, m1))].filter((c) => !kept.has(c));
+    expect(onlyFirst.length).toBeGreaterThanOrEqual(REGIONS.length);
+    const pr = await runCli(['prune', dest, DOMAIN, '--keep-last', '1', '--json']);
+    expect(pr.code, pr.stdout + pr.stderr).toBe(0);
+    const result = JSON.parse(pr.stdout) as { gc: { status: string; chunksRemoved: number } };
+    expect(result.gc.status).toBe('collected');
+    expect(existsSync(first.setPath)).toBe(false);
+    for (const c of onlyFirst) expect(existsSync(join(dest, '.chunks', c)), c).toBe(false);
+    for (const c of kept) expect(existsSync(join(dest, '.chunks', c)), c).toBe(true);
+    const v = await runCli(['verify', second.setPath]);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+
+    await totalLoss(fx);
+    const r = await runCli(['restore', second.setPath, '-c', fx.uri]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await virsh('domstate', '--reason', DOMAIN)).stdout.trim()).toBe('running (restored)');
+    expect(await sha256Of(lvPath)).toBe(m2.disks[0]!.chunks!.rawSha256);
+  });
+
+  it('kill -9 in the middle of a collection, then verify of every remaining set passes and the next prune finishes', async () => {
+    // A third set after other changes: pruning the second makes garbage to collect.
+    for (const i of REGIONS) writePattern(lvPath, `chunks-third-${i}`, 64 * 1024, i * CHUNK_SIZE + 8192);
+    const third = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'pause', format: 'chunks' });
+    // The collection in a child that kills itself (SIGKILL) once the sweep has removed a chunk.
+    const script = [
+      `import { pruneSets } from ${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))};`,
+      `await pruneSets(${JSON.stringify(dest)}, ${JSON.stringify(DOMAIN)}, { keepLast: 1 }, {`,
+      `  onGcProgress: (e) => { if (e.phase === 'sweep' && e.chunksRemoved > 0) process.kill(process.pid, 'SIGKILL'); },`,
+      `});`,
+    ].join('\n');
+    const child = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve, reject) => {
+      const c = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      c.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+      c.on('error', reject);
+      c.on('close', (code, signal) => resolve({ code, signal, out }));
+    });
+    expect(child.signal, child.out).toBe('SIGKILL');
+    expect(existsSync(second.setPath)).toBe(false);
+    const v = await runCli(['verify', third.setPath]);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    const pr = await runCli(['prune', dest, DOMAIN, '--keep-last', '1', '--json']);
+    expect(pr.code, pr.stdout + pr.stderr).toBe(0);
+    expect((JSON.parse(pr.stdout) as { gc: { status: string } }).gc.status).toBe('collected');
+    const again = await runCli(['verify', third.setPath]);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
   });
 });
