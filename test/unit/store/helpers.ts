@@ -132,7 +132,7 @@ export function buildChildModules(): Promise<string> {
   builtModules ??= (async () => {
     const out = await tempDir('kvmbak-child-');
     const files = ['src/errors.ts'];
-    for (const sub of ['src/manifest', 'src/store', 'src/util']) {
+    for (const sub of ['src/chunks', 'src/manifest', 'src/store', 'src/util']) {
       for (const name of await readdir(join(root, sub))) if (name.endsWith('.ts')) files.push(`${sub}/${name}`);
     }
     for (const f of files) {
