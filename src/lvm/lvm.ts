@@ -551,16 +551,21 @@ export class Lvm {
       if (isLvmCommandError(e)) {
         const missing = names.find((n) => e.stderr.includes(`"${full(n)}"`) || e.stderr.includes(`${full(n)}"`));
         if (missing) {
-          throw new KvmbakError(`Logical volume ${full(missing)} does not exist: check the name (lvs ${missing.vg} lists its volumes)`, LvmErrorCode.LvNotFound, {
-            cause: e,
-          });
+          throw new KvmbakError(
+            `Logical volume ${full(missing)} does not exist: check the name (lvs ${missing.vg} lists its volumes)`,
+            LvmErrorCode.LvNotFound,
+            {
+              cause: e,
+            },
+          );
         }
       }
       throw this.#vgNotFound(e, names[0]!.vg);
     }
     return names.map((n) => {
       const row = rows.find((r) => r.vg === n.vg && r.lv === n.lv);
-      if (!row) throw new KvmbakError(`Logical volume ${full(n)} does not exist: check the name (lvs ${n.vg} lists its volumes)`, LvmErrorCode.LvNotFound);
+      if (!row)
+        throw new KvmbakError(`Logical volume ${full(n)} does not exist: check the name (lvs ${n.vg} lists its volumes)`, LvmErrorCode.LvNotFound);
       if (row.segtype !== 'thin' || row.pool === null || row.thinId === null) {
         throw new KvmbakError(
           `${full(n)} is not a thin volume (segment type ${row.segtype}): thin ids and thin_delta apply to thin LVs and thin snapshots only`,

@@ -63,7 +63,15 @@ export function parseThinPoolStatus(stdout: string): ThinPoolStatus {
   const f = line.trim().split(/\s+/);
   if (f[2] !== 'thin-pool') throw statusError(line, `target ${JSON.stringify(f[2] ?? '')} is not thin-pool`);
   if (f[3] === 'Fail') {
-    return { transactionId: 0, usedMetadataBlocks: 0, totalMetadataBlocks: 0, usedDataBlocks: 0, totalDataBlocks: 0, heldMetadataRoot: null, mode: 'fail' };
+    return {
+      transactionId: 0,
+      usedMetadataBlocks: 0,
+      totalMetadataBlocks: 0,
+      usedDataBlocks: 0,
+      totalDataBlocks: 0,
+      heldMetadataRoot: null,
+      mode: 'fail',
+    };
   }
   if (f.length < 8) throw statusError(line, 'too few fields');
   const num = (v: string | undefined, what: string): number => {

@@ -41,7 +41,6 @@ const captured = thinInfo.pools.find((p) => p.pool === CAPTURED_POOL)!;
 /** The held metadata root `dmsetup status` shows in the capture while the snapshot is reserved. */
 export const HELD_ROOT = Number(record('status-held').stdout.trim().split(/\s+/)[6]);
 
-
 export interface FakeThinPoolSpec {
   vg: string;
   pool: string;
@@ -136,7 +135,10 @@ export class FakeThinPool implements CommandRunner {
         return this.#renamed(record('release'));
       }
     }
-    if (file === 'thin_delta' && JSON.stringify(args) === JSON.stringify(['-m', '--thin1', String(captured.snapThinId), '--thin2', String(captured.originThinId), this.#tmeta])) {
+    if (
+      file === 'thin_delta' &&
+      JSON.stringify(args) === JSON.stringify(['-m', '--thin1', String(captured.snapThinId), '--thin2', String(captured.originThinId), this.#tmeta])
+    ) {
       return this.#renamed(record(this.held ? 'delta' : 'delta-nosnap'));
     }
     return { argv, exitCode: 3, stdout: '', stderr: `fake thin pool: unexpected call ${JSON.stringify(argv)}\n` };
@@ -151,7 +153,12 @@ export class FakeThinPool implements CommandRunner {
     const out: Record<string, string>[] = [];
     for (const t of targets) {
       const [vg, lv] = t.split('/');
-      const id = vg === this.spec.vg && lv === this.spec.base ? captured.snapThinId : vg === this.spec.vg && lv === this.spec.current ? captured.originThinId : null;
+      const id =
+        vg === this.spec.vg && lv === this.spec.base
+          ? captured.snapThinId
+          : vg === this.spec.vg && lv === this.spec.current
+            ? captured.originThinId
+            : null;
       if (id === null) {
         const missing = lvmTemplates().lvsMissingLv;
         const stderr = missing.stderr.replaceAll(missing.argv[missing.argv.length - 1]!, t);

@@ -60,12 +60,7 @@ describe('thinChangedChunks', () => {
     const r = await thinChangedChunks({ lvm: pool.lvm, journal, base: { vg: VG, lv: BASE }, current: `${VG}/${CURRENT}`, diskSize: DISK });
     expect(r).toEqual({ changed: thinInfo.changedChunks, vg: VG, pool: POOL, baseThinId: 2, currentThinId: 1, poolBlockBytes: 64 * 1024 });
     expect(pool.held).toBe(false);
-    expect(pool.calls.map((c) => c.slice(0, 2).join(' '))).toEqual([
-      'lvs --reportformat',
-      'dmsetup message',
-      'thin_delta -m',
-      'dmsetup message',
-    ]);
+    expect(pool.calls.map((c) => c.slice(0, 2).join(' '))).toEqual(['lvs --reportformat', 'dmsetup message', 'thin_delta -m', 'dmsetup message']);
     expect(pool.calls[1]).toEqual(['dmsetup', 'message', 'vg0-thin--pool-tpool', '0', 'reserve_metadata_snap']);
     expect(pool.calls[2]).toEqual(['thin_delta', '-m', '--thin1', '2', '--thin2', '1', '/dev/mapper/vg0-thin--pool_tmeta']);
     expect(pool.calls[3]).toEqual(['dmsetup', 'message', 'vg0-thin--pool-tpool', '0', 'release_metadata_snap']);
@@ -95,7 +90,11 @@ describe('thinChangedChunks', () => {
     pool.failNext('thin_delta', '-m', name);
     const err = await rejection(thinChangedChunks({ lvm: pool.lvm, journal, base: `${VG}/${BASE}`, current: `${VG}/${CURRENT}`, diskSize: DISK }));
     expect(err).toBeInstanceOf(ThinDeltaError);
-    expect(err).toMatchObject({ code: 'KVMBAK_THIN_DELTA_FAILED', metadataHeld: false, message: `thin_delta on thin pool ${VG}/${POOL} failed: thin_delta failed (exit code 1): ${words}` });
+    expect(err).toMatchObject({
+      code: 'KVMBAK_THIN_DELTA_FAILED',
+      metadataHeld: false,
+      message: `thin_delta on thin pool ${VG}/${POOL} failed: thin_delta failed (exit code 1): ${words}`,
+    });
     expect(pool.held).toBe(false);
     expect(pool.calls.at(-1)).toEqual(['dmsetup', 'message', 'vg0-thin--pool-tpool', '0', 'release_metadata_snap']);
     expect(steps(journal.document.entries).map((s) => (s as { step: string }).step)).toEqual(['metadata-reserved', 'metadata-released']);
@@ -146,11 +145,16 @@ describe('thinChangedChunks', () => {
     const { e, pool } = await world();
     const journal = await journalFor(e);
     const missing = await rejection(thinChangedChunks({ lvm: pool.lvm, journal, base: `${VG}/gone`, current: `${VG}/${CURRENT}`, diskSize: DISK }));
-    expect(missing).toMatchObject({ code: 'KVMBAK_THIN_DELTA_FAILED', message: `cannot compare ${VG}/gone with ${VG}/${CURRENT}: Logical volume ${VG}/gone does not exist: check the name (lvs ${VG} lists its volumes)` });
+    expect(missing).toMatchObject({
+      code: 'KVMBAK_THIN_DELTA_FAILED',
+      message: `cannot compare ${VG}/gone with ${VG}/${CURRENT}: Logical volume ${VG}/gone does not exist: check the name (lvs ${VG} lists its volumes)`,
+    });
     expect(pool.calls.filter((c) => c[0] !== 'lvs')).toEqual([]);
     expect(journal.document.entries).toEqual([]);
     // The captured delta changes chunk 12: a 32 MiB disk cannot be the disk it describes.
-    const small = await rejection(thinChangedChunks({ lvm: pool.lvm, journal, base: `${VG}/${BASE}`, current: `${VG}/${CURRENT}`, diskSize: 32 * MiB }));
+    const small = await rejection(
+      thinChangedChunks({ lvm: pool.lvm, journal, base: `${VG}/${BASE}`, current: `${VG}/${CURRENT}`, diskSize: 32 * MiB }),
+    );
     expect(small).toMatchObject({ code: 'KVMBAK_THIN_DELTA_FAILED', message: expect.stringContaining('beyond the 33554432-byte disk') });
     expect(pool.held).toBe(false);
     await journal.remove();
@@ -200,7 +204,10 @@ describe('recover after a kill -9 in the thin_delta step', () => {
     pool.held = true;
     const r = await recover({ dest: e.dest }, { hypervisor: e.hv, lvm: pool.lvm });
     expect(r.errors).toEqual([]);
-    expect(r.runs[0]!.actions).toEqual([`released the metadata snapshot of thin pool ${VG}/${POOL} (held root ${HELD_ROOT})`, `deleted the partial set ${k.setPath}`]);
+    expect(r.runs[0]!.actions).toEqual([
+      `released the metadata snapshot of thin pool ${VG}/${POOL} (held root ${HELD_ROOT})`,
+      `deleted the partial set ${k.setPath}`,
+    ]);
     expect(pool.held).toBe(false);
     expect(pool.calls.map((c) => c.join(' '))).toEqual([
       'dmsetup status vg0-thin--pool-tpool',
@@ -239,7 +246,9 @@ describe('recover after a kill -9 in the thin_delta step', () => {
     pool.failNext('dmsetup', 'release_metadata_snap', 'release-again');
     const r = await recover({ dest: e.dest }, { hypervisor: e.hv, lvm: pool.lvm });
     expect(r.errors).toEqual([
-      expect.stringContaining(`could not release the metadata snapshot of thin pool ${VG}/${POOL}: dmsetup failed (exit code 1): device-mapper: message ioctl`),
+      expect.stringContaining(
+        `could not release the metadata snapshot of thin pool ${VG}/${POOL}: dmsetup failed (exit code 1): device-mapper: message ioctl`,
+      ),
     ]);
     expect(existsSync(k.journal)).toBe(true);
     const [left] = await readJournals(e.dest, 'web-01');

@@ -8,14 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import {
-  LVM_REPORT_OPTIONS,
-  Lvm,
-  THIN_LV_FIELDS,
-  parseThinPoolStatus,
-  thinDeltaArgv,
-  thinPoolDevices,
-} from '../../../src/lvm/index.js';
+import { LVM_REPORT_OPTIONS, Lvm, THIN_LV_FIELDS, parseThinPoolStatus, thinDeltaArgv, thinPoolDevices } from '../../../src/lvm/index.js';
 import { heldMetadataRoot, thinDeltaArgs } from '../../../src/chunks/index.js';
 import { rejection } from '../../support/rejection.js';
 import { type RunRecord, ScriptedRunner, replay } from './helpers.js';
@@ -72,7 +65,10 @@ describe.each(info.pools)('the lvm driver on thin pool $pool (captured runs)', (
     const { lvm, runner } = lvmPlaying(run(`${p.pool}-lvs-thin.run.json`));
     // The captured call asked for the pool too: a thin pool is not a thin volume.
     const err = await rejection(lvm.thinVolumes([`${VG}/${p.pool}base`, `${VG}/${p.pool}disk`, `${VG}/${p.pool}`]));
-    expect(err).toMatchObject({ code: 'KVMBAK_NOT_THIN', message: expect.stringContaining(`${VG}/${p.pool} is not a thin volume (segment type thin-pool)`) });
+    expect(err).toMatchObject({
+      code: 'KVMBAK_NOT_THIN',
+      message: expect.stringContaining(`${VG}/${p.pool} is not a thin volume (segment type thin-pool)`),
+    });
     expect(runner.done).toBe(true);
 
     // The same answer to a call naming only the two thin volumes, in the other order: each row is
@@ -129,7 +125,10 @@ describe.each(info.pools)('the lvm driver on thin pool $pool (captured runs)', (
       code: 'KVMBAK_LVM_COMMAND',
       shortMessage: `device-mapper: message ioctl on ${p.tpool}  failed: Invalid argument`,
     });
-    expect(await rejection(lvm.thinPoolStatus(VG, 'nosuchpool'))).toMatchObject({ code: 'KVMBAK_LVM_COMMAND', shortMessage: 'Device does not exist.' });
+    expect(await rejection(lvm.thinPoolStatus(VG, 'nosuchpool'))).toMatchObject({
+      code: 'KVMBAK_LVM_COMMAND',
+      shortMessage: 'Device does not exist.',
+    });
     expect(await rejection(lvm.thinDelta(VG, p.pool, p.snapThinId, p.originThinId))).toMatchObject({
       command: 'thin_delta',
       shortMessage: 'no current metadata snap',
