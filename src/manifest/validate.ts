@@ -410,13 +410,7 @@ export function validateManifest(json: unknown, source = 'manifest'): Manifest {
         const stored = d[key];
         if (!isObj(stored)) continue;
         const file = stored.file;
-        if (
-          file === DOMAIN_XML_FILE ||
-          file === MEMORY_FILE ||
-          file === MEMORY_CHUNKS_FILE ||
-          file === 'manifest.json' ||
-          file === 'SHA256SUMS'
-        ) {
+        if (file === DOMAIN_XML_FILE || file === MEMORY_FILE || file === MEMORY_CHUNKS_FILE || file === 'manifest.json' || file === 'SHA256SUMS') {
           c.add(`${p}.${key}.file`, `must not reuse the reserved name ${shown(file)}`);
         }
         seen(files, file, `${p}.${key}.file`, 'file');

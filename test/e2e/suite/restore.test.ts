@@ -91,7 +91,9 @@ describe('kvmbak restore in the lab', () => {
       stateAfter: string;
       disks: { created: boolean; rawBytes: number; seconds: number }[];
     };
-    console.log(`[measure] restore of lab-two (2 LVs, ${m.disks.reduce((n, d) => n + d.image!.rawBytes, 0)} bytes + memory): ${seconds.toFixed(1)} s`);
+    console.log(
+      `[measure] restore of lab-two (2 LVs, ${m.disks.reduce((n, d) => n + d.image!.rawBytes, 0)} bytes + memory): ${seconds.toFixed(1)} s`,
+    );
     expect(doc.memoryRestored).toBe(true);
     expect(doc.stateAfter).toBe('running');
     expect(doc.disks.every((d) => d.created)).toBe(true);
