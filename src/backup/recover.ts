@@ -1,12 +1,13 @@
 /**
  * Finishing or undoing interrupted backups (after a crash, `kill -9` or a
  * power loss): bring a VM left shut off, paused or frozen back to the state
- * it had, remove the run's snapshots, delete the partial set. Runs whose
+ * it had, release a thin pool's metadata snapshot the run reserved for
+ * thin_delta, remove the run's snapshots, delete the partial set. Runs whose
  * process may still be alive are never touched.
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { ConfigError, isLibvirtError, throwIfAborted } from '../errors.js';
+import { ConfigError, isLibvirtError, isLvmCommandError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { KVMBAK_TAG, type LogicalVolume, Lvm } from '../lvm/index.js';
 import {
@@ -152,9 +153,10 @@ async function recoverRun(r: JournalRecord, input: DomainRecoverInput, own: Jour
   }
   input.onProgress?.({ type: 'phase', domain: r.domain, message: `recovering the interrupted backup ${r.setId} of ${r.domain}` });
   const vmOk = await bringVmBack(r, r.document, r.assessment, input, journal, res);
+  const metadataOk = await releaseMetadataSnapshots(r.assessment, input, journal, res);
   const snapsOk = await removeRunSnapshots(r.assessment, input, journal, res);
   await settleSet(r, r.document, r.assessment, input, vmOk, res);
-  if (vmOk && snapsOk && res.error === undefined) {
+  if (vmOk && metadataOk && snapsOk && res.error === undefined) {
     await journal.remove();
     handedOver.delete(r.path);
   }
@@ -203,6 +205,37 @@ async function bringVmBack(
     res.error = `could not bring ${r.domain} back: ${why}`;
     return false;
   }
+}
+
+/**
+ * Thin pools whose metadata snapshot the run reserved for thin_delta and did not record released:
+ * released when the pool's status still shows a held metadata root (the run may have been killed
+ * before its reserve took effect, or someone released it since). A pool that no longer exists
+ * holds nothing.
+ */
+async function releaseMetadataSnapshots(a: JournalAssessment, input: DomainRecoverInput, journal: Journal, res: RecoveredRun): Promise<boolean> {
+  let ok = true;
+  for (const { vg, pool } of a.metadataReserved) {
+    const where = `thin pool ${vg}/${pool}`;
+    try {
+      let held: number | null;
+      try {
+        held = (await input.lvm.thinPoolStatus(vg, pool)).heldMetadataRoot;
+      } catch (e) {
+        if (!(isLvmCommandError(e) && /Device does not exist/.test(e.stderr))) throw e;
+        held = null;
+      }
+      if (held !== null) {
+        await input.lvm.releaseMetadataSnapshot(vg, pool);
+        res.actions.push(`released the metadata snapshot of ${where} (held root ${held})`);
+      }
+      await journal.record({ step: 'metadata-released', vg, pool });
+    } catch (e) {
+      ok = false;
+      addError(res, `could not release the metadata snapshot of ${where}: ${(e as Error).message}`);
+    }
+  }
+  return ok;
 }
 
 /** The run's snapshots: those the journal names, and any other with the run's tag. */

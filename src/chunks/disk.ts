@@ -19,7 +19,7 @@ import { availableParallelism } from 'node:os';
 import { AbortError, ConfigError, throwIfAborted } from '../errors.js';
 import { ChunkError } from './errors.js';
 import { CHUNK_SIZE, hashZeros, isAllZero, sha256Hex, zeroChunk } from './codec.js';
-import { chunkCount, chunkIdAt, chunkLength, validateChunkList, type ChunkList } from './list.js';
+import { chunkCount, chunkIdAt, chunkLength, readChunkList, validateChunkList, type ChunkList } from './list.js';
 import type { ChunkStore } from './store.js';
 
 /** A file or device path, an open file descriptor or FileHandle (read from offset 0), or a byte stream. */
@@ -396,4 +396,236 @@ async function writeAll(fh: FileHandle, buf: Buffer, pos: number): Promise<void>
     const { bytesWritten } = await fh.write(buf, done, buf.byteLength - done, pos + done);
     done += bytesWritten;
   }
+}
+
+export interface WriteDiskDeltaOptions {
+  /**
+   * The disk's list from the previous run: a ChunkList, or the path of its list file (read here,
+   * after the store is announced as in use). A ChunkList value must have been read after
+   * `store.beginWriting()` on this store: a garbage collection that ran between reading it and
+   * announcing the writer could have removed its chunks.
+   */
+  previous: ChunkList | string;
+  /** Indexes of the chunks that changed since `previous` (ascending, each once), e.g. from thin_delta. */
+  changed: readonly number[];
+  /** Bytes of the disk now: must be the previous list's size (a resized disk needs a full read). */
+  size: number;
+  signal?: AbortSignal;
+  onProgress?: (event: ChunkDiskProgress) => void;
+  /** Chunks in flight at once (default: the number of cores, at least 2). */
+  concurrency?: number;
+}
+
+export interface WriteDiskDeltaResult extends WriteDiskResult {
+  /** Always undefined: the whole-disk sha256 needs every byte; the chunk ids identify the disk. */
+  rawSha256: undefined;
+  /** Chunks read from the source (the changed ones). */
+  chunksRead: number;
+  /** Chunks whose ids were taken from the previous list (checked present in the store and touched). */
+  chunksFromPrevious: number;
+}
+
+/**
+ * Stores a disk of which only `changed` chunks differ from `previous` (a thin LV, the changed
+ * chunks from thin_delta): reads ONLY those chunks from `source` (positional reads at
+ * index × chunk size; a path, a descriptor or a FileHandle, not a stream), stores them, and builds
+ * the new list with every other id taken from `previous`, each checked present in the store and
+ * touched (ChunkStore.reuse). The store is announced as in use (beginWriting) before anything else,
+ * so no garbage collection can remove a chunk the new list takes over.
+ *
+ * The list it returns has no raw-sha256 (the result's `rawSha256` is undefined): hashing the whole
+ * disk would mean reading the unchanged chunks too, which is what this function exists to avoid.
+ * Such a disk is identified by its chunk list: each id is the sha256 of its chunk, checked on every
+ * read (readDiskFromStore, verify), and the by-hand check hashes each chunk file against its name.
+ *
+ * A previous list of another size or chunk size, a changed index outside it, a source shorter or
+ * longer than `size`, or a reused chunk the store lacks: a ChunkError (KVMBAK_CHUNK_DISK_MISMATCH
+ * or KVMBAK_CHUNK_MISSING), after which the caller reads the whole disk instead.
+ */
+export async function writeDiskDelta(
+  source: string | number | FileHandle,
+  store: ChunkStore,
+  options: WriteDiskDeltaOptions,
+): Promise<WriteDiskDeltaResult> {
+  if (typeof options !== 'object' || options === null)
+    throw new ConfigError('writeDiskDelta needs options with previous, changed and size', 'options');
+  const concurrency = checkConcurrency(options.concurrency);
+  const { signal, onProgress, size } = options;
+  if (!Number.isSafeInteger(size) || size <= 0) throw new ConfigError(`size must be a positive whole number of bytes, got ${String(size)}`, 'size');
+  if (!Array.isArray(options.changed)) throw new ConfigError('changed must be an array of chunk indexes', 'changed');
+  throwIfAborted(signal);
+  // First: from here no garbage collection runs until the store is closed.
+  await store.beginWriting(signal);
+  const previous = typeof options.previous === 'string' ? await readChunkList(options.previous, signal) : options.previous;
+  validateChunkList(previous);
+  const mismatch = (what: string): ChunkError =>
+    new ChunkError(`the previous chunk list does not fit this disk: ${what}; read the whole disk instead`, 'KVMBAK_CHUNK_DISK_MISMATCH');
+  if (previous.chunkSize !== CHUNK_SIZE) throw mismatch(`its chunk size is ${previous.chunkSize} bytes, not ${CHUNK_SIZE}`);
+  if (previous.rawSize !== size) throw mismatch(`it holds ${previous.rawSize} bytes, the disk ${size}`);
+  const n = chunkCount(previous);
+  let last = -1;
+  for (const c of options.changed) {
+    if (!Number.isSafeInteger(c) || c <= last || c >= n) {
+      throw new ConfigError(
+        `changed must hold chunk indexes from 0 to ${n - 1} in ascending order, each once; got ${String(c)} after ${last}`,
+        'changed',
+      );
+    }
+    last = c;
+  }
+
+  let ownHandle: FileHandle | undefined;
+  let pread: (buf: Buffer, offset: number, length: number, position: number) => Promise<number>;
+  if (typeof source === 'string') {
+    try {
+      ownHandle = await open(source, 'r');
+    } catch (e) {
+      throw new ChunkError(`cannot read the disk ${source}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', { path: source }, { cause: e });
+    }
+    const fh = ownHandle;
+    pread = async (buf, offset, length, position) => (await fh.read(buf, offset, length, position)).bytesRead;
+  } else if (typeof source === 'number') {
+    const fd = source;
+    pread = (buf, offset, length, position) =>
+      new Promise((resolve, reject) => fsRead(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+  } else {
+    const fh = source;
+    pread = async (buf, offset, length, position) => (await fh.read(buf, offset, length, position)).bytesRead;
+  }
+  const where = typeof source === 'string' ? { path: source } : {};
+  const readAt = async (buf: Buffer, pos: number): Promise<number> => {
+    let filled = 0;
+    while (filled < buf.byteLength) {
+      let n: number;
+      try {
+        n = await pread(buf, filled, buf.byteLength - filled, pos + filled);
+      } catch (e) {
+        throw new ChunkError(`cannot read the disk at byte ${pos + filled}: ${(e as Error).message}`, 'KVMBAK_CHUNK_STORE_IO', where, { cause: e });
+      }
+      if (n === 0) break;
+      filled += n;
+    }
+    return filled;
+  };
+
+  const ids = Buffer.from(previous.ids);
+  const changed = new Set(options.changed);
+  const free: Buffer[] = [];
+  for (let i = 0; i <= Math.min(concurrency, options.changed.length); i++) free.push(Buffer.allocUnsafeSlow(CHUNK_SIZE));
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown;
+  let bytesRead = 0;
+  let chunksNew = 0;
+  let chunksReused = 0;
+  let zeroChunks = 0;
+  let bytesAdded = 0;
+  let chunksFromPrevious = 0;
+  let done = 0;
+  let lastReport = 0;
+  const report = (force: boolean): void => {
+    const now = Date.now();
+    if (!onProgress || (!force && now - lastReport < 200)) return;
+    lastReport = now;
+    onProgress({ phase: 'store', bytesDone: Math.min(size, done * CHUNK_SIZE), bytesTotal: size, chunksDone: done });
+  };
+  let zeroId: string | undefined;
+  const zeroIdOf = async (len: number): Promise<string> => (len === CHUNK_SIZE ? (zeroId ??= (await zeroChunk(len)).id) : (await zeroChunk(len)).id);
+  const start = (job: () => Promise<void>): void => {
+    const p = (async () => {
+      try {
+        await job();
+      } catch (e) {
+        failure ??= e;
+      }
+    })();
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
+  };
+
+  try {
+    // The source must be exactly `size` bytes: its last byte readable, nothing after it.
+    const probe = Buffer.alloc(1);
+    if ((await readAt(probe, size - 1)) !== 1 || (await readAt(probe, size)) !== 0) {
+      throw mismatch(`the source is not ${size} bytes long`);
+    }
+    for (let i = 0; i < n; i++) {
+      if (signal?.aborted) throw new AbortError('The operation was aborted', { cause: signal.reason });
+      if (failure !== undefined) throw failure;
+      while (inflight.size >= concurrency) await Promise.race(inflight);
+      if (failure !== undefined) throw failure;
+      const index = i;
+      const len = chunkLength(previous, index);
+      if (!changed.has(index)) {
+        const id = chunkIdAt(previous, index);
+        start(async () => {
+          if (!(await store.reuse(id, signal))) {
+            throw new ChunkError(
+              `chunk ${index} of the previous list (${id}) is not in the store: read the whole disk instead`,
+              'KVMBAK_CHUNK_MISSING',
+              { chunkId: id },
+            );
+          }
+          chunksFromPrevious++;
+          chunksReused++;
+          if (id === (await zeroIdOf(len))) zeroChunks++;
+          done++;
+          report(false);
+        });
+        continue;
+      }
+      while (free.length === 0) await Promise.race(inflight);
+      const buf = free.pop() as Buffer;
+      const view = buf.subarray(0, len);
+      let got: number;
+      try {
+        got = await readAt(view, index * CHUNK_SIZE);
+      } catch (e) {
+        free.push(buf);
+        throw e;
+      }
+      if (got !== len) {
+        free.push(buf);
+        throw mismatch(`chunk ${index} ends early (${got} of ${len} bytes)`);
+      }
+      bytesRead += len;
+      start(async () => {
+        try {
+          const zero = isAllZero(view);
+          const id = zero ? (await zeroChunk(len)).id : await sha256Hex(view);
+          const r = await store.put(view, { id, signal, deferDirSync: true });
+          ids.write(r.id, index * 32, 'hex');
+          if (r.added) chunksNew++;
+          else chunksReused++;
+          if (r.zero) zeroChunks++;
+          bytesAdded += r.bytesAdded;
+          done++;
+          report(false);
+        } finally {
+          free.push(buf);
+        }
+      });
+    }
+    await Promise.all(inflight);
+    if (failure !== undefined) throw failure;
+    await store.flush();
+  } catch (e) {
+    await Promise.allSettled(inflight);
+    throw e;
+  } finally {
+    await ownHandle?.close().catch(() => undefined);
+  }
+  report(true);
+  const list: ChunkList = { rawSize: size, chunkSize: CHUNK_SIZE, rawSha256: undefined, ids };
+  return {
+    list,
+    rawSha256: undefined,
+    bytesRead,
+    chunks: n,
+    chunksNew,
+    chunksReused,
+    zeroChunks,
+    bytesAdded,
+    chunksRead: options.changed.length,
+    chunksFromPrevious,
+  };
 }

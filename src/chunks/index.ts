@@ -21,7 +21,16 @@ export {
   writeChunkList,
 } from './list.js';
 export type { ChunkList } from './list.js';
-export { readDiskFromStore, writeDiskToStore } from './disk.js';
-export type { ChunkDiskProgress, DiskSource, ReadDiskOptions, ReadDiskResult, WriteDiskOptions, WriteDiskResult } from './disk.js';
+export { readDiskFromStore, writeDiskDelta, writeDiskToStore } from './disk.js';
+export type {
+  ChunkDiskProgress,
+  DiskSource,
+  ReadDiskOptions,
+  ReadDiskResult,
+  WriteDiskDeltaOptions,
+  WriteDiskDeltaResult,
+  WriteDiskOptions,
+  WriteDiskResult,
+} from './disk.js';
 export { changedChunks, heldMetadataRoot, parseThinDelta, thinDeltaArgs } from './thin-delta.js';
 export type { ChangedChunksOptions, ThinDelta, ThinDeltaKind, ThinDeltaRange } from './thin-delta.js';

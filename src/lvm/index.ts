@@ -10,10 +10,16 @@ export {
   type LvmOptions,
   type LvmRemoveOptions,
   type SnapshotUsage,
+  type ThinVolume,
 } from './lvm.js';
+export { parseThinPoolStatus, thinDeltaArgv, thinPoolDevices, type ThinPoolDevices, type ThinPoolStatus } from './thin.js';
 export {
   LV_FIELDS,
   LvmReportError,
+  THIN_LV_FIELDS,
+  parseThinLvsReport,
+  thinLvsArgs,
+  type ThinIdRow,
   LVM_REPORT_OPTIONS,
   VG_FIELDS,
   lvsArgs,

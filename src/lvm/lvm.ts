@@ -6,7 +6,19 @@
 import { ConfigError, KvmbakError, LvmCommandError, isLvmCommandError } from '../errors.js';
 import { COMMAND_BASE_ENV, LocalCommandRunner, type CommandRunner, type CommandResult } from '../exec/index.js';
 import { parseLvRef, splitDmName, validateLvName, validateLvmTag, validateVgName, vgNameProblem, type LvName, type LvRef } from './names.js';
-import { lvsArgs, parseLvsReport, parseVgsReport, vgsArgs, type LogicalVolume, type SnapshotKind, type VolumeGroup } from './report.js';
+import {
+  lvsArgs,
+  parseLvsReport,
+  parseThinLvsReport,
+  parseVgsReport,
+  thinLvsArgs,
+  vgsArgs,
+  type LogicalVolume,
+  type SnapshotKind,
+  type ThinIdRow,
+  type VolumeGroup,
+} from './report.js';
+import { parseThinPoolStatus, thinDeltaArgv, thinPoolDevices, type ThinPoolStatus } from './thin.js';
 
 /** The LVM tag every snapshot kvmbak makes carries. */
 export const KVMBAK_TAG = 'kvmbak';
@@ -27,6 +39,10 @@ export const LvmErrorCode = Object.freeze({
   Refused: 'KVMBAK_LVM_REFUSED',
   /** A command succeeded but the result is not what was asked for. */
   Unexpected: 'KVMBAK_LVM_UNEXPECTED',
+  /** The LV is not a thin volume (thin ids and thin_delta apply to thin volumes only). */
+  NotThin: 'KVMBAK_NOT_THIN',
+  /** The thin pool's metadata snapshot is reserved already (by another run, or one killed holding it). */
+  MetadataSnapshotHeld: 'KVMBAK_METADATA_SNAPSHOT_HELD',
 } as const);
 export type LvmErrorCode = (typeof LvmErrorCode)[keyof typeof LvmErrorCode];
 
@@ -88,6 +104,12 @@ export interface LvmListOptions extends LvmCallOptions {
   tag?: string;
   /** Only LVs of this VG. */
   vg?: string;
+}
+
+/** A thin volume (thin LV or thin snapshot) as thin_delta knows it. */
+export interface ThinVolume extends ThinIdRow {
+  pool: string;
+  thinId: number;
 }
 
 export interface LvmCreateVolumeOptions extends LvmCallOptions {
@@ -513,6 +535,106 @@ export class Lvm {
     const list = uniqueTags(tags, false);
     if (list.length === 0) return;
     await this.#run('lvchange', [...list.flatMap((t) => ['--deltag', t]), '--', full(name)], 'change', call);
+  }
+
+  /**
+   * Thin volumes' pools and device ids in their pool's metadata (`lvs -o thin_id`), in the order
+   * asked. Throws KVMBAK_LV_NOT_FOUND for a missing LV, KVMBAK_NOT_THIN for one that is not thin.
+   */
+  async thinVolumes(refs: readonly LvRef[], call: LvmCallOptions = {}): Promise<ThinVolume[]> {
+    const names = refs.map((r) => parseLvRef(r));
+    if (names.length === 0) return [];
+    let rows: ThinIdRow[];
+    try {
+      rows = parseThinLvsReport((await this.#run('lvs', thinLvsArgs(names.map(full)), 'report', call)).stdout);
+    } catch (e) {
+      if (isLvmCommandError(e)) {
+        const missing = names.find((n) => e.stderr.includes(`"${full(n)}"`) || e.stderr.includes(`${full(n)}"`));
+        if (missing) {
+          throw new KvmbakError(
+            `Logical volume ${full(missing)} does not exist: check the name (lvs ${missing.vg} lists its volumes)`,
+            LvmErrorCode.LvNotFound,
+            {
+              cause: e,
+            },
+          );
+        }
+      }
+      throw this.#vgNotFound(e, names[0]!.vg);
+    }
+    return names.map((n) => {
+      const row = rows.find((r) => r.vg === n.vg && r.lv === n.lv);
+      if (!row)
+        throw new KvmbakError(`Logical volume ${full(n)} does not exist: check the name (lvs ${n.vg} lists its volumes)`, LvmErrorCode.LvNotFound);
+      if (row.segtype !== 'thin' || row.pool === null || row.thinId === null) {
+        throw new KvmbakError(
+          `${full(n)} is not a thin volume (segment type ${row.segtype}): thin ids and thin_delta apply to thin LVs and thin snapshots only`,
+          LvmErrorCode.NotThin,
+        );
+      }
+      return { ...row, pool: row.pool, thinId: row.thinId };
+    });
+  }
+
+  /** One thin volume's pool and device id (see thinVolumes). */
+  async thinVolume(ref: LvRef, call: LvmCallOptions = {}): Promise<ThinVolume> {
+    return (await this.thinVolumes([ref], call))[0]!;
+  }
+
+  /**
+   * `dmsetup message VG-POOL-tpool 0 reserve_metadata_snap`: a consistent copy of the pool's
+   * metadata for thin_delta. The kernel allows one at a time: a second reserve fails with
+   * KVMBAK_METADATA_SNAPSHOT_HELD. Pair every reserve with releaseMetadataSnapshot() (a held
+   * snapshot pins metadata blocks of the pool until released).
+   */
+  async reserveMetadataSnapshot(vg: string, pool: string, call: LvmCallOptions = {}): Promise<void> {
+    const dev = this.#pool(vg, pool);
+    try {
+      await this.#run('dmsetup', ['message', dev.tpool, '0', 'reserve_metadata_snap'], 'change', call);
+    } catch (e) {
+      if (isLvmCommandError(e) && /Device or resource busy/.test(e.stderr)) {
+        throw new KvmbakError(
+          `The metadata snapshot of thin pool ${vg}/${pool} is already reserved (by another thin_delta run, or by a run killed while it held it): run kvmbak recover, or when nothing else uses it: dmsetup message ${dev.tpool} 0 release_metadata_snap`,
+          LvmErrorCode.MetadataSnapshotHeld,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
+  }
+
+  /** `dmsetup message VG-POOL-tpool 0 release_metadata_snap` (fails when none is held: check thinPoolStatus first). */
+  async releaseMetadataSnapshot(vg: string, pool: string, call: LvmCallOptions = {}): Promise<void> {
+    const dev = this.#pool(vg, pool);
+    await this.#run('dmsetup', ['message', dev.tpool, '0', 'release_metadata_snap'], 'change', call);
+  }
+
+  /** `dmsetup status VG-POOL-tpool`, parsed: usage, mode, and the held metadata root (null: none reserved). */
+  async thinPoolStatus(vg: string, pool: string, call: LvmCallOptions = {}): Promise<ThinPoolStatus> {
+    const dev = this.#pool(vg, pool);
+    const res = await this.#run('dmsetup', ['status', dev.tpool], 'report', call);
+    return parseThinPoolStatus(res.stdout);
+  }
+
+  /**
+   * `thin_delta -m --thin1 BASE --thin2 NEW /dev/mapper/VG-POOL_tmeta`: the pool's mapping of two
+   * thin devices compared, read from the reserved metadata snapshot (reserve it first). Returns
+   * thin_delta's stdout (XML); a failure is an LvmCommandError carrying its stderr.
+   */
+  async thinDelta(vg: string, pool: string, baseThinId: number, newThinId: number, call: LvmCallOptions = {}): Promise<string> {
+    const dev = this.#pool(vg, pool);
+    for (const [key, v] of [
+      ['baseThinId', baseThinId],
+      ['newThinId', newThinId],
+    ] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new ConfigError(`${key} must be a thin device id (a whole number from 0), got ${String(v)}`, key);
+    }
+    return (await this.#run('thin_delta', thinDeltaArgv(baseThinId, newThinId, dev.tmeta), 'change', call)).stdout;
+  }
+
+  #pool(vg: string, pool: string): ReturnType<typeof thinPoolDevices> {
+    const name = parseLvRef({ vg, lv: pool }, 'pool');
+    return thinPoolDevices(name.vg, name.lv);
   }
 
   /**

@@ -72,6 +72,44 @@ export const VG_FIELDS: readonly string[] = Object.freeze([
   'pv_count',
 ]);
 
+/**
+ * The `lvs -o` field list of the thin-id report: what a thin_delta needs to know of a thin volume
+ * (its pool, and its device id in the pool's metadata).
+ */
+export const THIN_LV_FIELDS: readonly string[] = Object.freeze(['lv_name', 'vg_name', 'lv_full_name', 'segtype', 'pool_lv', 'thin_id', 'lv_active']);
+
+/** Arguments of `lvs` reporting the thin ids of `targets` (VG/LV names). */
+export function thinLvsArgs(targets: readonly string[]): string[] {
+  return [...LVM_REPORT_OPTIONS, '-o', THIN_LV_FIELDS.join(','), '--', ...targets];
+}
+
+/** One LV of the thin-id report. */
+export interface ThinIdRow {
+  vg: string;
+  lv: string;
+  fullName: string;
+  segtype: string;
+  /** The thin pool of a thin volume, else null. */
+  pool: string | null;
+  /** The volume's device id in its pool's metadata (thin_delta's --thin1/--thin2); null when not a thin volume. */
+  thinId: number | null;
+  /** lv_active: "active" when the LV has a device here. */
+  active: boolean;
+}
+
+/** Parses the stdout of `lvs <thinLvsArgs()>`. */
+export function parseThinLvsReport(stdout: string, command = 'lvs'): ThinIdRow[] {
+  return reportRows(command, stdout, 'lv', THIN_LV_FIELDS).map((row) => ({
+    vg: row.vg_name,
+    lv: row.lv_name,
+    fullName: row.lv_full_name,
+    segtype: row.segtype,
+    pool: row.pool_lv === '' ? null : row.pool_lv,
+    thinId: row.thin_id === '' ? null : count(command, row, 'thin_id'),
+    active: row.lv_active === 'active' || row.lv_active === '1',
+  }));
+}
+
 /** Arguments of `lvs` reporting `targets` (VG names, VG/LV names or @tags; none = every LV). */
 export function lvsArgs(targets: readonly string[] = []): string[] {
   const args = [...LVM_REPORT_OPTIONS, '-o', LV_FIELDS.join(',')];

@@ -20,6 +20,12 @@
  *   snapshot-created   one snapshot LV exists.
  *   resumed            the VM runs again (restored / resumed / thawed).
  *   archived           one disk's image is complete in the set.
+ *   metadata-reserved  recorded BEFORE `dmsetup message VG-POOL-tpool 0
+ *                      reserve_metadata_snap` (for thin_delta): from here the
+ *                      thin pool vg/pool may hold a metadata snapshot, which
+ *                      pins metadata blocks until released. recover releases
+ *                      it when the pool's status still shows one held.
+ *   metadata-released  that metadata snapshot was released.
  *   snapshots-removed  every snapshot of the run is gone.
  *   committed          manifest.json is written: the set is complete.
  *   failed             the run gave up (its cleanup steps are recorded too).
@@ -71,6 +77,8 @@ export type JournalStep =
   | { step: 'snapshot-created'; vg: string; lv: string; name: string }
   | { step: 'resumed' }
   | { step: 'archived'; target: string; file: string }
+  | { step: 'metadata-reserved'; vg: string; pool: string }
+  | { step: 'metadata-released'; vg: string; pool: string }
   | { step: 'snapshots-removed' }
   | { step: 'committed' }
   | { step: 'failed'; message: string; code?: string };
@@ -100,6 +108,8 @@ const STEPS: readonly JournalStepName[] = [
   'snapshot-created',
   'resumed',
   'archived',
+  'metadata-reserved',
+  'metadata-released',
   'snapshots-removed',
   'committed',
   'failed',
@@ -214,7 +224,9 @@ export function parseJournal(text: string, path: string): JournalDocument {
               ? isSnap(e)
               : e.step === 'archived'
                 ? isStr(e.target)
-                : true;
+                : e.step === 'metadata-reserved' || e.step === 'metadata-released'
+                  ? isStr(e.vg) && isStr(e.pool)
+                  : true;
     if (!ok) throw bad(`entries[${i}] (${e.step}) is incomplete`);
   });
   return v as unknown as JournalDocument;
@@ -239,6 +251,8 @@ export interface JournalAssessment {
   /** The set folder may hold a partial set that must be deleted. */
   setPartial: boolean;
   archivedTargets: string[];
+  /** Thin pools whose metadata snapshot the run reserved (or was reserving) and did not record released. */
+  metadataReserved: { vg: string; pool: string }[];
   /** From the planned step. */
   mode: BackupMode | null;
   runTag: string | null;
@@ -257,6 +271,7 @@ export function assessJournal(doc: JournalDocument): JournalAssessment {
     snapshots: [],
     setPartial: true,
     archivedTargets: [],
+    metadataReserved: [],
     mode: null,
     runTag: null,
   };
@@ -287,6 +302,12 @@ export function assessJournal(doc: JournalDocument): JournalAssessment {
         break;
       case 'archived':
         a.archivedTargets.push(e.target);
+        break;
+      case 'metadata-reserved':
+        if (!a.metadataReserved.some((p) => p.vg === e.vg && p.pool === e.pool)) a.metadataReserved.push({ vg: e.vg, pool: e.pool });
+        break;
+      case 'metadata-released':
+        a.metadataReserved = a.metadataReserved.filter((p) => !(p.vg === e.vg && p.pool === e.pool));
         break;
       case 'snapshots-removed':
         a.snapshots = [];

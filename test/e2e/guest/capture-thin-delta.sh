@@ -17,8 +17,11 @@
 #   POOL-delta-verbose.xml  the same with --verbose
 #   POOL-delta-reverse.xml  --thin1 ORIGIN --thin2 SNAP (left/right swapped)
 #   POOL-delta-same.xml     --thin1 SNAP --thin2 SNAP (nothing changed)
-#   POOL-*.run.json         whole runs {"argv","exitCode","stdout","stderr"}: dmsetup status with
-#                           the metadata snapshot held and released, thin_delta failures
+#   POOL-*.run.json         whole runs {"argv","exitCode","stdout","stderr"}: the lvs report of the
+#                           thin ids (the report options and fields of src/lvm/report.ts), dmsetup
+#                           message reserve/release (and release when none is held), dmsetup status
+#                           with the metadata snapshot held and released and of a missing device,
+#                           thin_delta (success and failures)
 #   info.json               versions, data_block_size, thin ids, the regions written and the
 #                           4 MiB chunk indexes each capture must map to (what the tests assert)
 set -euo pipefail
@@ -40,6 +43,11 @@ pv=$(readlink -f "$pv_link")
 vgs -- "$vg" >/dev/null 2>&1 && die "volume group $vg exists already"
 mkdir -p "$out"
 rm -f "$out"/*.xml "$out"/*.run.json "$out"/info.json
+
+# --- Keep equal to src/lvm/report.ts (LVM_REPORT_OPTIONS, THIN_LV_FIELDS); a unit test compares them.
+REPORT_OPTIONS=(--reportformat json --units b --nosuffix --binary --config 'report/list_item_separator=","')
+THIN_LV_FIELDS=lv_name,vg_name,lv_full_name,segtype,pool_lv,thin_id,lv_active
+# ------------------------------------------------------------------------------------------------
 
 MiB=$((1024 * 1024))
 chunk=$((4 * MiB))
@@ -109,20 +117,26 @@ capture() {
   lv_id=$(lv_field "$lv" thin_id)
   dbs=$(lv_field "$pool" chunk_size)
 
+  # The thin ids as the lvm driver reads them (the base snapshot, the origin, the pool).
+  run_record "$pool-lvs-thin.run.json" 0 lvs "${REPORT_OPTIONS[@]}" -o "$THIN_LV_FIELDS" -- "$vg/$snap" "$vg/$lv" "$vg/$pool"
+  run_record "$pool-status-missing.run.json" any dmsetup status "$vg-nosuchpool-tpool"
+
   # Without a reserved metadata snapshot, -m fails: what a backup sees if reserving was skipped.
   run_record "$pool-delta-nosnap.run.json" any thin_delta -m --thin1 "$snap_id" --thin2 "$lv_id" "$tmeta"
 
   reserved+=("$tpool")
-  dmsetup message "$tpool" 0 reserve_metadata_snap
+  run_record "$pool-reserve.run.json" 0 dmsetup message "$tpool" 0 reserve_metadata_snap
   run_record "$pool-reserve-again.run.json" any dmsetup message "$tpool" 0 reserve_metadata_snap
   run_record "$pool-status-held.run.json" 0 dmsetup status "$tpool"
+  run_record "$pool-delta.run.json" 0 thin_delta -m --thin1 "$snap_id" --thin2 "$lv_id" "$tmeta"
   thin_delta -m --thin1 "$snap_id" --thin2 "$lv_id" "$tmeta" >"$out/$pool-delta.xml"
   thin_delta -m --verbose --thin1 "$snap_id" --thin2 "$lv_id" "$tmeta" >"$out/$pool-delta-verbose.xml"
   thin_delta -m --thin1 "$lv_id" --thin2 "$snap_id" "$tmeta" >"$out/$pool-delta-reverse.xml"
   thin_delta -m --thin1 "$snap_id" --thin2 "$snap_id" "$tmeta" >"$out/$pool-delta-same.xml"
   run_record "$pool-delta-unknown-id.run.json" any thin_delta -m --thin1 "$snap_id" --thin2 999 "$tmeta"
-  dmsetup message "$tpool" 0 release_metadata_snap
+  run_record "$pool-release.run.json" 0 dmsetup message "$tpool" 0 release_metadata_snap
   reserved=()
+  run_record "$pool-release-again.run.json" any dmsetup message "$tpool" 0 release_metadata_snap
   run_record "$pool-status-released.run.json" 0 dmsetup status "$tpool"
 
   pools_json=$(jq -c --arg pool "$pool" --arg tpool "$tpool" --arg tmeta "$tmeta" --argjson snapId "$snap_id" \

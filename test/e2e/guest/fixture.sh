@@ -1,7 +1,7 @@
 #!/bin/bash
 # Lab guest fixture (run at job start, as root, in a fresh boot): the volume group on the data disk,
-# a `logical` libvirt pool on it, LVs filled with known distinct data, and the inner domains: small
-# SeaBIOS-only ones, and lab-linux, the lab's own image booted again (read-only, through an overlay)
+# a `logical` libvirt pool on it, LVs filled with known distinct data (one of them a thin LV in a thin
+# pool), and the inner domains: small SeaBIOS-only ones, and lab-linux, the lab's own image booted again (read-only, through an overlay)
 # with a real qemu-guest-agent, for the quiesce tests.
 # Writes OUT_DIR/fixture.json (read by the e2e suite through KVMBAK_LAB_FIXTURE).
 # Usage: fixture.sh OUT_DIR
@@ -116,6 +116,13 @@ EOF
   virsh -q define "$out/lab-linux.xml" >/dev/null
 fi
 
+# A thin pool (default chunk size, 64 KiB at this size) holding lab-thin's disk, a 64 MiB thin LV:
+# the thin-LV path of kvmbak (thin snapshots, thin_delta on the pool's metadata) runs on it. The
+# pool's dash doubles in its device-mapper names (vgkvmbak-lab--thinpool-tpool, ..._tmeta).
+thin_pool=lab-thinpool
+lvcreate -q -y --type thin-pool -L 192M -n "$thin_pool" "$vg" >/dev/null
+lvcreate -q -y -V 64M --thinpool "$thin_pool" -n lab-thin-disk0 "$vg" >/dev/null
+
 # name:MiB — every LV gets a distinct deterministic pattern.
 lvs_spec=(
   lab-one-disk0:64
@@ -126,7 +133,7 @@ lvs_spec=(
   lab-cdrom-disk0:32
   lab-pack:64
 )
-fill_args=()
+fill_args=("lab-thin-disk0=/dev/$vg/lab-thin-disk0:$(( 64 * 1024 * 1024 ))")
 for spec in "${lvs_spec[@]}"; do
   name=${spec%%:*} mib=${spec##*:}
   lvcreate -q -y -W y -Z y -n "$name" -L "${mib}M" "$vg" >/dev/null
@@ -177,11 +184,12 @@ define lab-one "$(block_disk lab-one-disk0 vda)"
 define lab-two "$(block_disk lab-two-disk0 vda)$(block_disk lab-two-disk1 vdb)"
 define lab-qcow "$(block_disk lab-qcow-disk0 vda)<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$qcow'/><target dev='vdb' bus='virtio'/></disk>"
 define lab-cdrom "$(block_disk lab-cdrom-disk0 vda)<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='$cdrom'/><target dev='hdc' bus='ide'/><readonly/></disk>"
+define lab-thin "$(block_disk lab-thin-disk0 vda)"
 define lab-agent "$(block_disk lab-agent-disk0 vda)<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
 step "domains defined"
 
 # Start only what the suite needs running, in parallel (each takes 10-25 s).
-running=(lab-one lab-two lab-agent)
+running=(lab-one lab-two lab-agent lab-thin)
 pids=()
 for d in "${running[@]}"; do
   virsh -q start "$d" >/dev/null &
@@ -217,16 +225,17 @@ jq -n \
   --arg vg "$vg" --arg pv "$pv" --arg uri "$uri" --arg dtype "$dtype" \
   --arg qcow "$qcow" --arg cdrom "$cdrom" --arg xmlDir "$out" \
   --arg linuxRoot "$linux_root" --arg linuxSerial "$linux_serial" --arg linuxResume "$linux_resume" \
-  --arg linuxError "$linux_error" \
+  --arg linuxError "$linux_error" --arg thinPool "$thin_pool" \
   --slurpfile lvs "$out/lvs.json" \
   '{
-    uri: $uri, vg: $vg, pv: $pv, pool: $vg, domainType: $dtype, xmlDir: $xmlDir,
+    uri: $uri, vg: $vg, pv: $pv, pool: $vg, thinPool: $thinPool, domainType: $dtype, xmlDir: $xmlDir,
     lvs: $lvs[0],
     files: { qcow2: $qcow, cdrom: $cdrom },
     domains: {
       "lab-one":   { running: true,  disks: { vda: "lab-one-disk0" } },
       "lab-two":   { running: true,  disks: { vda: "lab-two-disk0", vdb: "lab-two-disk1" } },
       "lab-agent": { running: true,  disks: { vda: "lab-agent-disk0" }, agentChannel: true },
+      "lab-thin":  { running: true,  disks: { vda: "lab-thin-disk0" }, thin: true },
       "lab-qcow":  { running: false, disks: { vda: "lab-qcow-disk0" }, fileDisks: { vdb: $qcow } },
       "lab-cdrom": { running: false, disks: { vda: "lab-cdrom-disk0" }, cdrom: { hdc: $cdrom } },
       "lab-linux": { running: false, disks: { vdb: "lab-linux-data" }, fileDisks: { vda: $linuxRoot }, agentChannel: true }

@@ -21,6 +21,8 @@ export interface LabDomain {
   agentChannel?: boolean;
   fileDisks?: Record<string, string>;
   cdrom?: Record<string, string>;
+  /** Its disks are thin LVs in the fixture's thin pool (lab-thin). */
+  thin?: boolean;
 }
 
 /** lab-linux: the lab's own image booted inside the lab, with a real qemu-guest-agent. */
@@ -41,6 +43,8 @@ export interface LabFixture {
   vg: string;
   pv: string;
   pool: string;
+  /** The thin pool (in `vg`) holding lab-thin's disk. */
+  thinPool: string;
   domainType: 'kvm' | 'qemu';
   xmlDir: string;
   lvs: Record<string, LabLv>;

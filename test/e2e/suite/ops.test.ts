@@ -257,8 +257,9 @@ keep-daily = 7
 
   it('--all skips the domain with a qcow2 disk with one warning line and backs up the rest', async () => {
     const d = mkdtempSync(join(work, 'all-'));
-    // lab-one and lab-two are covered above (and lab-linux, when it runs, has a qcow2 disk too):
-    // the rest is lab-agent (running, paused for its snapshot) and lab-cdrom (shut off).
+    // lab-one and lab-two are covered above (and lab-linux, when it runs, has a qcow2 disk too;
+    // lab-thin belongs to the thin suite): the rest is lab-agent (running, paused for its snapshot)
+    // and lab-cdrom (shut off). Every other defined domain is excluded.
     const defined = (await virsh('list', '--all', '--name')).stdout
       .split('\n')
       .map((s) => s.trim())

@@ -25,7 +25,7 @@ describe('the thin_delta fixtures', () => {
     const script = readFileSync(SCRIPT, 'utf8');
     const written = new Set(['info.json']);
     const names = [...script.matchAll(/"(?:\$out\/)?\$pool-([a-z-]+\.(?:xml|run\.json))"/g)].map((m) => m[1]);
-    expect(names.length).toBe(9);
+    expect(names.length).toBe(15);
     for (const p of info.pools) for (const n of names) written.add(`${p.pool}-${n}`);
     const files = readdirSync(DIR).filter((f) => f !== 'README.md');
     expect(files.sort()).toEqual([...written].sort());

@@ -133,6 +133,7 @@ describe('journal', () => {
       ],
       setPartial: true,
       archivedTargets: [],
+      metadataReserved: [],
       mode: 'save',
       runTag: 'kvmbak-run-20261126T031500Z',
     });
@@ -227,6 +228,21 @@ describe('assessJournal', () => {
       { snapshots: [], failed: true, setPartial: true, lastStep: 'failed' },
     ],
     ['committed', [planned('/s'), { step: 'resumed' }, { step: 'snapshots-removed' }, { step: 'committed' }], { committed: true, setPartial: false }],
+    [
+      'a thin pool metadata snapshot reserved, not released',
+      [planned('/s'), { step: 'metadata-reserved', vg: 'vg0', pool: 'pool0' }],
+      { metadataReserved: [{ vg: 'vg0', pool: 'pool0' }], lastStep: 'metadata-reserved' },
+    ],
+    [
+      'a thin pool metadata snapshot reserved, then released; another still reserved',
+      [
+        planned('/s'),
+        { step: 'metadata-reserved', vg: 'vg0', pool: 'pool0' },
+        { step: 'metadata-released', vg: 'vg0', pool: 'pool0' },
+        { step: 'metadata-reserved', vg: 'vg1', pool: 'pool1' },
+      ],
+      { metadataReserved: [{ vg: 'vg1', pool: 'pool1' }] },
+    ],
     [
       'an unplanned snapshot is added',
       [planned('/s'), { step: 'snapshot-created', vg: 'vg1', lv: 'x', name: 'x_kvmbak' }],
