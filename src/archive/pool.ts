@@ -59,6 +59,14 @@ interface Slot {
   task: Task | undefined;
 }
 
+export interface WorkerPoolOptions {
+  /**
+   * Idle workers do not keep the process alive (a worker is referenced only while it runs a task):
+   * for a long-lived pool that its owner may never destroy, such as a chunk store's.
+   */
+  unrefIdle?: boolean;
+}
+
 /**
  * A fixed-size pool of codec threads for one operation. Workers start on
  * demand (a tiny image uses one), run one task each at a time, and are
@@ -72,7 +80,10 @@ export class WorkerPool {
   private failure: unknown;
   private destroyed: Promise<void> | undefined;
 
-  constructor(private readonly size: number) {}
+  constructor(
+    private readonly size: number,
+    private readonly options: WorkerPoolOptions = {},
+  ) {}
 
   /**
    * One gzip member of the first `len` bytes of `ab`, at libdeflate `level`,
@@ -108,6 +119,7 @@ export class WorkerPool {
     const worker = startArchiveWorker();
     counters.workersAlive++;
     const slot: Slot = { worker, task: undefined };
+    if (this.options.unrefIdle) worker.unref();
     this.slots.push(slot);
     worker.on('message', (m: WorkerReply) => {
       const task = slot.task;
@@ -119,6 +131,7 @@ export class WorkerPool {
       } else task.resolve(m);
       const next = this.queue.shift();
       if (next) this.start(slot, next);
+      else if (this.options.unrefIdle) slot.worker.unref();
     });
     worker.on('error', (e) => {
       this.fail(new ArchiveError(`an archive worker thread failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {}, { cause: e }));
@@ -134,6 +147,7 @@ export class WorkerPool {
 
   private start(slot: Slot, task: Task): void {
     slot.task = task;
+    if (this.options.unrefIdle) slot.worker.ref();
     slot.worker.postMessage(task.msg, task.transfer);
   }
 

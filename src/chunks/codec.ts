@@ -1,18 +1,17 @@
 /**
  * The per-chunk primitives: one gzip member per chunk, sha256 ids, the all-zero chunk.
  *
- * compressMember/decompressMember are the seam the addon's whole-buffer codec (libdeflate) will
- * replace: members are independent, so a whole-buffer API is all a chunk needs. For now they use
- * node:zlib's asynchronous calls, which run on libuv's thread pool, like the hashing below
- * (WebCrypto's digest is an asynchronous job on the same pool): the JS thread never compresses or
- * hashes a chunk itself.
+ * Members are compressed and decompressed by the addon's libdeflate codec on the archive's worker
+ * threads (a MemberCodec: the level mapping and the stored path of `kvmbak image pack`), never on
+ * the JS thread nor on libuv's pool; hashing is WebCrypto's digest, an asynchronous job on libuv's
+ * pool. The JS thread never compresses or hashes a chunk itself.
  */
 import { createHash, webcrypto } from 'node:crypto';
-import { constants, gunzip, gzip } from 'node:zlib';
+import { constants, gzip } from 'node:zlib';
 import { promisify } from 'node:util';
+import { ArchiveError, MemberCodec } from '../archive/index.js';
 
 const gzipAsync = promisify(gzip);
-const gunzipAsync = promisify(gunzip);
 
 /** Fixed chunking: 4 MiB of the raw disk per chunk (the last one shorter). */
 export const CHUNK_SIZE = 4 * 1024 * 1024;
@@ -27,17 +26,41 @@ export function isChunkId(id: string): boolean {
   return HEX64.test(id);
 }
 
-/** One gzip member of `raw` at `level` (1-9), compressed off the JS thread. */
-export function compressMember(raw: Uint8Array, level: number): Promise<Buffer> {
-  return gzipAsync(raw, { level });
+let shared: MemberCodec | undefined;
+
+/** The process-wide codec of compressMember/decompressMember without one (its idle threads do not keep the process alive). */
+function sharedCodec(): MemberCodec {
+  return (shared ??= new MemberCodec());
+}
+
+/** One gzip member of `raw` at kvmbak `level` (1-9), compressed off the JS thread (by `codec`, else a shared one). */
+export function compressMember(raw: Uint8Array, level: number, codec: MemberCodec = sharedCodec()): Promise<Buffer> {
+  return codec.compress(raw, level);
+}
+
+/** gzip's ISIZE: the member's raw length modulo 2^32, from its last 4 bytes (exact for a chunk). */
+export function memberRawSize(gz: Uint8Array): number | undefined {
+  if (gz.byteLength < 18) return undefined;
+  return Buffer.from(gz.buffer, gz.byteOffset, gz.byteLength).readUInt32LE(gz.byteLength - 4);
 }
 
 /**
- * The bytes of a gzip member, decompressed off the JS thread. `maxBytes` bounds the output so a
- * damaged or hostile file cannot make it allocate more than a chunk.
+ * The bytes of a gzip member, decompressed off the JS thread (by `codec`, else a shared one). The
+ * member's trailer gives the length to expect; `maxBytes` bounds it, so a damaged or hostile file
+ * cannot make it allocate more than a chunk. A member that does not decompress to exactly its
+ * trailer's length fails with an ArchiveError (KVMBAK_ARCHIVE_TRUNCATED, _CORRUPT or _SIZE).
  */
-export function decompressMember(gz: Uint8Array, maxBytes = MAX_CHUNK_SIZE): Promise<Buffer> {
-  return gunzipAsync(gz, { maxOutputLength: Math.max(1, maxBytes) });
+export async function decompressMember(gz: Uint8Array, maxBytes = MAX_CHUNK_SIZE, codec: MemberCodec = sharedCodec()): Promise<Buffer> {
+  const size = memberRawSize(gz);
+  if (size === undefined) {
+    throw new ArchiveError(`the gzip member is ${gz.byteLength} bytes, shorter than any gzip member (18)`, 'KVMBAK_ARCHIVE_TRUNCATED', { offset: 0 });
+  }
+  if (size > Math.max(0, maxBytes)) {
+    throw new ArchiveError(`the gzip member says it holds ${size} bytes, more than the ${maxBytes} a chunk may hold`, 'KVMBAK_ARCHIVE_SIZE', {
+      offset: 0,
+    });
+  }
+  return codec.decompress(gz, size);
 }
 
 /** sha256 of `data` as hex, computed on libuv's thread pool. */

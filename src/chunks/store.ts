@@ -27,13 +27,14 @@ import { mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/pro
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError, throwIfAborted } from '../errors.js';
+import { checkThreads, MemberCodec } from '../archive/index.js';
 import { ChunkError } from './errors.js';
 import { compressMember, decompressMember, isAllZero, isChunkId, MAX_CHUNK_SIZE, sha256Hex, zeroChunk } from './codec.js';
 import { enterAsWriter, type Presence, type PresenceEntry } from './presence.js';
 import { chunkRelativePath } from './list.js';
 import { collectGarbage, type CollectGarbageOptions, type GcResult } from './gc.js';
 
-/** Default gzip level of the chunks (as `kvmbak image pack`). */
+/** Default gzip level of the chunks (as `kvmbak image pack`: the same libdeflate level for each level). */
 export const DEFAULT_CHUNK_LEVEL = 3;
 
 export interface ChunkStoreOptions {
@@ -41,6 +42,8 @@ export interface ChunkStoreOptions {
   level?: number;
   /** Called once when a writer has to wait for a running garbage collection. */
   onWaitForGc?: (gcs: PresenceEntry[]) => void;
+  /** Codec worker threads (default: the number of cores, as `kvmbak image pack`). */
+  threads?: number;
 }
 
 export interface PutOptions {
@@ -97,14 +100,24 @@ export class ChunkStore {
   /** Chunks being written by this instance: a second put of the same id waits for the first. */
   private readonly writing_ = new Map<string, Promise<void>>();
   private closed = false;
+  private readonly threads: number | undefined;
+  private codec_: MemberCodec | undefined;
 
   private constructor(root: string, options: ChunkStoreOptions) {
     this.root = root;
+    this.threads = options.threads;
     const level = options.level ?? DEFAULT_CHUNK_LEVEL;
     if (!Number.isInteger(level) || level < 1 || level > 9)
       throw new ConfigError(`level must be a whole number from 1 to 9, got ${String(level)}`, 'level');
     this.level = level;
     this.onWaitForGc = options.onWaitForGc;
+    // checks `threads` now; the threads themselves start with the first chunk compressed or read
+    if (options.threads !== undefined) checkThreads(options.threads);
+  }
+
+  /** This store's codec threads, started on first use and ended by close(); idle, they never keep the process alive. */
+  private get codec(): MemberCodec {
+    return (this.codec_ ??= new MemberCodec(this.threads === undefined ? {} : { threads: this.threads }));
   }
 
   /** Opens (and creates, 0700, when missing) the store folder `root`. */
@@ -179,7 +192,7 @@ export class ChunkStore {
       }
       let bytesAdded = 0;
       const write = (async () => {
-        const member = zc?.member ?? (await compressMember(raw, this.level));
+        const member = zc?.member ?? (await compressMember(raw, this.level, this.codec));
         await this.writeFile(id, member, options.deferDirSync === true);
         bytesAdded = member.byteLength;
       })();
@@ -306,7 +319,7 @@ export class ChunkStore {
     const path = this.pathOf(id);
     let raw: Buffer;
     try {
-      raw = await decompressMember(member, options.maxBytes ?? MAX_CHUNK_SIZE);
+      raw = await decompressMember(member, options.maxBytes ?? MAX_CHUNK_SIZE, this.codec);
     } catch (e) {
       throw new ChunkError(
         `chunk ${id} is damaged (${path}): it does not decompress (${(e as Error).message}); every set that uses it is damaged`,
@@ -358,14 +371,18 @@ export class ChunkStore {
     if (w) await (await w.catch(() => undefined))?.release();
   }
 
-  /** Flushes and ends the writer announcement. Idempotent. */
+  /** Flushes, ends the writer announcement and the codec threads. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       await this.flush();
     } finally {
-      await this.endWriting();
+      try {
+        await this.endWriting();
+      } finally {
+        await this.codec_?.destroy();
+      }
     }
   }
 
