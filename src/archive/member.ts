@@ -71,6 +71,15 @@ export class MemberCodec {
    * `zcat` of it prints `raw`.
    */
   async compress(raw: Uint8Array, level: number, options: CompressMemberOptions = {}): Promise<Buffer> {
+    return this.compressTo(raw, level, async (member) => Buffer.from(member), options);
+  }
+
+  /**
+   * compress(), handing the member to `use` in a buffer of the codec's, which it gets back once
+   * `use` settles (so `use` must not keep it): no copy and no allocation per member, for a caller
+   * that writes the member out at once. Returns what `use` returns.
+   */
+  async compressTo<T>(raw: Uint8Array, level: number, use: (member: Uint8Array) => Promise<T>, options: CompressMemberOptions = {}): Promise<T> {
     const deflateLevel = codecLevel(checkLevel(level));
     const len = raw.byteLength;
     const cls = sizeClass(len);
@@ -84,11 +93,12 @@ export class MemberCodec {
     } catch (e) {
       throw this.failed(pool, e, (t) => new ArchiveError(`compressing a gzip member of ${len} bytes failed: ${t.message}`, 'KVMBAK_ARCHIVE_WORKER'));
     }
-    const member = Buffer.allocUnsafe(r.outLen);
-    member.set(new Uint8Array(r.out, 0, r.outLen));
     this.give(this.inputs, cls, r.ab);
-    this.give(this.outputs, cls, r.out);
-    return member;
+    try {
+      return await use(new Uint8Array(r.out, 0, r.outLen));
+    } finally {
+      this.give(this.outputs, cls, r.out);
+    }
   }
 
   /**
@@ -98,6 +108,32 @@ export class MemberCodec {
    * number of bytes KVMBAK_ARCHIVE_SIZE. The messages are zlib's words, as for an image.
    */
   async decompress(member: Uint8Array, expectBytes: number): Promise<Buffer> {
+    return (await this.inflate(member, expectBytes, false)).data;
+  }
+
+  /** decompress(), and the sha256 (lowercase hex) of the bytes, computed by the same worker. */
+  decompressHashed(member: Uint8Array, expectBytes: number): Promise<{ data: Buffer; sha256: string }> {
+    return this.inflate(member, expectBytes, true) as Promise<{ data: Buffer; sha256: string }>;
+  }
+
+  /** sha256 (lowercase hex) of `data`, computed by a worker thread. */
+  async sha256(data: Uint8Array): Promise<string> {
+    const len = data.byteLength;
+    const cls = sizeClass(len);
+    const ab = this.take(this.inputs, cls, () => new ArrayBuffer(cls));
+    new Uint8Array(ab, 0, len).set(data);
+    const pool = this.start();
+    let r;
+    try {
+      r = await pool.sha256(ab, len);
+    } catch (e) {
+      throw this.failed(pool, e, (t) => new ArchiveError(`hashing ${len} bytes failed: ${t.message}`, 'KVMBAK_ARCHIVE_WORKER'));
+    }
+    this.give(this.inputs, cls, r.ab);
+    return r.sha256;
+  }
+
+  private async inflate(member: Uint8Array, expectBytes: number, hash: boolean): Promise<{ data: Buffer; sha256: string | undefined }> {
     checkByteCount(expectBytes, 'expectBytes');
     const len = member.byteLength;
     if (len === 0) throw new ArchiveError('the gzip member is empty (0 bytes)', 'KVMBAK_ARCHIVE_TRUNCATED', { offset: 0 });
@@ -107,7 +143,7 @@ export class MemberCodec {
     const pool = this.start();
     let r;
     try {
-      r = await pool.gunzip(ab, len, new ArrayBuffer(expectBytes), expectBytes);
+      r = await pool.gunzip(ab, len, new ArrayBuffer(expectBytes), expectBytes, hash);
     } catch (e) {
       throw this.failed(
         pool,
@@ -121,7 +157,7 @@ export class MemberCodec {
       );
     }
     this.give(this.inputs, cls, r.ab);
-    return Buffer.from(r.out, 0, expectBytes);
+    return { data: Buffer.from(r.out, 0, expectBytes), sha256: r.sha256 };
   }
 
   /** Ends the worker threads (tasks in flight are rejected); a later call starts new ones. */

@@ -5,9 +5,9 @@ import { loadNative } from '../native.js';
 import { packageRoot } from '../paths.js';
 import { ArchiveError } from './errors.js';
 import { counters } from './counters.js';
-import type { FailureReply, GunzipReply, GzipReply, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
+import type { FailureReply, GunzipReply, GzipReply, Sha256Reply, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
 
-export type { GunzipReply, GzipReply } from './messages.js';
+export type { GunzipReply, GzipReply, Sha256Reply } from './messages.js';
 
 /** A failure reported by the worker for one task (bad data, not a crash). */
 export class WorkerTaskError extends Error {
@@ -95,8 +95,13 @@ export class WorkerPool {
   }
 
   /** Decompresses the member in the first `len` bytes of `ab` into `out`, which it must fill with exactly `expect` bytes. */
-  gunzip(ab: ArrayBuffer, len: number, out: ArrayBuffer, expect: number): Promise<GunzipReply> {
-    return this.run({ op: 'gunzip', id: 0, ab, len, out, expect }, [ab, out]) as Promise<GunzipReply>;
+  gunzip(ab: ArrayBuffer, len: number, out: ArrayBuffer, expect: number, hash = false): Promise<GunzipReply> {
+    return this.run({ op: 'gunzip', id: 0, ab, len, out, expect, ...(hash ? { hash } : {}) }, [ab, out]) as Promise<GunzipReply>;
+  }
+
+  /** sha256 of the first `len` bytes of `ab` (handed back in the reply). */
+  sha256(ab: ArrayBuffer, len: number): Promise<Sha256Reply> {
+    return this.run({ op: 'sha256', id: 0, ab, len }, [ab]) as Promise<Sha256Reply>;
   }
 
   private run(body: Request, transfer: ArrayBuffer[]): Promise<WorkerReply> {

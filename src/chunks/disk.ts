@@ -18,7 +18,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { AbortError, ConfigError, throwIfAborted } from '../errors.js';
 import { ChunkError } from './errors.js';
-import { CHUNK_SIZE, hashZeros, isAllZero, sha256Hex, zeroChunk } from './codec.js';
+import { CHUNK_SIZE, hashZeros, isAllZero, zeroChunk } from './codec.js';
 import { chunkCount, chunkIdAt, chunkLength, validateChunkList, type ChunkList } from './list.js';
 import type { ChunkStore } from './store.js';
 
@@ -222,7 +222,7 @@ export async function writeDiskToStore(source: DiskSource, store: ChunkStore, op
       const p = (async () => {
         try {
           const zero = isAllZero(view);
-          const id = zero ? (await zeroChunk(n)).id : await sha256Hex(view);
+          const id = zero ? (await zeroChunk(n)).id : await store.sha256(view);
           const r = await store.put(view, { id, signal, deferDirSync: true });
           ids.set(index, r.id);
           if (r.added) chunksNew++;
