@@ -44,27 +44,25 @@ export function memberRawSize(gz: Uint8Array): number | undefined {
   return Buffer.from(gz.buffer, gz.byteOffset, gz.byteLength).readUInt32LE(gz.byteLength - 4);
 }
 
-/** The raw length a chunk's member says it holds, refused (ArchiveError) above `maxBytes` or when too short to be a member. */
+/**
+ * The raw length to expect of a chunk's member: its trailer's, at most `maxBytes` (a member that
+ * holds more then fails as one that does not hold the expected bytes, and a damaged trailer as the
+ * damage it is), so a damaged or hostile file never makes the codec allocate more than a chunk.
+ */
 export function expectedChunkBytes(gz: Uint8Array, maxBytes: number): number {
   const size = memberRawSize(gz);
   if (size === undefined) {
     throw new ArchiveError(`the gzip member is ${gz.byteLength} bytes, shorter than any gzip member (18)`, 'KVMBAK_ARCHIVE_TRUNCATED', { offset: 0 });
   }
-  if (size > Math.max(0, maxBytes)) {
-    throw new ArchiveError(`the gzip member says it holds ${size} bytes, more than the ${maxBytes} expected at most`, 'KVMBAK_ARCHIVE_SIZE', {
-      offset: 0,
-    });
-  }
-  return size;
+  return Math.min(size, Math.max(0, maxBytes));
 }
 
 /**
- * The bytes of a gzip member, decompressed off the JS thread (by `codec`, else a shared one). The
- * member's trailer gives the length to expect; `maxBytes` bounds it, so a damaged or hostile file
- * cannot make it allocate more than a chunk. A member that does not decompress to exactly its
- * trailer's length fails with an ArchiveError (KVMBAK_ARCHIVE_TRUNCATED, _CORRUPT or _SIZE).
+ * The bytes of a gzip member, decompressed off the JS thread (by `codec`, else a shared one), at
+ * most `maxBytes` (see expectedChunkBytes). A damaged member fails with an ArchiveError:
+ * KVMBAK_ARCHIVE_TRUNCATED, _CORRUPT, or _SIZE for one holding more than `maxBytes`.
  */
-export function decompressMember(gz: Uint8Array, maxBytes = MAX_CHUNK_SIZE, codec: MemberCodec = sharedCodec()): Promise<Buffer> {
+export async function decompressMember(gz: Uint8Array, maxBytes = MAX_CHUNK_SIZE, codec: MemberCodec = sharedCodec()): Promise<Buffer> {
   return codec.decompress(gz, expectedChunkBytes(gz, maxBytes));
 }
 
