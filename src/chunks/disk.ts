@@ -2,7 +2,7 @@
  * A whole disk into the chunk store and back.
  *
  * writeDiskToStore reads the source sequentially in 4 MiB chunks and keeps up to `concurrency`
- * chunks in flight: each is checked for all-zero (a memcmp), else hashed on libuv's thread pool,
+ * chunks in flight: each is checked for all-zero (a memcmp), else hashed on the store's codec threads,
  * looked up by path, and compressed and written only when the store lacks it. The sha256 of the
  * whole disk is one serial hash, fed in disk order on the JS thread as chunks are read (bench/chunks.mjs
  * measures its rate). Memory: `concurrency + 1` chunk buffers, plus 32 bytes per chunk for the list.
