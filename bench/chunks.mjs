@@ -4,6 +4,7 @@
 //
 //   node bench/chunks.mjs                 2 repetitions
 //   node bench/chunks.mjs --reps 3
+//   npm run bench -- --only chunks        the same through bench/run.mjs (also part of a plain `npm run bench`)
 //
 // Prints, with the command that reproduces each figure:
 //   - first backup into an empty store vs `kvmbak image pack` of the same image (speed ratio);
@@ -30,13 +31,16 @@ const log = (...a) => console.error('[bench:chunks]', ...a);
 
 // ---------------------------------------------------------------- child: one measured run per process
 if (process.argv[2] === '--child') {
-  const [, , , op, src, dst] = process.argv;
+  const [, , , op, src, dst, concurrency] = process.argv;
   const { ChunkStore, writeDiskToStore } = await import('../dist/index.js');
   const t0 = performance.now();
   let line;
   if (op === 'store' || op === 'store-nosha') {
     const store = await ChunkStore.open(dst);
-    const r = await writeDiskToStore(src, store, { wholeSha256: op === 'store' });
+    const r = await writeDiskToStore(src, store, {
+      wholeSha256: op === 'store',
+      ...(concurrency ? { concurrency: Number(concurrency) } : {}),
+    });
     await store.close();
     line = {
       op,
@@ -61,6 +65,18 @@ if (process.argv[2] === '--child') {
     h.digest();
     const c = process.cpuUsage(c1);
     line = { op, seconds: (performance.now() - t1) / 1000, hashCpuS: (c.user + c.system) / 1e6, bytes: 4 * buf.length };
+  } else if (op === 'rewrite') {
+    // A copy of SRC with 4 KiB of random data written into 2% of its 4 MiB chunks (as a guest rewriting files).
+    execFileSync('cp', ['--reflink=auto', src, dst]);
+    const nChunks = Math.ceil(statSync(src).size / (4 * MiB));
+    const rewrite = Math.max(1, Math.round(nChunks * 0.02));
+    const fh = await open(dst, 'r+');
+    // evenly spread over the disk (the same chunks every run, zero and data ones as they come), so
+    // the figure does not depend on a draw: 5 chunks that happen to be data or stored ones weigh more
+    const picked = Array.from({ length: rewrite }, (_, k) => Math.floor(((k + 0.5) * nChunks) / rewrite));
+    for (const c of picked) await fh.write(randomBytes(4096), 0, 4096, c * 4 * MiB + 8192);
+    await fh.close();
+    line = { op, seconds: (performance.now() - t0) / 1000, rewrite, nChunks, picked };
   } else throw new Error(`unknown op ${op}`);
   const ru = process.resourceUsage();
   line.maxRssKiB = ru.maxRSS;
@@ -200,18 +216,9 @@ for (let r = 0; r < reps; r++) {
 }
 const storeBytes = duBytes(store);
 
-// 2% of the chunks rewritten (4 KiB of random data at the start of each, as a guest rewriting files).
+// 2% of the chunks rewritten (4 KiB of random data near the start of each, as a guest rewriting files).
 const changed = join(OUT, 'changed.img');
-execFileSync('cp', ['--reflink=auto', img, changed]);
-const nChunks = Math.ceil(size / (4 * MiB));
-const rewrite = Math.max(1, Math.round(nChunks * 0.02));
-{
-  const fh = await open(changed, 'r+');
-  const picked = new Set();
-  while (picked.size < rewrite) picked.add(Math.floor(Math.random() * nChunks));
-  for (const c of picked) await fh.write(randomBytes(4096), 0, 4096, c * 4 * MiB + 8192);
-  await fh.close();
-}
+const { rewrite, nChunks } = await run([self, '--child', 'rewrite', img, changed]);
 warm(changed);
 const third = await storeRun(changed, store);
 await rm(changed, { force: true });
@@ -234,46 +241,66 @@ lines.push(
 lines.push(`image: bench/.data/realistic.img (${(size / GiB).toFixed(0)} GiB, ext4 of /usr files, fully allocated); MB = 10^6 bytes`);
 lines.push('');
 lines.push(`${'figure'.padEnd(52)} ${'value'.padStart(22)}  goal`);
-const row = (k, v, goal) => lines.push(`${k.padEnd(52)} ${v.padStart(22)}  ${goal}`);
-row('image pack (kvmbak image pack)', `${mbps(size, median(packS)).toFixed(0)} MB/s`, '');
-row('first backup into an empty store', `${mbps(size, median(firstS)).toFixed(0)} MB/s`, '');
-row('  first store backup / image pack speed', `${(median(packS) / median(firstS)).toFixed(2)}×`, '≥ 0.95×');
-row('  bytes: store / image pack .gz', `${(storeBytes / 1e6).toFixed(1)} / ${(packBytes / 1e6).toFixed(1)} MB`, '');
+lines.push('  $ the command that measures it (IMG = bench/.data/realistic.img; each run is one process, after `cat IMG >/dev/null`)');
+const row = (k, v, goal, cmd) => {
+  lines.push(`${k.padEnd(52)} ${v.padStart(22)}  ${goal}`);
+  if (cmd) lines.push(`  $ ${cmd}`);
+};
+const STORE = 'node bench/chunks.mjs --child store IMG /tmp/store';
+row('image pack (kvmbak image pack)', `${mbps(size, median(packS)).toFixed(0)} MB/s`, '', 'node bench/child.mjs pack IMG /tmp/x.gz');
+row('first backup into an empty store', `${mbps(size, median(firstS)).toFixed(0)} MB/s`, '', `rm -rf /tmp/store; ${STORE}`);
+row('  first store backup / image pack speed', `${(median(packS) / median(firstS)).toFixed(2)}×`, '≥ 0.95×', 'the two above, alternated');
+row(
+  '  bytes: store / image pack .gz',
+  `${(storeBytes / 1e6).toFixed(1)} / ${(packBytes / 1e6).toFixed(1)} MB`,
+  '',
+  'du -sb /tmp/store; stat -c %s /tmp/x.gz',
+);
 row(
   'second backup, unchanged: speed-up over the first',
   `${(median(firstS) / median(secondS)).toFixed(2)}× (${rebackupRate.toFixed(0)} MB/s)`,
   '≥ 5×',
+  `${STORE}   (again, into the store the first made)`,
 );
-row("  bytes added / first backup's bytes", `${((second.bytesAdded / first.bytesAdded) * 100).toFixed(3)} %`, '< 0.1 %');
 row(
-  `after rewriting 2% of the chunks (${rewrite} of ${nChunks}): bytes added`,
+  "  bytes added / first backup's bytes",
+  `${((second.bytesAdded / first.bytesAdded) * 100).toFixed(3)} %`,
+  '< 0.1 %',
+  'bytesAdded of the two runs above',
+);
+row(
+  `after rewriting 2% of the chunks (${rewrite} of ${nChunks}, evenly spread): bytes added`,
   `${((third.bytesAdded / first.bytesAdded) * 100).toFixed(2)} % (${third.chunksNew} new)`,
   '≤ 3 %',
+  'node bench/chunks.mjs --child rewrite IMG /tmp/changed.img; node bench/chunks.mjs --child store /tmp/changed.img /tmp/store',
 );
-row('serial whole-disk sha256 (one core, from memory)', `${shaRate.toFixed(0)} MB/s (${mbps(sha.bytes, sha.hashCpuS).toFixed(0)} per CPU s)`, '');
-row('  unchanged re-backup rate / sha256 rate', `${(rebackupRate / shaRate).toFixed(2)}`, 'near 1 = the serial hash caps it');
+row(
+  'serial whole-disk sha256 (one core, from memory)',
+  `${shaRate.toFixed(0)} MB/s (${mbps(sha.bytes, sha.hashCpuS).toFixed(0)} per CPU s)`,
+  '',
+  'node bench/chunks.mjs --child sha256 IMG',
+);
+row('  unchanged re-backup rate / sha256 rate', `${(rebackupRate / shaRate).toFixed(2)}`, 'near 1 = the serial hash caps it', 'the two above');
 row(
   '  the same without the whole-disk sha256',
   `${(median(firstS) / median(noShaS)).toFixed(2)}× (${mbps(size, median(noShaS)).toFixed(0)} MB/s)`,
   'wholeSha256: false',
+  'node bench/chunks.mjs --child store-nosha IMG /tmp/store   (into the store the first made)',
 );
 row(
   'CPU seconds (user+sys): pack / first / unchanged',
   `${median(cpu.pack).toFixed(1)} / ${median(cpu.first).toFixed(1)} / ${median(cpu.second).toFixed(1)}`,
   'load-independent view',
+  'cpuUserS+cpuSystemS / cpuS of the runs above',
 );
 row(
   '  first / unchanged CPU seconds',
   `${(median(cpu.first) / median(cpu.second)).toFixed(2)}× (${(median(cpu.first) / median(cpu.nosha)).toFixed(2)}× without the sha256)`,
   '',
 );
-row('peak RSS, first store backup', `${(first.maxRssKiB / 1024).toFixed(0)} MiB`, '< 256 MiB');
+row('peak RSS, first store backup', `${(first.maxRssKiB / 1024).toFixed(0)} MiB`, '< 256 MiB', 'maxRssKiB of the first backup');
 lines.push('');
-lines.push('reproduce: node bench/chunks.mjs [--reps N]; one run alone:');
-lines.push('  node bench/chunks.mjs --child store bench/.data/realistic.img /tmp/store     (again for the unchanged re-backup;');
-lines.push('  --child store-nosha for the same without the whole-disk sha256)');
-lines.push('  node bench/child.mjs pack bench/.data/realistic.img /tmp/x.gz');
-lines.push('  node bench/chunks.mjs --child sha256 bench/.data/realistic.img');
+lines.push('all of it: node bench/chunks.mjs [--reps N] (or npm run bench -- --only chunks); a child also takes a concurrency after DEST');
 console.log(lines.join('\n'));
 await writeFile(
   join(OUT, 'results.json'),

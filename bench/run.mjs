@@ -7,6 +7,7 @@
 //   npm run bench -- --reps 5 --only realistic,zero
 //   npm run bench -- --quick            one repetition, no 4 GiB RSS run
 //   npm run bench -- --cache warm       inputs in the page cache (a busy shared disk skews cold runs)
+//   npm run bench -- --only chunks      the chunk store table alone (bench/chunks.mjs; "chunks" is in the default --only)
 //
 // Data lives in bench/.data (git-ignored), results in bench/.out/results.json.
 // Fairness: the page cache is dropped (sync; echo 3 > /proc/sys/vm/drop_caches)
@@ -37,7 +38,7 @@ const quick = args.includes('--quick');
 // cold: drop the page cache before every run (needs root); warm: read every input once before its run
 const cacheMode = opt('cache', process.getuid?.() === 0 ? 'cold' : 'warm');
 const reps = Number(opt('reps', quick ? 1 : 3));
-const only = opt('only', 'realistic,full,zero').split(',');
+const only = opt('only', 'realistic,full,zero,chunks').split(',');
 const log = (...a) => console.error('[bench]', ...a);
 
 // ---------------------------------------------------------------- build
@@ -283,9 +284,27 @@ async function rssRun(name, img) {
   return { name, bytes: img.size, s: line.seconds, rssMiB: line.maxRssKiB / 1024 };
 }
 
+/**
+ * The chunk store table (issue 11): bench/chunks.mjs in its own process, printed after the archive
+ * table; 2 repetitions (1 with --quick) of pack, a first and an unchanged backup into the store.
+ */
+async function chunkStoreTable() {
+  const r = spawnSync(process.execPath, [join(root, 'bench', 'chunks.mjs'), '--reps', String(Number(opt('reps', quick ? 1 : 2)))], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`bench/chunks.mjs exited ${r.status}`);
+  return r.stdout.trimEnd();
+}
+
 // ---------------------------------------------------------------- main
 ensureBuilt();
 await mkdir(OUT, { recursive: true });
+if (only.every((x) => x === 'chunks')) {
+  console.log(await chunkStoreTable());
+  process.exit(0);
+}
 const images = await makeImages();
 const cpus = os.cpus();
 const startLoad = os
@@ -442,6 +461,7 @@ if (rss.length) {
       `  ${pad(x.name, 8)} ${lpad((x.bytes / GiB).toFixed(0), 2)} GiB  ${lpad(x.rssMiB.toFixed(0), 4)} MiB  (${mbps(x.bytes, x.s).toFixed(0)} MB/s)`,
     );
 }
+if (only.includes('chunks')) lines.push('', await chunkStoreTable());
 console.log(lines.join('\n'));
 await writeFile(join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), reps, canDrop, results, profiles, rss }, null, 2));
 for (const r of results) await rm(join(OUT, `${r.name}.restored`), { force: true });

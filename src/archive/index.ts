@@ -17,3 +17,4 @@ export type {
 } from './types.js';
 export { ReadThrottle } from './throttle.js';
 export { checkChunkSize, checkLevel, checkThreads } from './options.js';
+export { MemberCodec, type MemberCodecOptions, type CompressMemberOptions } from './member.js';

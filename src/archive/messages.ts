@@ -28,9 +28,19 @@ export interface GunzipRequest {
   /** Output buffer: the member must hold exactly `expect` bytes. */
   out: ArrayBuffer;
   expect: number;
+  /** Also hash the decompressed bytes (GunzipReply.sha256). */
+  hash?: boolean;
 }
 
-export type WorkerRequest = GzipRequest | GunzipRequest;
+/** sha256 of the first `len` bytes of `ab` (the chunk store's ids, hashed off the JS thread). */
+export interface Sha256Request {
+  op: 'sha256';
+  id: number;
+  ab: ArrayBuffer;
+  len: number;
+}
+
+export type WorkerRequest = GzipRequest | GunzipRequest | Sha256Request;
 
 export interface GzipReply {
   id: number;
@@ -49,6 +59,15 @@ export interface GunzipReply {
   out: ArrayBuffer;
   /** The member decoded to `expect` zero bytes (out holds them, and need not be written to a new file). */
   zero: boolean;
+  /** sha256 (hex) of the decompressed bytes, when asked (GunzipRequest.hash). */
+  sha256?: string;
+}
+
+export interface Sha256Reply {
+  id: number;
+  ab: ArrayBuffer;
+  /** Lowercase hex. */
+  sha256: string;
 }
 
 /**
@@ -66,4 +85,4 @@ export interface FailureReply {
   out?: ArrayBuffer;
 }
 
-export type WorkerReply = GzipReply | GunzipReply | FailureReply;
+export type WorkerReply = GzipReply | GunzipReply | Sha256Reply | FailureReply;

@@ -5,9 +5,9 @@ import { loadNative } from '../native.js';
 import { packageRoot } from '../paths.js';
 import { ArchiveError } from './errors.js';
 import { counters } from './counters.js';
-import type { FailureReply, GunzipReply, GzipReply, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
+import type { FailureReply, GunzipReply, GzipReply, Sha256Reply, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
 
-export type { GunzipReply, GzipReply } from './messages.js';
+export type { GunzipReply, GzipReply, Sha256Reply } from './messages.js';
 
 /** A failure reported by the worker for one task (bad data, not a crash). */
 export class WorkerTaskError extends Error {
@@ -59,6 +59,14 @@ interface Slot {
   task: Task | undefined;
 }
 
+export interface WorkerPoolOptions {
+  /**
+   * Idle workers do not keep the process alive (a worker is referenced only while it runs a task):
+   * for a long-lived pool that its owner may never destroy, such as a chunk store's.
+   */
+  unrefIdle?: boolean;
+}
+
 /**
  * A fixed-size pool of codec threads for one operation. Workers start on
  * demand (a tiny image uses one), run one task each at a time, and are
@@ -72,7 +80,10 @@ export class WorkerPool {
   private failure: unknown;
   private destroyed: Promise<void> | undefined;
 
-  constructor(private readonly size: number) {}
+  constructor(
+    private readonly size: number,
+    private readonly options: WorkerPoolOptions = {},
+  ) {}
 
   /**
    * One gzip member of the first `len` bytes of `ab`, at libdeflate `level`,
@@ -84,8 +95,13 @@ export class WorkerPool {
   }
 
   /** Decompresses the member in the first `len` bytes of `ab` into `out`, which it must fill with exactly `expect` bytes. */
-  gunzip(ab: ArrayBuffer, len: number, out: ArrayBuffer, expect: number): Promise<GunzipReply> {
-    return this.run({ op: 'gunzip', id: 0, ab, len, out, expect }, [ab, out]) as Promise<GunzipReply>;
+  gunzip(ab: ArrayBuffer, len: number, out: ArrayBuffer, expect: number, hash = false): Promise<GunzipReply> {
+    return this.run({ op: 'gunzip', id: 0, ab, len, out, expect, ...(hash ? { hash } : {}) }, [ab, out]) as Promise<GunzipReply>;
+  }
+
+  /** sha256 of the first `len` bytes of `ab` (handed back in the reply). */
+  sha256(ab: ArrayBuffer, len: number): Promise<Sha256Reply> {
+    return this.run({ op: 'sha256', id: 0, ab, len }, [ab]) as Promise<Sha256Reply>;
   }
 
   private run(body: Request, transfer: ArrayBuffer[]): Promise<WorkerReply> {
@@ -108,6 +124,7 @@ export class WorkerPool {
     const worker = startArchiveWorker();
     counters.workersAlive++;
     const slot: Slot = { worker, task: undefined };
+    if (this.options.unrefIdle) worker.unref();
     this.slots.push(slot);
     worker.on('message', (m: WorkerReply) => {
       const task = slot.task;
@@ -119,6 +136,7 @@ export class WorkerPool {
       } else task.resolve(m);
       const next = this.queue.shift();
       if (next) this.start(slot, next);
+      else if (this.options.unrefIdle) slot.worker.unref();
     });
     worker.on('error', (e) => {
       this.fail(new ArchiveError(`an archive worker thread failed: ${e.message}`, 'KVMBAK_ARCHIVE_WORKER', {}, { cause: e }));
@@ -134,6 +152,7 @@ export class WorkerPool {
 
   private start(slot: Slot, task: Task): void {
     slot.task = task;
+    if (this.options.unrefIdle) slot.worker.ref();
     slot.worker.postMessage(task.msg, task.transfer);
   }
 

@@ -7,10 +7,11 @@
  * on libuv's shared pool (which fs, crypto and the libvirt calls need), and
  * never on the main thread.
  */
+import { createHash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
 import { loadNative, type NativeCodec } from '../native.js';
-import type { FailureReply, GunzipRequest, GzipRequest, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
+import type { FailureReply, GunzipRequest, GzipRequest, Sha256Request, TaskFailureKind, WorkerReply, WorkerRequest } from './messages.js';
 import { isAllZero } from './zero.js';
 
 const port = parentPort;
@@ -68,7 +69,19 @@ function gunzip(m: GunzipRequest): WorkerReply {
   const out = new Uint8Array(m.out, 0, m.expect);
   const r = codec().gzipDecompress(input, out);
   if (r.result !== 'ok' || r.outBytes !== m.expect || r.inBytes !== m.len) throw diagnose(input, m.expect);
-  return { id: m.id, ab: m.ab, out: m.out, zero: isAllZero(out) };
+  const reply: WorkerReply = { id: m.id, ab: m.ab, out: m.out, zero: isAllZero(out) };
+  if (m.hash) reply.sha256 = createHash('sha256').update(out).digest('hex');
+  return reply;
+}
+
+function sha256(m: Sha256Request): WorkerReply {
+  return {
+    id: m.id,
+    ab: m.ab,
+    sha256: createHash('sha256')
+      .update(new Uint8Array(m.ab, 0, m.len))
+      .digest('hex'),
+  };
 }
 
 /**
@@ -95,9 +108,14 @@ function diagnose(input: Uint8Array, expect: number): TaskFailure {
   return new TaskFailure('corrupt', 'libdeflate refused the member');
 }
 
+/** The buffers a message hands back (a sha256 request has no output buffer). */
+function buffers(m: { ab?: ArrayBuffer; out?: ArrayBuffer }): ArrayBuffer[] {
+  return [m.ab, m.out].filter((b): b is ArrayBuffer => b !== undefined);
+}
+
 function handle(m: WorkerRequest): void {
-  const r = (m.op === 'gzip' ? gzip(m) : gunzip(m)) as { ab: ArrayBuffer; out: ArrayBuffer };
-  port!.postMessage(r, [r.ab, r.out]);
+  const r = m.op === 'gzip' ? gzip(m) : m.op === 'gunzip' ? gunzip(m) : sha256(m);
+  port!.postMessage(r, buffers(r as { ab?: ArrayBuffer; out?: ArrayBuffer }));
 }
 
 port.on('message', (m: WorkerRequest) => {
@@ -107,7 +125,7 @@ port.on('message', (m: WorkerRequest) => {
     const f = e instanceof TaskFailure ? e : new TaskFailure('internal', String((e as Error)?.message ?? e));
     const reply: FailureReply = { id: m.id, error: { kind: f.kind, message: f.message, code: f.code } };
     reply.ab = m.ab;
-    reply.out = m.out;
-    port.postMessage(reply, [m.ab, m.out]);
+    if (m.op !== 'sha256') reply.out = m.out;
+    port.postMessage(reply, buffers(reply));
   }
 });

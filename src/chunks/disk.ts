@@ -2,7 +2,7 @@
  * A whole disk into the chunk store and back.
  *
  * writeDiskToStore reads the source sequentially in 4 MiB chunks and keeps up to `concurrency`
- * chunks in flight: each is checked for all-zero (a memcmp), else hashed on libuv's thread pool,
+ * chunks in flight: each is checked for all-zero (a memcmp), else hashed on the store's codec threads,
  * looked up by path, and compressed and written only when the store lacks it. The sha256 of the
  * whole disk is one serial hash, fed in disk order on the JS thread as chunks are read (bench/chunks.mjs
  * measures its rate). Memory: `concurrency + 1` chunk buffers, plus 32 bytes per chunk for the list.
@@ -18,7 +18,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { AbortError, ConfigError, throwIfAborted } from '../errors.js';
 import { ChunkError } from './errors.js';
-import { CHUNK_SIZE, hashZeros, isAllZero, sha256Hex, zeroChunk } from './codec.js';
+import { CHUNK_SIZE, hashZeros, isAllZero, zeroChunk } from './codec.js';
 import { chunkCount, chunkIdAt, chunkLength, readChunkList, validateChunkList, type ChunkList } from './list.js';
 import type { ChunkStore } from './store.js';
 
@@ -222,7 +222,7 @@ export async function writeDiskToStore(source: DiskSource, store: ChunkStore, op
       const p = (async () => {
         try {
           const zero = isAllZero(view);
-          const id = zero ? (await zeroChunk(n)).id : await sha256Hex(view);
+          const id = zero ? (await zeroChunk(n)).id : await store.sha256(view);
           const r = await store.put(view, { id, signal, deferDirSync: true });
           ids.set(index, r.id);
           if (r.added) chunksNew++;
@@ -591,7 +591,7 @@ export async function writeDiskDelta(
       start(async () => {
         try {
           const zero = isAllZero(view);
-          const id = zero ? (await zeroChunk(len)).id : await sha256Hex(view);
+          const id = zero ? (await zeroChunk(len)).id : await store.sha256(view);
           const r = await store.put(view, { id, signal, deferDirSync: true });
           ids.write(r.id, index * 32, 'hex');
           if (r.added) chunksNew++;

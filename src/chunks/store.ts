@@ -27,13 +27,14 @@ import { mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/pro
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError, throwIfAborted } from '../errors.js';
+import { checkThreads, isArchiveError, MemberCodec } from '../archive/index.js';
 import { ChunkError } from './errors.js';
-import { compressMember, decompressMember, isAllZero, isChunkId, MAX_CHUNK_SIZE, sha256Hex, zeroChunk } from './codec.js';
+import { expectedChunkBytes, isAllZero, isChunkId, MAX_CHUNK_SIZE, zeroChunk } from './codec.js';
 import { enterAsWriter, type Presence, type PresenceEntry } from './presence.js';
 import { chunkRelativePath } from './list.js';
 import { collectGarbage, type CollectGarbageOptions, type GcResult } from './gc.js';
 
-/** Default gzip level of the chunks (as `kvmbak image pack`). */
+/** Default gzip level of the chunks (as `kvmbak image pack`: the same libdeflate level for each level). */
 export const DEFAULT_CHUNK_LEVEL = 3;
 
 export interface ChunkStoreOptions {
@@ -41,6 +42,8 @@ export interface ChunkStoreOptions {
   level?: number;
   /** Called once when a writer has to wait for a running garbage collection. */
   onWaitForGc?: (gcs: PresenceEntry[]) => void;
+  /** Codec worker threads (default: the number of cores, as `kvmbak image pack`). */
+  threads?: number;
 }
 
 export interface PutOptions {
@@ -97,14 +100,24 @@ export class ChunkStore {
   /** Chunks being written by this instance: a second put of the same id waits for the first. */
   private readonly writing_ = new Map<string, Promise<void>>();
   private closed = false;
+  private readonly threads: number | undefined;
+  private codec_: MemberCodec | undefined;
 
   private constructor(root: string, options: ChunkStoreOptions) {
     this.root = root;
+    this.threads = options.threads;
     const level = options.level ?? DEFAULT_CHUNK_LEVEL;
     if (!Number.isInteger(level) || level < 1 || level > 9)
       throw new ConfigError(`level must be a whole number from 1 to 9, got ${String(level)}`, 'level');
     this.level = level;
     this.onWaitForGc = options.onWaitForGc;
+    // checks `threads` now; the threads themselves start with the first chunk compressed or read
+    if (options.threads !== undefined) checkThreads(options.threads);
+  }
+
+  /** This store's codec threads, started on first use and ended by close(); idle, they never keep the process alive. */
+  private get codec(): MemberCodec {
+    return (this.codec_ ??= new MemberCodec(this.threads === undefined ? {} : { threads: this.threads }));
   }
 
   /** Opens (and creates, 0700, when missing) the store folder `root`. */
@@ -124,6 +137,11 @@ export class ChunkStore {
   /** The store of a backup destination: DEST/.chunks. */
   static forDestination(dest: string, options: ChunkStoreOptions = {}): Promise<ChunkStore> {
     return ChunkStore.open(join(dest, '.chunks'), options);
+  }
+
+  /** sha256 (hex) of a raw chunk, its id: hashed by this store's codec threads, off the JS thread. */
+  sha256(raw: Uint8Array): Promise<string> {
+    return this.codec.sha256(raw);
   }
 
   /** Absolute path of a chunk's file. */
@@ -164,7 +182,7 @@ export class ChunkStore {
       await this.enterAsWriter(options.signal);
       const zero = isAllZero(raw);
       const zc = zero ? await zeroChunk(raw.byteLength) : undefined;
-      const id = zc?.id ?? (options.id === undefined ? await sha256Hex(raw) : checkId(options.id));
+      const id = zc?.id ?? (options.id === undefined ? await this.sha256(raw) : checkId(options.id));
       const pending = this.writing_.get(id);
       if (pending) {
         await pending;
@@ -178,10 +196,14 @@ export class ChunkStore {
         return { id, added: false, bytesAdded: 0, zero };
       }
       let bytesAdded = 0;
+      const deferDirSync = options.deferDirSync === true;
       const write = (async () => {
-        const member = zc?.member ?? (await compressMember(raw, this.level));
-        await this.writeFile(id, member, options.deferDirSync === true);
-        bytesAdded = member.byteLength;
+        // a new chunk's member is written from the codec's own buffer (no copy), which it then recycles
+        const writeMember = async (member: Uint8Array): Promise<void> => {
+          await this.writeFile(id, member, deferDirSync);
+          bytesAdded = member.byteLength;
+        };
+        await (zc ? writeMember(zc.member) : this.codec.compressTo(raw, this.level, writeMember));
       })();
       this.writing_.set(id, write);
       try {
@@ -228,7 +250,7 @@ export class ChunkStore {
     }
   }
 
-  private async writeFile(id: string, member: Buffer, deferDirSync: boolean): Promise<void> {
+  private async writeFile(id: string, member: Uint8Array, deferDirSync: boolean): Promise<void> {
     const rel = chunkRelativePath(id);
     const dir = join(this.root, rel.slice(0, 4));
     const path = join(this.root, rel);
@@ -297,17 +319,20 @@ export class ChunkStore {
   }
 
   /**
-   * The raw chunk, decompressed off the JS thread and checked: its sha256 must be its id, else a
-   * ChunkError (KVMBAK_CHUNK_CORRUPT) names the chunk and its file.
+   * The raw chunk, decompressed and hashed off the JS thread (a codec thread) and checked: its
+   * sha256 must be its id, else a ChunkError (KVMBAK_CHUNK_CORRUPT) names the chunk and its file.
+   * A chunk is one gzip member holding at most `maxBytes` (its trailer's length is checked first).
    */
   async get(id: string, options: { signal?: AbortSignal; maxBytes?: number } = {}): Promise<Buffer> {
     throwIfAborted(options.signal);
     const member = await this.readMember(checkId(id));
     const path = this.pathOf(id);
     let raw: Buffer;
+    let got: string;
     try {
-      raw = await decompressMember(member, options.maxBytes ?? MAX_CHUNK_SIZE);
+      ({ data: raw, sha256: got } = await this.codec.decompressHashed(member, expectedChunkBytes(member, options.maxBytes ?? MAX_CHUNK_SIZE)));
     } catch (e) {
+      if (!isArchiveError(e) || e.code === 'KVMBAK_ARCHIVE_WORKER') throw e;
       throw new ChunkError(
         `chunk ${id} is damaged (${path}): it does not decompress (${(e as Error).message}); every set that uses it is damaged`,
         'KVMBAK_CHUNK_CORRUPT',
@@ -315,7 +340,6 @@ export class ChunkStore {
         { cause: e },
       );
     }
-    const got = isAllZero(raw) ? (await zeroChunk(raw.byteLength)).id : await sha256Hex(raw);
     if (got !== id) {
       throw new ChunkError(
         `chunk ${id} is damaged (${path}): its content hashes to ${got}; every set that uses it is damaged`,
@@ -358,14 +382,18 @@ export class ChunkStore {
     if (w) await (await w.catch(() => undefined))?.release();
   }
 
-  /** Flushes and ends the writer announcement. Idempotent. */
+  /** Flushes, ends the writer announcement and the codec threads. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       await this.flush();
     } finally {
-      await this.endWriting();
+      try {
+        await this.endWriting();
+      } finally {
+        await this.codec_?.destroy();
+      }
     }
   }
 

@@ -19,11 +19,13 @@ const MiB = 1024 * 1024;
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 let built: Promise<string> | undefined;
-/** src/errors.ts and src/chunks/*.ts transpiled to JS in a temporary folder, plus the child script. */
+/** src/ transpiled to JS in a temporary folder (the child loads only what chunks/ imports), plus the child script. */
 function buildChild(): Promise<string> {
   built ??= (async () => {
     const { dir } = tempDir('kvmbak-gc-child-');
-    const files = ['src/errors.ts', ...(await readdir(join(ROOT, 'src/chunks'))).filter((f) => f.endsWith('.ts')).map((f) => `src/chunks/${f}`)];
+    const files = (await readdir(join(ROOT, 'src'), { recursive: true }))
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+      .map((f) => `src/${f}`);
     for (const f of files) {
       const js = ts.transpileModule(await readFile(join(ROOT, f), 'utf8'), {
         compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },

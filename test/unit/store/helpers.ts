@@ -197,10 +197,10 @@ let builtModules: Promise<string> | undefined;
 export function buildChildModules(): Promise<string> {
   builtModules ??= (async () => {
     const out = await tempDir('kvmbak-child-');
-    const files = ['src/errors.ts'];
-    for (const sub of ['src/chunks', 'src/manifest', 'src/store', 'src/util']) {
-      for (const name of await readdir(join(root, sub))) if (name.endsWith('.ts')) files.push(`${sub}/${name}`);
-    }
+    // all of src/: the child loads only what store/ imports (chunks/, and the archive/ it uses)
+    const files = (await readdir(join(root, 'src'), { recursive: true }))
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+      .map((f) => `src/${f}`);
     for (const f of files) {
       const source = await readFile(join(root, f), 'utf8');
       const js = ts.transpileModule(source, {
