@@ -30,7 +30,7 @@ import {
   readChunkList,
 } from '../chunks/index.js';
 import { CHUNK_STORE_DIR, MANIFEST_FORMAT, isChunkedMemory, isManifestError, type Manifest } from '../manifest/index.js';
-import { errnoCode } from '../util/fs.js';
+import { errnoCode, isRealDir } from '../util/fs.js';
 import { chunkStorePath } from './chunked.js';
 import { walkSet } from './layout.js';
 import { type SetInfo, listSets } from './list.js';
@@ -47,15 +47,6 @@ export interface SetChunkList {
   path: string;
   /** True when the set's manifest names it (complete sets). */
   named: boolean;
-}
-
-async function isRealDir(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isDirectory();
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return false;
-    throw e;
-  }
 }
 
 /** The chunk list files a manifest names. */

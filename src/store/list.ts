@@ -1,4 +1,4 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isAbortError } from '../errors.js';
 import {
@@ -10,7 +10,7 @@ import {
   isChunkedMemory,
   isManifestError,
 } from '../manifest/index.js';
-import { errnoCode } from '../util/fs.js';
+import { errnoCode, isRealDir } from '../util/fs.js';
 import { parseJournal, readJournalText } from './journal.js';
 import { walkSet } from './layout.js';
 import { compareSetIds, journalFileName, parseSetId } from './naming.js';
@@ -103,15 +103,6 @@ export function setFigures(m: Manifest): Pick<SetInfo, 'format' | 'storedBytes' 
 function compareInfos(a: SetInfo, b: SetInfo): number {
   if (a.domain !== b.domain) return a.domain < b.domain ? -1 : 1;
   return compareSetIds(a, b);
-}
-
-async function isRealDir(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isDirectory();
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return false;
-    throw e;
-  }
 }
 
 /** Whether the process that writes a journal may still run; null when the journal is unreadable. */

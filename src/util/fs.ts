@@ -37,6 +37,16 @@ export function withPath<E>(e: E, path: string): E {
 }
 
 /** fsync a folder so the names created, renamed or removed in it are durable. */
+/** True when `path` is a folder (not following a final symbolic link); false when it does not exist. */
+export async function isRealDir(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isDirectory();
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw e;
+  }
+}
+
 export async function fsyncDir(dir: string): Promise<void> {
   const h = await open(dir, 'r');
   try {
