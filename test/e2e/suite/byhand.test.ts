@@ -3,62 +3,15 @@
 // `bash -e -o pipefail`. Then the domain must run again from its saved memory on the new LV, and
 // the LV must hold the manifest's rawSha256. lab-one is put back on its own LV afterwards.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, readManifest, type BackupResult } from '../../../src/index.js';
 import { domState, lab, sh, sha256Of, virsh, type LabFixture } from './lab.js';
+import { bash, fillIn, readmeBlock } from './readme-block.js';
 
 const DOMAIN = 'lab-one';
 const NEW_LV = 'lab-one-byhand';
-const README = join(process.cwd(), 'README.md');
-
-/** The README's code block for a restore into other LVs. */
-function readmeBlock(): string {
-  const text = readFileSync(README, 'utf8');
-  const start = text.indexOf('## Restore without kvmbak');
-  expect(start, 'README.md has no section "Restore without kvmbak"').toBeGreaterThanOrEqual(0);
-  const end = text.indexOf('\n## ', start + 1);
-  const section = text.slice(start, end < 0 ? undefined : end);
-  const blocks = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
-  const block = blocks.find((b) => b.includes('virsh restore memory.state --xml'));
-  expect(block, 'README.md shows no `virsh restore memory.state --xml` block').toBeDefined();
-  return block!;
-}
-
-const shellQuote = (v: string): string => `'${v.replace(/'/g, `'\\''`)}'`;
-
-/** The block with its variable lines set to `values` (each must be there exactly once). */
-function fillIn(block: string, values: Record<string, string>): string {
-  const seen: string[] = [];
-  const script = block
-    .split('\n')
-    .map((line) => {
-      const m = /^([A-Z]+)=\S*(\s+#.*)?$/.exec(line);
-      if (!m) return line;
-      seen.push(m[1]!);
-      expect(values, `README variable ${m[1]} has no value in this test`).toHaveProperty(m[1]!);
-      return `${m[1]}=${shellQuote(values[m[1]!]!)}`;
-    })
-    .join('\n');
-  expect(seen.sort()).toEqual(Object.keys(values).sort());
-  return script;
-}
-
-function bash(script: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-e', '-o', 'pipefail', '-c', script], {
-      cwd: '/',
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env, LC_ALL: 'C' },
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, out }));
-  });
-}
 
 describe('restore by hand into other LVs, exactly as the README shows it', () => {
   let fx: LabFixture;
@@ -88,7 +41,7 @@ describe('restore by hand into other LVs, exactly as the README shows it', () =>
     const m = await readManifest(set.setPath);
     expect(m.disks).toHaveLength(1);
     const d = m.disks[0]!;
-    const script = fillIn(readmeBlock(), {
+    const script = fillIn(readmeBlock('## Restore without kvmbak', 'virsh restore memory.state --xml'), {
       SET: set.setPath,
       OLD: d.source,
       IMG: d.image!.file,

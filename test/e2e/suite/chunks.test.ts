@@ -13,58 +13,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHUNK_SIZE, backup, readManifest, type BackupResult } from '../../../src/index.js';
 import { CLI, domState, kvmbakLvs, lab, lvmSettled, runCli, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
+import { bash, fillIn, readmeBlock } from './readme-block.js';
 
 const DOMAIN = 'lab-one';
 const LV = 'lab-one-disk0';
-const README = join(process.cwd(), 'README.md');
 /** The chunks rewritten between the two backups (distinct, 4 MiB-aligned). */
 const REGIONS = [1, 6, 13];
-
-/** The README's by-hand block for a chunked set. */
-function readmeBlock(): string {
-  const text = readFileSync(README, 'utf8');
-  const start = text.indexOf('### A chunked set');
-  expect(start, 'README.md has no section "A chunked set"').toBeGreaterThanOrEqual(0);
-  const end = text.indexOf('\n## ', start + 1);
-  const blocks = [...text.slice(start, end < 0 ? undefined : end).matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
-  const block = blocks.find((b) => b.includes('memory.chunks'));
-  expect(block, 'README.md shows no block rebuilding memory.chunks').toBeDefined();
-  return block!;
-}
-
-const shellQuote = (v: string): string => `'${v.replace(/'/g, `'\\''`)}'`;
-
-/** The block with its variable lines set to `values` (each must be there exactly once). */
-function fillIn(block: string, values: Record<string, string>): string {
-  const seen: string[] = [];
-  const script = block
-    .split('\n')
-    .map((line) => {
-      const m = /^([A-Z]+)=\S*(\s+#.*)?$/.exec(line);
-      if (!m) return line;
-      seen.push(m[1]!);
-      expect(values, `README variable ${m[1]} has no value in this test`).toHaveProperty(m[1]!);
-      return `${m[1]}=${shellQuote(values[m[1]!]!)}`;
-    })
-    .join('\n');
-  expect(seen.sort()).toEqual(Object.keys(values).sort());
-  return script;
-}
-
-function bash(script: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-e', '-o', 'pipefail', '-c', script], {
-      cwd: '/',
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env, LC_ALL: 'C' },
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, out }));
-  });
-}
 
 function readRegion(path: string, index: number): Buffer {
   const b = Buffer.alloc(CHUNK_SIZE);
@@ -168,7 +122,7 @@ describe('chunk store (format chunks) on a thick LV', () => {
     const d = m.disks[0]!;
     const original = readRegion(lvPath, REGIONS[0]!);
     await totalLoss(fx);
-    const script = fillIn(readmeBlock(), {
+    const script = fillIn(readmeBlock('### A chunked set', 'memory.chunks'), {
       SET: first.setPath,
       CHUNKS: join(dest, '.chunks'),
       LIST: d.chunks!.file,
