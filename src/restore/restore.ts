@@ -439,18 +439,22 @@ async function writeFromImage(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalVo
     ...(run.signal ? { signal: run.signal } : {}),
     onProgress: writeProgress(run, p, lv),
   });
+  return diskResult(p, { rawBytes: r.bytes, sha256: r.sha256, bytesWritten: r.bytesWritten, mode: r.mode, seconds: r.seconds });
+}
+
+/** What restore reports of a disk written as `p` planned it. */
+function diskResult(
+  p: RestoreDiskPlan,
+  written: Pick<RestoreDiskResult, 'rawBytes' | 'sha256' | 'bytesWritten' | 'mode' | 'seconds'>,
+): RestoreDiskResult {
   return {
     target: p.target,
     lv: lvName(p),
     path: p.path,
     created: p.action === 'create',
     swapped: p.action === 'swap',
-    rawBytes: r.bytes,
-    sha256: r.sha256,
-    bytesWritten: r.bytesWritten,
     skipZeros: p.skipZeros,
-    mode: r.mode,
-    seconds: r.seconds,
+    ...written,
   };
 }
 
@@ -484,19 +488,13 @@ async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalV
     );
   }
   progress({ phase: 'sync', bytesDone: list.rawSize, bytesTotal: list.rawSize, rate: 0 });
-  return {
-    target: p.target,
-    lv: lvName(p),
-    path: p.path,
-    created: p.action === 'create',
-    swapped: p.action === 'swap',
+  return diskResult(p, {
     rawBytes: list.rawSize,
     sha256: r.rawSha256,
     bytesWritten: r.bytesWritten,
-    skipZeros: p.skipZeros,
     mode: 'chunks',
     seconds: (performance.now() - t0) / 1000,
-  };
+  });
 }
 
 /**
