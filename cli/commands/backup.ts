@@ -31,6 +31,7 @@ export const BACKUP_FLAGS: Readonly<Record<string, string>> = {
   agentTimeoutSeconds: '--agent-timeout',
   snapshotSize: '--snapshot-size',
   format: '--format',
+  full: '--full',
   level: '--level',
   threads: '--threads',
   exclude: '--exclude',
@@ -55,6 +56,7 @@ interface BackupArgs extends GlobalArgs, JobArgs {
   mode?: BackupMode;
   'snapshot-size'?: string;
   format?: StorageFormat;
+  full?: boolean;
   level?: number;
   threads?: number;
   exclude?: string[];
@@ -84,6 +86,7 @@ export function planLines(p: BackupPlan): string[] {
     lines.push(
       `  disk ${d.target.padEnd(8)} ${d.source} → ${d.vg}/${d.lv} ${formatBytes(d.lvSize)}${d.pool ? ` pool ${d.pool}` : ''}, ${snap} ${d.vg}/${d.snapshotName}; ${READ_PATHS[d.readPath]}`,
     );
+    if (d.readNote !== undefined) lines.push(`    ${d.readNote}`);
   }
   for (const s of p.skipped) lines.push(`  skip ${s.target.padEnd(8)} ${s.reason}`);
   for (const v of p.volumeGroups) {
@@ -189,6 +192,10 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
         choices: STORAGE_FORMATS,
         describe: 'chunks: deduplicated into DEST/.chunks (only new chunks written); image: self-contained disks/TARGET.img.gz (default)',
       })
+      .option('full', {
+        type: 'boolean',
+        describe: 'with --format chunks: read every disk whole, even a thin disk whose previous run kept a base for thin_delta',
+      })
       .option('level', { type: 'number', describe: 'gzip level 1-9 (default 3)' })
       .option('threads', { type: 'number', describe: 'compression threads (default: one per CPU)' })
       .option('exclude', { alias: 'x', type: 'string', array: true, describe: 'leave disk TARGET (vdb…) out; repeatable' })
@@ -209,6 +216,7 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
       .option('mode', { alias: 'm', choices: BACKUP_MODES, describe: 'backup mode to plan for' })
       .option('snapshot-size', { type: 'string', describe: 'COW size per snapshot' })
       .option('format', { choices: STORAGE_FORMATS, describe: 'storage format to plan for (chunks or image)' })
+      .option('full', { type: 'boolean', describe: 'plan a full read of every disk (no thin delta)' })
       .option('exclude', { alias: 'x', type: 'string', array: true, describe: 'leave disk TARGET out' }) as unknown as Argv<BackupArgs>,
   handler: async (argv) => {
     const domain = Array.isArray(argv.domain) ? argv.domain[0]! : (argv.domain as unknown as string);
@@ -222,6 +230,7 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
         ...(argv['snapshot-size'] !== undefined ? { snapshotSize: argv['snapshot-size'] } : {}),
         ...(argv.exclude !== undefined ? { exclude: argv.exclude } : {}),
         ...(argv.format !== undefined ? { format: argv.format } : {}),
+        ...(argv.full !== undefined ? { full: argv.full } : {}),
       });
     } catch (e) {
       throw cliError(e);
@@ -276,6 +285,7 @@ function commandLineSettings(argv: BackupArgs): DomainSettings {
   if (argv.dest !== undefined) s.dest = resolve(argv.dest);
   if (argv.mode !== undefined) s.mode = argv.mode;
   if (argv.format !== undefined) s.format = argv.format;
+  if (argv.full !== undefined) s.full = argv.full;
   if (argv.level !== undefined) s.level = argv.level;
   if (argv.threads !== undefined) s.threads = argv.threads;
   if (argv['snapshot-size'] !== undefined) s.snapshotSize = argv['snapshot-size'];

@@ -7,9 +7,9 @@
 import { existsSync } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AbortError, KvmbakError, throwIfAborted } from '../errors.js';
+import { AbortError, KvmbakError, isKvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
-import { Lvm } from '../lvm/index.js';
+import { KVMBAK_BASE_TAG, Lvm } from '../lvm/index.js';
 import { type PackResult, ReadThrottle, packImage } from '../archive/index.js';
 import { CHUNK_SIZE, type ChunkStore, type DiskSource } from '../chunks/index.js';
 import {
@@ -37,6 +37,7 @@ import {
   openJournal,
   removeEmptyDomainDir,
   storeChunked,
+  storeChunkedDelta,
   processOwner,
   sha256File,
 } from '../store/index.js';
@@ -44,6 +45,7 @@ import { toolVersion } from '../version.js';
 import { DEFAULT_AGENT_TIMEOUT_SECONDS, checkBackupOptions } from './options.js';
 import { type PlannedBackup, assertDestUsable, domainNameOf, planBackup } from './plan.js';
 import { handOverJournal, ownerTag, recoverDomain } from './recover.js';
+import { ThinDeltaError, thinChangedChunks } from './thin-delta.js';
 import type {
   BackupDiskResult,
   BackupHookContext,
@@ -92,6 +94,7 @@ function plan(hv: Hypervisor, lvm: Lvm, options: Omit<BackupOptions, 'dest'> & {
     ...(options.snapshotSize !== undefined ? { snapshotSize: options.snapshotSize } : {}),
     ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
     ...(options.format !== undefined ? { format: options.format } : {}),
+    ...(options.full !== undefined ? { full: options.full } : {}),
     runId,
   });
 }
@@ -240,10 +243,12 @@ interface Made {
   live: LiveSnapshots;
   /** The VM is held (VmNotResumedError): the set keeps its memory state for recover. */
   vmHeld: boolean;
+  /** A thin pool's metadata snapshot may still be reserved: the journal is left for recover. */
+  metadataHeld: boolean;
 }
 
 async function execute(run: Run, planned: PlannedBackup, planMs: number): Promise<BackupResult> {
-  const made: Made = { files: null, journal: null, live: new Map(), vmHeld: false };
+  const made: Made = { files: null, journal: null, live: new Map(), vmHeld: false, metadataHeld: false };
   let store: ChunkStore | null = null;
   try {
     const { files, journal, domainXml } = await prepareSet(run, planned, made);
@@ -258,16 +263,21 @@ async function execute(run: Run, planned: PlannedBackup, planMs: number): Promis
     throwIfAborted(run.options.signal);
     const window = await holdAndSnapshot(run, planned, files, journal, made, hookCtx);
     const ta = performance.now();
-    const disks = await archiveDisks(run, planned, files, journal, window, store);
+    const disks = await archiveDisks(run, planned, files, journal, window, store, made);
     let archiveMs = Math.round(performance.now() - ta);
-    await removeRunSnapshots(run, made.live, journal);
+    const kept = await keepBases(run, planned, disks, made.live);
+    await removeRunSnapshots(run, made.live, journal, kept);
     let memory: Manifest['memory'] = null;
     if (window.memorySaved) {
       const tm = performance.now();
       memory = await archiveMemory(run, files, store);
       archiveMs += Math.round(performance.now() - tm);
     }
-    return await commit(run, planned, files, journal, window, disks, memory, domainXml, { planMs, archiveMs });
+    const result = await commit(run, planned, files, journal, window, disks, memory, domainXml, { planMs, archiveMs });
+    // The set owns its bases now; the bases they replace go.
+    for (const target of kept.keys()) made.live.delete(target);
+    await removeOldBases(run, planned, kept);
+    return result;
   } catch (e) {
     await undo(run, made, e);
     throw e;
@@ -292,7 +302,7 @@ async function archiveMemory(run: Run, files: BackupSetFiles, store: ChunkStore 
     ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
   });
   await unlink(files.memoryFile);
-  return { bytes: chunks.rawBytes, sha256: chunks.rawSha256, chunks: { ...chunks, file: MEMORY_CHUNKS_FILE } };
+  return { bytes: chunks.rawBytes, sha256: chunks.rawSha256!, chunks: { ...chunks, file: MEMORY_CHUNKS_FILE } };
 }
 
 /** The set folder, the journal (its `planned` step), domain.xml. */
@@ -388,6 +398,7 @@ async function archiveDisks(
   journal: Journal,
   window: WindowResult,
   store: ChunkStore | null,
+  made: Made,
 ): Promise<ArchivedDisk[]> {
   const { plan } = planned;
   const signal = run.options.signal;
@@ -438,16 +449,26 @@ async function archiveDisks(
         out.push(describeDisk(d, image.file, packed, w));
       } else {
         const list = files.chunkList(d.target);
-        run.phase('archive', `storing ${d.target} (${snap.path}) in the chunk store`);
         const t0 = performance.now();
-        const stored = await readSnapshot(run, watcher, archiveAbort.signal, (signal) =>
-          storeChunked(store, snapshotSource(run, snap.path, signal), files.set, list.file, {
-            signal,
-            size: d.lvSize,
-            ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
-            onProgress: (p) => report(p.bytesDone, p.bytesTotal, p.bytesDone / Math.max((performance.now() - t0) / 1000, 1e-3)),
-          }),
-        );
+        const onProgress = (p: { bytesDone: number; bytesTotal?: number | undefined }): void =>
+          report(p.bytesDone, p.bytesTotal, p.bytesDone / Math.max((performance.now() - t0) / 1000, 1e-3));
+        if (d.readNote !== undefined) run.warn(d.readNote);
+        const read = <T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> => readSnapshot(run, watcher, archiveAbort.signal, work);
+        let stored: { chunks: ManifestChunks } | null =
+          d.readPath === 'thin-delta'
+            ? await storeThinDelta(run, { disk: d, snapshot: snap, store, files, journal, file: list.file, made, read, onProgress, signal: archiveAbort.signal })
+            : null;
+        if (stored === null) {
+          run.phase('archive', `storing ${d.target} (${snap.path}) in the chunk store`);
+          stored = await read((signal) =>
+            storeChunked(store, snapshotSource(run, snap.path, signal), files.set, list.file, {
+              signal,
+              size: d.lvSize,
+              ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
+              onProgress,
+            }),
+          );
+        }
         w.done = true;
         await journal.record({ step: 'archived', target: d.target, file: list.file });
         out.push(describeChunkedDisk(d, stored.chunks, (performance.now() - t0) / 1000, w));
@@ -458,6 +479,130 @@ async function archiveDisks(
     signal?.removeEventListener('abort', onOuterAbort);
   }
   return out;
+}
+
+interface ThinDeltaRead {
+  disk: PlannedDisk;
+  snapshot: { vg: string; lv: string; path: string };
+  store: ChunkStore;
+  files: BackupSetFiles;
+  journal: Journal;
+  /** The disk's chunk list in the set. */
+  file: string;
+  made: Made;
+  /** Reads the snapshot as readSnapshot does (watched, the real cause of a failed read reported). */
+  read: <T>(work: (signal: AbortSignal) => Promise<T>) => Promise<T>;
+  onProgress: (p: { bytesDone: number; bytesTotal?: number | undefined }) => void;
+  signal: AbortSignal;
+}
+
+/**
+ * A thin disk with a base: thin_delta names the chunks that changed since the previous run, and
+ * only those are read; the other ids come from the previous set's list. Returns null (after one
+ * warning line) when that path cannot be taken, so the caller reads the disk whole; throws only
+ * what a full read could not fix (a cancel, a metadata snapshot left held, a bad snapshot).
+ */
+async function storeThinDelta(run: Run, t: ThinDeltaRead): Promise<Awaited<ReturnType<typeof storeChunkedDelta>> | null> {
+  const d = t.disk;
+  const delta = d.delta!;
+  const fallback = (reason: string): null => {
+    run.warn(`${d.target}: reading the whole disk: ${reason}`);
+    return null;
+  };
+  // The previous list must be the one its set recorded (the next step trusts every id in it).
+  const listed = await sha256File(delta.previousList, { signal: t.signal }).catch((e: unknown) => e as Error);
+  if (listed instanceof Error) return fallback(`cannot read the previous chunk list ${delta.previousList} (${listed.message})`);
+  if (listed.sha256 !== delta.previousListSha256) return fallback(`the previous chunk list ${delta.previousList} differs from its manifest`);
+  run.phase('archive', `asking thin pool ${d.vg}/${d.thinPool} which chunks of ${d.target} changed since ${delta.base.lv}`);
+  let changed: number[];
+  try {
+    changed = (
+      await thinChangedChunks({
+        lvm: run.lvm,
+        journal: t.journal,
+        base: { vg: delta.base.vg, lv: delta.base.lv },
+        current: { vg: t.snapshot.vg, lv: t.snapshot.lv },
+        diskSize: d.lvSize,
+        signal: t.signal,
+      })
+    ).changed;
+  } catch (e) {
+    if (!(e instanceof ThinDeltaError)) throw e;
+    if (e.metadataHeld) {
+      t.made.metadataHeld = true;
+      throw e;
+    }
+    return fallback(e.message);
+  }
+  run.phase('archive', `storing the ${changed.length} changed chunks of ${d.target} (${t.snapshot.path}) in the chunk store`);
+  try {
+    return await t.read((signal) =>
+      storeChunkedDelta(t.store, t.snapshot.path, t.files.set, t.file, {
+        previous: delta.previousList,
+        changed,
+        size: d.lvSize,
+        signal,
+        ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
+        onProgress: t.onProgress,
+      }),
+    );
+  } catch (e) {
+    if (isKvmbakError(e) && (e.code === 'KVMBAK_CHUNK_DISK_MISMATCH' || e.code === 'KVMBAK_CHUNK_MISSING')) return fallback(e.message);
+    throw e;
+  }
+}
+
+/** A thin snapshot kept as the next run's base. */
+interface KeptBase {
+  vg: string;
+  lv: string;
+}
+
+/**
+ * Format chunks: every thin disk's snapshot is kept as the base of the next run's thin_delta —
+ * its run and owner tags swapped for `kvmbak-base` in one lvchange, its thin id recorded in the
+ * manifest. Until the commit it stays in `live` (a failure removes it, and so does recover while
+ * the set is not committed). A snapshot that cannot be kept is removed like any other (warning).
+ */
+async function keepBases(run: Run, planned: PlannedBackup, disks: ArchivedDisk[], live: LiveSnapshots): Promise<Map<string, KeptBase>> {
+  const kept = new Map<string, KeptBase>();
+  if (planned.plan.format !== 'chunks') return kept;
+  for (const disk of disks) {
+    const d = planned.plan.disks.find((x) => x.target === disk.manifest.target)!;
+    const snap = live.get(d.target);
+    if (!d.thin || snap === undefined || disk.manifest.chunks === undefined) continue;
+    try {
+      const { thinId } = await run.lvm.thinVolume(snap);
+      await run.lvm.changeTags(snap, { remove: [planned.runTag, ownerTag(processOwner())], add: [KVMBAK_BASE_TAG] });
+      disk.manifest.chunks.base = { lv: snap.lv, thinId };
+      kept.set(d.target, { vg: snap.vg, lv: snap.lv });
+    } catch (e) {
+      run.warn(`${d.target}: cannot keep ${snap.vg}/${snap.lv} as the base of the next run (${(e as Error).message}); the next run reads the disk whole`);
+    }
+  }
+  return kept;
+}
+
+/**
+ * After the commit: the bases the previous set recorded for the disks that now have a new one.
+ * Only an LV still tagged `kvmbak-base` with the recorded thin id goes; a failure is a warning
+ * (it costs pool space, not correctness: no set uses it any more).
+ */
+async function removeOldBases(run: Run, planned: PlannedBackup, kept: ReadonlyMap<string, KeptBase>): Promise<void> {
+  for (const [target, now] of kept) {
+    const old = planned.previous?.manifest.disks.find((x) => x.target === target)?.chunks?.base;
+    const vg = planned.plan.disks.find((x) => x.target === target)!.vg;
+    if (old === undefined || old.lv === now.lv) continue;
+    try {
+      const lv = await run.lvm.find({ vg, lv: old.lv });
+      if (lv === null || !lv.tags.includes(KVMBAK_BASE_TAG)) continue;
+      if ((await run.lvm.thinVolume(lv)).thinId !== old.thinId) continue;
+      await run.lvm.remove(lv, { missingOk: true });
+      run.phase('cleanup', `removed the previous base ${lv.fullName}`);
+    } catch (e) {
+      run.warn(`could not remove the previous base ${vg}/${old.lv} (${(e as Error).message}); remove it with lvremove ${vg}/${old.lv}`);
+    }
+  }
 }
 
 /**
@@ -607,13 +752,17 @@ function describeDisk(d: PlannedDisk, file: string, packed: PackResult, w: Watch
   };
 }
 
-async function removeRunSnapshots(run: Run, live: LiveSnapshots, journal: Journal): Promise<void> {
+/** Removes the run's snapshots but the bases kept; `snapshots-removed` is journaled when none is kept. */
+async function removeRunSnapshots(run: Run, live: LiveSnapshots, journal: Journal, kept: ReadonlyMap<string, KeptBase>): Promise<void> {
   run.phase('cleanup', 'removing the snapshots');
-  const errors = await removeSnapshots(run.lvm, live, run.retryDelayMs);
+  const others: LiveSnapshots = new Map([...live].filter(([target]) => !kept.has(target)));
+  const errors = await removeSnapshots(run.lvm, others, run.retryDelayMs);
+  for (const target of live.keys()) if (!kept.has(target) && !others.has(target)) live.delete(target);
   if (errors.length > 0) {
     throw new KvmbakError(`could not remove snapshots: ${errors.map((e) => e.message).join('; ')}; run kvmbak recover`, 'KVMBAK_SNAPSHOT_REMOVE');
   }
-  await journal.record({ step: 'snapshots-removed' });
+  // With a base kept, the journal still names it: recover removes it unless the set is committed.
+  if (kept.size === 0) await journal.record({ step: 'snapshots-removed' });
 }
 
 /** Checksums and the manifest, written last; the journal goes. */
@@ -693,7 +842,7 @@ async function undo(run: Run, made: Made, e: unknown): Promise<void> {
       )));
   if (journal !== null) {
     if (made.live.size === 0) await journal.record({ step: 'snapshots-removed' }).catch(() => undefined);
-    if (setGone && made.live.size === 0) await journal.remove().catch(() => undefined);
+    if (setGone && made.live.size === 0 && !made.metadataHeld) await journal.remove().catch(() => undefined);
     else handOverJournal(journal);
   }
 }

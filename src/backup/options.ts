@@ -29,6 +29,7 @@ export const BACKUP_OPTION_NAMES = [
   'level',
   'threads',
   'chunkSize',
+  'full',
   'exclude',
   'dryRun',
   'extendThreshold',
@@ -86,6 +87,7 @@ export function checkBackupOptions(o: BackupOptions, needDest = true): void {
       throw new ConfigError('exclude must be a list of disk targets such as vdb', 'exclude');
     }
   }
+  if (o.full !== undefined && typeof o.full !== 'boolean') throw new ConfigError('full must be true or false', 'full');
   if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw new ConfigError('dryRun must be true or false', 'dryRun');
   if (o.extendThreshold !== undefined && !(typeof o.extendThreshold === 'number' && o.extendThreshold > 0 && o.extendThreshold < 100)) {
     throw new ConfigError(`extendThreshold must be a percentage between 0 and 100, got ${String(o.extendThreshold)}`, 'extendThreshold');

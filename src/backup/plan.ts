@@ -4,10 +4,12 @@
  */
 import { access, constants, statfs } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { CHUNK_SIZE } from '../chunks/index.js';
 import { ConfigError, KvmbakError, isLibvirtError, isKvmbakError } from '../errors.js';
 import type { Domain, DomainDisk, Hypervisor } from '../libvirt/index.js';
-import type { LogicalVolume, Lvm } from '../lvm/index.js';
-import type { Manifest, ManifestDomainState, StorageFormat } from '../manifest/index.js';
+import { KVMBAK_BASE_TAG, type LogicalVolume, type Lvm } from '../lvm/index.js';
+import type { Manifest, ManifestDisk, ManifestDomainState, StorageFormat } from '../manifest/index.js';
 import { assertDest, listSets, readSetManifest } from '../store/index.js';
 import { formatBytes } from '../util/size.js';
 import { describeShortfall, parseSnapshotSize, snapshotSizeFor } from './sizing.js';
@@ -32,6 +34,8 @@ export interface PlanInput {
   exclude?: readonly string[];
   /** How disks are stored (default image). */
   format?: StorageFormat;
+  /** Format chunks: read every disk whole, even a thin disk with a base. */
+  full?: boolean;
   /** The tag suffix (set id) used to name this run's snapshots. */
   runId: string;
 }
@@ -45,6 +49,46 @@ export async function previousChunkedSet(dest: string, domain: string): Promise<
     if (manifest?.disks.some((d) => d.chunks !== undefined)) return { path: s.path, manifest };
   }
   return null;
+}
+
+/**
+ * A thin disk with an earlier chunked set: thin delta when the previous run's base is there and is
+ * exactly what that set's list describes — a thin snapshot tagged as a base, of this LV, in its
+ * pool, with the device id the set recorded — and the disk has the list's size. Otherwise a full
+ * read, with the reason in `readNote` (the run warns it). Read-only.
+ */
+export async function planThinDelta(lvm: Lvm, p: PlannedDisk, before: ManifestDisk, setPath: string): Promise<void> {
+  const chunks = before.chunks!;
+  const why = (reason: string): void => {
+    p.readNote = `${p.target}: reading the whole disk: ${reason}`;
+  };
+  if (chunks.base === undefined) return why(`the previous set kept no base snapshot of ${p.vg}/${p.lv}`);
+  const name = { vg: p.vg, lv: chunks.base.lv };
+  let base: LogicalVolume | null;
+  try {
+    base = await lvm.find(name);
+  } catch (e) {
+    return why(`cannot look up the base ${name.vg}/${name.lv} (${(e as Error).message})`);
+  }
+  if (base === null) return why(`the base ${name.vg}/${name.lv} of the previous set is gone`);
+  if (!base.tags.includes(KVMBAK_BASE_TAG) || !base.thin || base.snapshot === null) {
+    return why(`${base.fullName} is not a kvmbak base (a thin snapshot tagged ${KVMBAK_BASE_TAG})`);
+  }
+  if (base.origin !== p.lv || base.pool !== p.thinPool) {
+    return why(`the base ${base.fullName} is not a snapshot of ${p.vg}/${p.lv} in pool ${p.thinPool ?? '-'}`);
+  }
+  if (chunks.rawBytes !== p.lvSize || chunks.chunkSize !== CHUNK_SIZE) {
+    return why(`the disk is ${p.lvSize} bytes now, the previous set's list ${chunks.rawBytes}`);
+  }
+  let thinId: number;
+  try {
+    thinId = (await lvm.thinVolume(name)).thinId;
+  } catch (e) {
+    return why(`cannot read the thin id of ${base.fullName} (${(e as Error).message})`);
+  }
+  if (thinId !== chunks.base.thinId) return why(`${base.fullName} has thin id ${thinId}, the previous set recorded ${chunks.base.thinId}`);
+  p.readPath = 'thin-delta';
+  p.delta = { base: { ...name, thinId }, previousList: join(setPath, chunks.file), previousListSha256: chunks.listSha256 };
 }
 
 async function assertWritable(dest: string): Promise<void> {
@@ -379,6 +423,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
       for (const p of planned) {
         const before = previous?.manifest.disks.find((d) => d.target === p.target && d.chunks !== undefined);
         p.readPath = before === undefined ? 'first' : 'full';
+        if (before !== undefined && previous !== null && p.thin && input.full !== true) await planThinDelta(lvm, p, before, previous.path);
       }
     }
     const plan: BackupPlan = {

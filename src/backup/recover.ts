@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError, isLibvirtError, isLvmCommandError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
-import { KVMBAK_TAG, type LogicalVolume, Lvm } from '../lvm/index.js';
+import { KVMBAK_BASE_TAG, KVMBAK_TAG, type LogicalVolume, Lvm } from '../lvm/index.js';
 import {
   type Journal,
   type JournalAssessment,
@@ -280,7 +280,7 @@ async function settleSet(
   }
 }
 
-/** Removes snapshots tagged `kvmbak` whose creating process is gone. */
+/** Removes snapshots tagged `kvmbak` whose creating process is gone (never a base). */
 async function sweepOrphans(lvm: Lvm, result: RecoverResult): Promise<void> {
   let lvs: LogicalVolume[];
   try {
@@ -290,7 +290,8 @@ async function sweepOrphans(lvm: Lvm, result: RecoverResult): Promise<void> {
     return;
   }
   for (const lv of lvs) {
-    if (lv.snapshot === null || !ownerTagDead(lv.tags)) continue;
+    // A base (kept by a committed run for the next one's thin_delta) has no owner: it stays.
+    if (lv.snapshot === null || lv.tags.includes(KVMBAK_BASE_TAG) || !ownerTagDead(lv.tags)) continue;
     try {
       if (await lvm.remove({ vg: lv.vg, lv: lv.lv }, { missingOk: true })) result.orphanSnapshots.push(lv.fullName);
     } catch (e) {

@@ -35,6 +35,11 @@ export interface BackupOptions {
   threads?: number;
   /** Chunk size of the image members (default 4 MiB; format image only: the chunk store uses 4 MiB). */
   chunkSize?: number;
+  /**
+   * Format chunks: read every disk whole (hash every chunk) even where a thin disk's base would
+   * let thin_delta name the changed chunks.
+   */
+  full?: boolean;
   /** Disk targets (vda, vdb…) left out of the backup. */
   exclude?: readonly string[];
   /** Plan and check everything, touch nothing. */
@@ -114,9 +119,14 @@ export interface PlannedDisk {
    * How the disk will be read and stored: `image` (format image: every block, compressed into the
    * set), `first` (format chunks, no earlier chunked set of this disk in the destination: every block
    * read, every chunk new), `full` (format chunks: every block read and hashed, only chunks the store
-   * lacks compressed and written).
+   * lacks compressed and written), `thin-delta` (format chunks, a thin disk whose previous run kept
+   * its snapshot as a base: only the chunks thin_delta reports changed are read).
    */
   readPath: 'image' | 'first' | ChunkReadMethod;
+  /** Why a thin disk is read whole although an earlier chunked set of it exists (one warning line). */
+  readNote?: string;
+  /** readPath `thin-delta`: the base (the previous run's thin snapshot) and the previous set's chunk list. */
+  delta?: { base: { vg: string; lv: string; thinId: number }; previousList: string; previousListSha256: string };
 }
 
 export interface SkippedDisk {
@@ -153,7 +163,8 @@ export interface BackupDiskResult {
   /** Its file in the set: the image, or (format chunks) the chunk list. */
   file: string;
   rawBytes: number;
-  rawSha256: string;
+  /** sha256 of the raw disk; absent when only changed chunks were read (thin delta). */
+  rawSha256?: string;
   /** Bytes this run stored for the disk: the image's size, or the chunk files it added to the store. */
   storedBytes: number;
   /** sha256 of `file`. */

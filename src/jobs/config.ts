@@ -34,6 +34,8 @@ export interface DomainSettings {
   mode?: BackupMode;
   /** How disks and memory are stored: chunks (DEST/.chunks) or image. */
   format?: StorageFormat;
+  /** Format chunks: read every disk whole, even a thin disk whose base allows thin delta. */
+  full?: boolean;
   level?: number;
   threads?: number;
   snapshotSize?: string;
@@ -162,6 +164,7 @@ export const CONFIG_KEYS: Record<string, KeySpec> = {
   dest: { field: 'dest', check: absPath },
   mode: { field: 'mode', check: oneOf(BACKUP_MODES) },
   format: { field: 'format', check: oneOf(STORAGE_FORMATS) },
+  full: { field: 'full', check: bool },
   level: { field: 'level', check: int(1, 9) },
   threads: { field: 'threads', check: int(1, 1024) },
   'snapshot-size': { field: 'snapshotSize', check: snapshotSize },

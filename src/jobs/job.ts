@@ -205,6 +205,7 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
         ...(settings.snapshotSize !== undefined ? { snapshotSize: settings.snapshotSize } : {}),
         ...(settings.exclude !== undefined ? { exclude: settings.exclude } : {}),
         ...(settings.format !== undefined ? { format: settings.format } : {}),
+        ...(settings.full !== undefined ? { full: settings.full } : {}),
       };
       if (options.dryRun) {
         outcome.plan = await inspectBackup(common);

@@ -1,6 +1,7 @@
 /** The lvm2 driver: snapshots, usage, extend, remove, tags, restore volumes; lvs/vgs JSON parsing. */
 export {
   KVMBAK_TAG,
+  KVMBAK_BASE_TAG,
   Lvm,
   LvmErrorCode,
   type LvmCallOptions,

@@ -23,6 +23,12 @@ import { parseThinPoolStatus, thinDeltaArgv, thinPoolDevices, type ThinPoolStatu
 /** The LVM tag every snapshot kvmbak makes carries. */
 export const KVMBAK_TAG = 'kvmbak';
 
+/**
+ * The tag of a thin snapshot kvmbak keeps after a run as the base of the next run's thin_delta
+ * (besides `kvmbak`; without the run's and the owner's tags, so recover leaves it alone).
+ */
+export const KVMBAK_BASE_TAG = 'kvmbak-base';
+
 /** Stable `code`s of the KvmbakErrors this module throws (besides ConfigError and LvmCommandError). */
 export const LvmErrorCode = Object.freeze({
   /** The path is not (or does not lead to) an LVM logical volume. */
@@ -527,6 +533,18 @@ export class Lvm {
     validateLvName(newName, 'newName');
     await this.#run('lvrename', ['--', name.vg, name.lv, newName], 'change', call);
     return this.get({ vg: name.vg, lv: newName }, call);
+  }
+
+  /**
+   * Adds and removes tags of an LV in one `lvchange --deltag OLD ... --addtag NEW ... -- VG/LV`
+   * (one metadata commit: the LV never carries neither or both sets).
+   */
+  async changeTags(lv: LvRef, change: { add?: readonly string[]; remove?: readonly string[] }, call: LvmCallOptions = {}): Promise<void> {
+    const name = parseLvRef(lv);
+    const add = uniqueTags(change.add, false);
+    const remove = uniqueTags(change.remove, false).filter((t) => !add.includes(t));
+    if (add.length === 0 && remove.length === 0) return;
+    await this.#run('lvchange', [...remove.flatMap((t) => ['--deltag', t]), ...addTagArgs(add), '--', full(name)], 'change', call);
   }
 
   /** Removes tags from an LV (`lvchange --deltag TAG ...`); tags it does not carry are ignored by lvm2. */

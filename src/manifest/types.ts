@@ -106,8 +106,11 @@ export interface ManifestChunks {
   listSha256: string;
   /** Raw bytes of the source. */
   rawBytes: number;
-  /** sha256 of the raw bytes (what `xargs cat | zcat | sha256sum` prints). */
-  rawSha256: string;
+  /**
+   * sha256 of the raw bytes (what `xargs cat | zcat | sha256sum` prints). Absent for a disk read
+   * by thin delta (only the changed chunks were read): the chunk ids identify it.
+   */
+  rawSha256?: string;
   /** Raw bytes per chunk (the last chunk may be shorter). */
   chunkSize: number;
   /** Chunks in the list (ceil(rawBytes / chunkSize)). */
@@ -122,6 +125,17 @@ export interface ManifestChunks {
   read: ChunkReadMethod;
   /** Chunks read from the source. */
   chunksRead: number;
+  /**
+   * A thin disk: the thin snapshot this run read, kept (tagged `kvmbak-base`) as the base of the
+   * next run's thin_delta. `thinId` is its device id in the pool (a base of another id is not it).
+   */
+  base?: ManifestThinBase;
+}
+
+/** A thin snapshot kept as the base of the next run (in the disk's VG and thin pool). */
+export interface ManifestThinBase {
+  lv: string;
+  thinId: number;
 }
 
 /** The inactive, secure domain XML: what `virsh define` needs. */
@@ -228,7 +242,7 @@ export function manifestFormatFor(m: Pick<Manifest, 'disks' | 'memory'>): Manife
 }
 
 /** The raw data a disk entry stands for, whichever way it is stored. */
-export function diskRaw(d: ManifestDisk): { rawBytes: number; rawSha256: string; chunkSize: number } {
+export function diskRaw(d: ManifestDisk): { rawBytes: number; rawSha256: string | undefined; chunkSize: number } {
   const s = d.chunks ?? d.image!;
   return { rawBytes: s.rawBytes, rawSha256: s.rawSha256, chunkSize: s.chunkSize };
 }

@@ -221,7 +221,7 @@ function checkChunks(c: Checker, ch: Obj, p: string): { rawBytes?: number; rawSh
   c.integer(ch, 'listBytes', `${p}.listBytes`, 1);
   c.sha256(ch, 'listSha256', `${p}.listSha256`);
   const rawBytes = c.integer(ch, 'rawBytes', `${p}.rawBytes`);
-  const rawSha256 = c.sha256(ch, 'rawSha256', `${p}.rawSha256`);
+  const rawSha256 = ch.rawSha256 === undefined && ch.read === 'thin-delta' ? undefined : c.sha256(ch, 'rawSha256', `${p}.rawSha256`);
   const chunkSize = c.integer(ch, 'chunkSize', `${p}.chunkSize`, MANIFEST_LIMITS.minChunkSize, MANIFEST_LIMITS.maxChunkSize);
   const chunks = c.integer(ch, 'chunks', `${p}.chunks`);
   const zeroChunks = c.integer(ch, 'zeroChunks', `${p}.zeroChunks`);
@@ -229,6 +229,13 @@ function checkChunks(c: Checker, ch: Obj, p: string): { rawBytes?: number; rawSh
   c.integer(ch, 'addedBytes', `${p}.addedBytes`);
   c.oneOf(ch, 'read', `${p}.read`, CHUNK_READ_METHODS);
   const chunksRead = c.integer(ch, 'chunksRead', `${p}.chunksRead`);
+  if (ch.base !== undefined) {
+    const base = c.object(ch, 'base', `${p}.base`);
+    if (base !== undefined) {
+      c.string(base, 'lv', `${p}.base.lv`);
+      c.integer(base, 'thinId', `${p}.base.thinId`);
+    }
+  }
   if (rawBytes !== undefined && chunkSize !== undefined && chunks !== undefined) {
     const want = Math.ceil(rawBytes / chunkSize);
     if (chunks !== want) c.add(`${p}.chunks`, `must be ${want} (rawBytes ${rawBytes} / chunkSize ${chunkSize}), got ${chunks}`);

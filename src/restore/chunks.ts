@@ -34,7 +34,8 @@ export interface ChunkListRef {
   path: string;
   /** What the manifest says the list rebuilds. */
   rawBytes: number;
-  rawSha256: string;
+  /** Absent for a disk read by thin delta: the chunk ids identify it. */
+  rawSha256: string | undefined;
   chunkSize: number;
   chunks: number;
 }

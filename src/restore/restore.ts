@@ -480,9 +480,9 @@ async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalV
   } finally {
     await store.close();
   }
-  if (list.rawSize !== chunks.rawBytes || r.rawSha256 !== chunks.rawSha256) {
+  if (list.rawSize !== chunks.rawBytes || (chunks.rawSha256 !== undefined && r.rawSha256 !== chunks.rawSha256)) {
     throw new RestoreError(
-      `the data rebuilt from ${chunks.file} (${list.rawSize} bytes, sha256 ${r.rawSha256}) differs from the manifest's (${chunks.rawBytes} bytes, sha256 ${chunks.rawSha256}); ${lv.fullName} now holds unverified data`,
+      `the data rebuilt from ${chunks.file} (${list.rawSize} bytes, sha256 ${r.rawSha256}) differs from the manifest's (${chunks.rawBytes} bytes${chunks.rawSha256 !== undefined ? `, sha256 ${chunks.rawSha256}` : ''}); ${lv.fullName} now holds unverified data`,
       'KVMBAK_RESTORE_FAILED',
       { set: run.plan.set, domain: run.name },
     );

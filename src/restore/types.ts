@@ -86,9 +86,12 @@ export interface RestoreDiskPlan {
   format: 'image' | 'chunks';
   /** The image, or the chunk list, in the set (absolute path). */
   image: string;
-  /** Raw bytes the image holds and their sha256 (checked while writing). */
+  /**
+   * Raw bytes the image holds and their sha256 (checked while writing). No sha256 for a chunked
+   * disk read by thin delta: each chunk is checked against its id instead.
+   */
   rawBytes: number;
-  rawSha256: string;
+  rawSha256: string | undefined;
   /** Where the disk was at backup time. */
   original: { vg: string; lv: string; source: string; thin: boolean; thinPool: string | null; lvSize: number };
   /** The target LV. */

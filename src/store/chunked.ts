@@ -4,7 +4,17 @@
  * and the manifest describes both (ManifestChunks).
  */
 import { join } from 'node:path';
-import { ChunkStore, type ChunkDiskProgress, type DiskSource, type WriteDiskResult, writeChunkList, writeDiskToStore } from '../chunks/index.js';
+import {
+  ChunkStore,
+  type ChunkDiskProgress,
+  type DiskSource,
+  type WriteDiskDeltaOptions,
+  type WriteDiskDeltaResult,
+  type WriteDiskResult,
+  writeChunkList,
+  writeDiskDelta,
+  writeDiskToStore,
+} from '../chunks/index.js';
 import { CHUNK_STORE_DIR, type ManifestChunks } from '../manifest/index.js';
 import type { BackupSet } from './set.js';
 import { setFilePath } from './set.js';
@@ -65,6 +75,53 @@ export async function storeChunked(
       addedBytes: written.bytesAdded,
       read: 'full',
       chunksRead: written.chunks,
+    },
+  };
+}
+
+export interface StoreChunkedDeltaOptions extends StoreChunkedOptions, Pick<WriteDiskDeltaOptions, 'previous' | 'changed'> {
+  /** Bytes of the disk (the previous list's size). */
+  size: number;
+}
+
+/**
+ * Like storeChunked, for a disk of which only `changed` chunks differ from the previous list
+ * (thin_delta): reads only those chunks from `source`, takes every other id from `previous`
+ * (each checked present in the store), and writes the new list as `file` in `set`. The manifest's
+ * description has no rawSha256 (the unchanged chunks were not read) and `read: 'thin-delta'`.
+ */
+export async function storeChunkedDelta(
+  store: ChunkStore,
+  source: string,
+  set: BackupSet,
+  file: string,
+  options: StoreChunkedDeltaOptions,
+): Promise<{ chunks: ManifestChunks; written: WriteDiskDeltaResult }> {
+  const written = await writeDiskDelta(source, store, {
+    previous: options.previous,
+    changed: options.changed,
+    size: options.size,
+    ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+  });
+  const path = setFilePath(set, file);
+  await writeChunkList(path, written.list);
+  const listed = await sha256File(path, options.signal !== undefined ? { signal: options.signal } : {});
+  return {
+    written,
+    chunks: {
+      file,
+      listBytes: listed.bytes,
+      listSha256: listed.sha256,
+      rawBytes: options.size,
+      chunkSize: written.list.chunkSize,
+      chunks: written.chunks,
+      zeroChunks: written.zeroChunks,
+      newChunks: written.chunksNew,
+      addedBytes: written.bytesAdded,
+      read: 'thin-delta',
+      chunksRead: written.chunksRead,
     },
   };
 }

@@ -74,5 +74,5 @@ export { verifySetFiles, sha256File } from './verify.js';
 export type { ChunkListToVerify, FileCheck, FileCheckStatus, ImageToVerify, SetVerification, VerifyOptions, VerifyProgress } from './verify.js';
 export { IMAGES_DIR, backupSetFiles, createBackupSet, removeEmptyDomainDir } from './backup-set.js';
 export type { BackupSetFiles } from './backup-set.js';
-export { chunkStorePath, openChunkStore, storeChunked } from './chunked.js';
+export { chunkStorePath, openChunkStore, storeChunked, storeChunkedDelta } from './chunked.js';
 export type { StoreChunkedOptions } from './chunked.js';

@@ -315,6 +315,9 @@ export function assessJournal(doc: JournalDocument): JournalAssessment {
       case 'committed':
         a.committed = true;
         a.setPartial = false;
+        // The run's snapshots were removed before the commit, except the thin snapshots it kept
+        // as bases for the next run: from here those belong to the committed set.
+        a.snapshots = [];
         break;
       case 'failed':
         a.failed = true;

@@ -54,7 +54,8 @@ export interface ChunkListToVerify {
   /** The list file passed the file-level checks (size, sha256). */
   fileOk: boolean;
   rawBytes: number;
-  rawSha256: string;
+  /** Absent for a disk read by thin delta: the chunk ids identify it. */
+  rawSha256: string | undefined;
   chunkSize: number;
   chunks: number;
 }

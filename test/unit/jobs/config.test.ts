@@ -60,7 +60,7 @@ describe('parseConfig', () => {
 
   it('gives one line naming file, line and key for each kind of mistake', () => {
     expect(errorOf('dest = "/b"\nlevle = 3\n').message).toBe(
-      `${FILE}:2: levle: unknown key; known keys: dest, mode, format, level, threads, snapshot-size, exclude, quiesce-fallback, agent-timeout, keep-last, keep-daily, keep-weekly, keep-monthly, hook, hook-timeout, bwlimit, uri, metrics-file, domains, all, exclude-domain, and [domain.NAME] sections`,
+      `${FILE}:2: levle: unknown key; known keys: dest, mode, format, full, level, threads, snapshot-size, exclude, quiesce-fallback, agent-timeout, keep-last, keep-daily, keep-weekly, keep-monthly, hook, hook-timeout, bwlimit, uri, metrics-file, domains, all, exclude-domain, and [domain.NAME] sections`,
     );
     expect(errorOf('level = "3"\n').message).toBe(`${FILE}:1: level: must be a whole number from 1 to 9, got "3"`);
     expect(errorOf('\n\nlevel = 12\n').message).toBe(`${FILE}:3: level: must be a whole number from 1 to 9, got 12`);
