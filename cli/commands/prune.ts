@@ -1,5 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
-import { type PruneResult, type RetentionRules, pruneSets } from '../../src/index.js';
+import { type PruneBackupsResult, type PruneResult, type RetentionRules, pruneBackups } from '../../src/index.js';
 import { UsageError } from '../errors.js';
 import { formatBytes } from '../render/index.js';
 import { type GlobalArgs } from './restore.js';
@@ -115,11 +115,17 @@ export const pruneCommand: CommandModule<GlobalArgs, PruneArgs> = {
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'show what would be removed, remove nothing' }) as unknown as Argv<PruneArgs>,
   handler: async (argv) => {
     const rules = rulesFrom(argv);
-    const r: PruneResult = await runCancellable((signal) => pruneSets(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal }));
+    const r: PruneBackupsResult = await runCancellable((signal) =>
+      pruneBackups(argv.dest, argv.domain, rules, { dryRun: argv['dry-run'] ?? false, signal }),
+    );
     const skipped = r.domains.filter((d) => d.error !== undefined);
-    const failed = skipped.length > 0 || r.gc?.status === 'failed';
+    const failed = skipped.length > 0 || r.gc?.status === 'failed' || r.bases.errors.length > 0;
     if (argv.json) process.stdout.write(`${JSON.stringify({ ok: !failed, command: 'prune', ...r }, null, 2)}\n`);
-    else process.stdout.write(`${formatPrune(r).join('\n')}\n`);
+    else
+      process.stdout.write(
+        `${[...formatPrune(r), ...r.bases.removed.map((b) => `removed the thin_delta base ${b} (no remaining set uses it)`)].join('\n')}\n`,
+      );
+    for (const e of r.bases.errors) process.stderr.write(`kvmbak: ${e}\n`);
     for (const d of skipped) process.stderr.write(`kvmbak: prune skipped ${d.domain}: ${d.error}\n`);
     for (const w of pruneWarnings(r)) process.stderr.write(`${w}\n`);
     if (failed) process.exitCode = 1;

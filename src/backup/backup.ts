@@ -456,7 +456,18 @@ async function archiveDisks(
         const read = <T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> => readSnapshot(run, watcher, archiveAbort.signal, work);
         let stored: { chunks: ManifestChunks } | null =
           d.readPath === 'thin-delta'
-            ? await storeThinDelta(run, { disk: d, snapshot: snap, store, files, journal, file: list.file, made, read, onProgress, signal: archiveAbort.signal })
+            ? await storeThinDelta(run, {
+                disk: d,
+                snapshot: snap,
+                store,
+                files,
+                journal,
+                file: list.file,
+                made,
+                read,
+                onProgress,
+                signal: archiveAbort.signal,
+              })
             : null;
         if (stored === null) {
           run.phase('archive', `storing ${d.target} (${snap.path}) in the chunk store`);
@@ -577,7 +588,9 @@ async function keepBases(run: Run, planned: PlannedBackup, disks: ArchivedDisk[]
       disk.manifest.chunks.base = { lv: snap.lv, thinId };
       kept.set(d.target, { vg: snap.vg, lv: snap.lv });
     } catch (e) {
-      run.warn(`${d.target}: cannot keep ${snap.vg}/${snap.lv} as the base of the next run (${(e as Error).message}); the next run reads the disk whole`);
+      run.warn(
+        `${d.target}: cannot keep ${snap.vg}/${snap.lv} as the base of the next run (${(e as Error).message}); the next run reads the disk whole`,
+      );
     }
   }
   return kept;

@@ -3,6 +3,7 @@ export { backup, inspectBackup, type BackupContext } from './backup.js';
 export { BackupPlanError, chooseMode, classifyDisks, snapshotNameFor, runTagFor } from './plan.js';
 export { VmNotResumedError, QuiesceError, AGENT_TIMEOUT_AFTER } from './hold.js';
 export { SnapshotInvalidError } from './watch.js';
+export { pruneBackups, type PruneBackupsOptions, type PruneBackupsResult } from './prune.js';
 export { ThinDeltaError, thinChangedChunks, type ThinChangedChunks, type ThinChangedChunksInput } from './thin-delta.js';
 export {
   recover,

@@ -10,8 +10,8 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortError, ConfigError, isAbortError, isKvmbakError, isLibvirtError } from '../errors.js';
 import { openHypervisor } from '../libvirt/index.js';
-import { type BackupOptions, type BackupPlan, type BackupProgress, type BackupResult, backup, inspectBackup } from '../backup/index.js';
-import { type PruneGcResult, type RetentionRules, pruneSets } from '../store/index.js';
+import { type BackupOptions, type BackupPlan, type BackupProgress, type BackupResult, backup, inspectBackup, pruneBackups } from '../backup/index.js';
+import type { PruneGcResult, RetentionRules } from '../store/index.js';
 import { type DomainSettings, type KvmbakConfig, checkDomainSections, effectiveSettings } from './config.js';
 import { type HookFacts, type HookPhase, HookError, runHook } from './hooks.js';
 import { type LastRun, readLastRun, writeLastRun } from './last-run.js';
@@ -243,12 +243,13 @@ export async function runBackupJob(options: BackupJobOptions): Promise<BackupJob
       // Retention only after this domain's backup succeeded.
       if (p.rules !== null) {
         try {
-          const pruned = await pruneSets(dest, domain, p.rules, options.signal !== undefined ? { signal: options.signal } : {});
+          const pruned = await pruneBackups(dest, domain, p.rules, options.signal !== undefined ? { signal: options.signal } : {});
           const d = pruned.domains[0]!;
           const gc = pruned.gc;
           outcome.retention = { kept: d.keep.length, removed: d.deleted, gc };
           // a set's damaged chunk list stops the collection: the run fails, so someone looks
           emit({ type: 'retention', domain, kept: d.keep.length, removed: d.deleted, gc });
+          for (const message of pruned.bases.errors) emit({ type: 'warning', domain, message });
           if (gc?.status === 'failed') {
             outcome.retention.error = `retention after the backup: ${gc.error}`;
             emit({ type: 'warning', domain, message: outcome.retention.error });

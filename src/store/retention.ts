@@ -27,7 +27,7 @@ import { isLockError, isStoreError } from './errors.js';
 import { type SetInfo, type SetStatus, listSets } from './list.js';
 import { acquireLock } from './lock.js';
 import { compareSetIds } from './naming.js';
-import { deleteSet } from './set.js';
+import { deleteSet, readSetManifest } from './set.js';
 import { chunkStorePath as chunkStoreOf } from './chunked.js';
 
 export interface RetentionRules {
@@ -199,6 +199,25 @@ export interface PruneDomainResult {
   freedBytes: number;
   /** Set when the domain was skipped: another kvmbak holds its lock, or its folder is not private. */
   error?: string;
+  /**
+   * Thin snapshots kept as thin_delta bases (manifest `chunks.base`) that only the deleted sets
+   * recorded: no remaining set of the domain uses them (the caller with LVM access removes them).
+   */
+  orphanBases: OrphanBase[];
+}
+
+/** A base LV no remaining set records (see PruneDomainResult.orphanBases). */
+export interface OrphanBase {
+  vg: string;
+  lv: string;
+  thinId: number;
+}
+
+/** The thin_delta bases a set's manifest records ([] when it has none or cannot be read). */
+async function basesOf(setPath: string): Promise<OrphanBase[]> {
+  const m = await readSetManifest(setPath).catch(() => null);
+  if (m === null) return [];
+  return m.disks.flatMap((d) => (d.chunks?.base !== undefined ? [{ vg: d.vg, lv: d.chunks.base.lv, thinId: d.chunks.base.thinId }] : []));
 }
 
 /**
@@ -244,7 +263,7 @@ export async function pruneSets(dest: string, domain: string | undefined, rules:
 
   for (const d of domains) {
     throwIfAborted(options.signal);
-    const entry: PruneDomainResult = { domain: d, keep: [], remove: [], reasons: {}, deleted: [], freedBytes: 0 };
+    const entry: PruneDomainResult = { domain: d, keep: [], remove: [], reasons: {}, deleted: [], freedBytes: 0, orphanBases: [] };
     result.domains.push(entry);
     if (!found.some((s) => s.domain === d)) continue;
     let lock;
@@ -270,10 +289,16 @@ export async function pruneSets(dest: string, domain: string | undefined, rules:
         }
         throwIfAborted(options.signal);
         options.onProgress?.({ type: 'delete', domain: d, path: s.path, bytes: s.bytesOnDisk, index: i + 1, count: sel.remove.length });
+        const bases = await basesOf(s.path);
         if (await deleteSet(s.path, { dest })) {
           entry.deleted.push(s.path);
           entry.freedBytes += s.bytesOnDisk;
+          entry.orphanBases.push(...bases);
         }
+      }
+      if (entry.orphanBases.length > 0) {
+        const kept = new Set((await Promise.all(sel.keep.map((k) => basesOf(k.path)))).flat().map((b) => `${b.vg}/${b.lv}/${b.thinId}`));
+        entry.orphanBases = entry.orphanBases.filter((b) => !kept.has(`${b.vg}/${b.lv}/${b.thinId}`));
       }
     } finally {
       await lock?.release();

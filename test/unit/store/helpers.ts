@@ -68,6 +68,8 @@ export interface BuildSetOptions {
   format?: 'image' | 'chunks';
   /** The raw disk for format 'chunks' (default: see chunkedDiskFor). */
   disk?: Buffer;
+  /** Format 'chunks': the thin_delta base the disk's entry records. */
+  base?: { lv: string; thinId: number };
 }
 
 /**
@@ -156,7 +158,8 @@ async function buildChunkedSet(set: BackupSet, now: Date, mode: 'save' | 'pause'
   }
   const base = sampleManifest();
   const { image: _image, ...diskBase } = base.disks[0];
-  const vda: ManifestDisk = { ...diskBase, capacity: raw.length, physical: raw.length, lvSize: raw.length, chunks: disk.chunks };
+  const chunks = options.base !== undefined ? { ...disk.chunks, base: options.base } : disk.chunks;
+  const vda: ManifestDisk = { ...diskBase, capacity: raw.length, physical: raw.length, lvSize: raw.length, chunks };
   const manifest: Manifest = {
     ...base,
     createdAt: now.toISOString(),
