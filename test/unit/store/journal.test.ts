@@ -229,6 +229,18 @@ describe('assessJournal', () => {
     ],
     ['committed', [planned('/s'), { step: 'resumed' }, { step: 'snapshots-removed' }, { step: 'committed' }], { committed: true, setPartial: false }],
     [
+      // A thin snapshot kept as the next run's base: snapshots-removed is not recorded; until the
+      // commit recover removes it with the run's snapshots, after it the set owns it.
+      'a base kept, not committed',
+      [planned('/s'), { step: 'resumed' }, { step: 'archived', target: 'vda', file: 'disks/vda.chunks' }],
+      { committed: false, snapshots: expect.arrayContaining([{ vg: 'vg0', lv: 'web01-root', name: 'web01-root_kvmbak' }]) },
+    ],
+    [
+      'a base kept, committed',
+      [planned('/s'), { step: 'resumed' }, { step: 'archived', target: 'vda', file: 'disks/vda.chunks' }, { step: 'committed' }],
+      { committed: true, setPartial: false, snapshots: [] },
+    ],
+    [
       'a thin pool metadata snapshot reserved, not released',
       [planned('/s'), { step: 'metadata-reserved', vg: 'vg0', pool: 'pool0' }],
       { metadataReserved: [{ vg: 'vg0', pool: 'pool0' }], lastStep: 'metadata-reserved' },
