@@ -359,11 +359,14 @@ export async function planRestore(
         );
       }
       plan.create = { kind: 'thin', pool: options.thinPool };
+    } else if (d.thin && d.thinPool !== null && t.vg === d.vg && (await isThinPool(lvm, t.vg, d.thinPool))) {
+      // The disk was thin and its pool is still there: it comes back as it was, a thin volume there.
+      plan.create = { kind: 'thin', pool: d.thinPool };
     } else {
       plan.create = { kind: 'linear' };
       if (d.thin)
         warnings.push(
-          `disk ${t.target} was a thin volume (pool ${d.thinPool}); ${want} is created as a fully allocated LV (use \`thinPool\` to make it thin)`,
+          `disk ${t.target} was a thin volume (pool ${d.thinPool}, which ${t.vg === d.vg ? 'is gone' : `is not in ${t.vg}`}); ${want} is created as a fully allocated LV (use \`thinPool\` to make it thin)`,
         );
     }
     // a thin LV made now reads as zeros: its all-zero chunks need not be written (nor allocated)
@@ -457,4 +460,10 @@ export async function planRestore(
       steps,
     },
   };
+}
+
+/** Whether VG/LV exists and is a thin pool (a failed lookup counts as no). */
+async function isThinPool(lvm: Lvm, vg: string, lv: string): Promise<boolean> {
+  const found = await lvm.find({ vg, lv }).catch(() => null);
+  return found !== null && found.segtype === 'thin-pool';
 }

@@ -99,7 +99,12 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     if ((await sh('virsh', ['-q', '-c', fx.uri, 'dominfo', DOMAIN], { check: false })).code !== 0) {
       await virsh('define', join(work, 'domain.xml'));
     }
-    if ((await sh('lvs', [`${vg}/${lv}`], { check: false })).code !== 0) {
+    const seg = await sh('lvs', ['--noheadings', '-o', 'segtype', `${vg}/${lv}`], { check: false });
+    if (seg.code === 0 && seg.stdout.trim() !== 'thin') {
+      await virsh('destroy', DOMAIN).catch(() => undefined);
+      await sh('lvremove', ['-q', '-y', `${vg}/${lv}`]);
+    }
+    if (seg.code !== 0 || seg.stdout.trim() !== 'thin') {
       await sh('lvcreate', ['-q', '-y', '-V', `${fx.lvs[lv]!.bytes}b`, '--thinpool', fx.thinPool, '-n', lv, vg]);
     }
     if ((await sha256Of(lvPath)) !== fx.lvs[lv]!.sha256) {

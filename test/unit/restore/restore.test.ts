@@ -411,19 +411,24 @@ describe('restore: elsewhere', () => {
     ).toEqual([`block:${env.lvm.pathOf('vg0', 'web-root')}`, 'block:/dev/vg0/web-data-01']);
   });
 
-  it('thin disks: thin volumes with --thin-pool, linear (with a note) without, refused for a pool that is not one', async () => {
+  it('thin disks: thin volumes in their recorded pool when it is there, or with --thin-pool; linear (with a note) without; refused for a pool that is not one', async () => {
     const built = await buildSet(env);
     await dropWeb01(env.hv);
     const m = await readManifest(built.set.path);
     m.disks[0] = { ...m.disks[0], thin: true, thinPool: 'pool0', snapshot: { ...m.disks[0].snapshot, size: null, peakPercent: null } };
     await writeManifest(built.set.path, m);
-    await env.lvm.addLv({ vg: 'vg0', lv: 'pool0', size: 64 << 20, kind: 'pool' });
-    await env.lvm.addLv({ vg: 'vg0', lv: 'plain', size: 64 << 20 });
+    // The recorded pool is gone: a linear LV, saying so.
     const linear = await run({ set: built.set.path, dryRun: true });
     expect(linear.plan.disks[0].create).toEqual({ kind: 'linear' });
     expect(linear.plan.warnings).toContain(
-      'disk vda was a thin volume (pool pool0); vg0/web-root is created as a fully allocated LV (use `thinPool` to make it thin)',
+      'disk vda was a thin volume (pool pool0, which is gone); vg0/web-root is created as a fully allocated LV (use `thinPool` to make it thin)',
     );
+    await env.lvm.addLv({ vg: 'vg0', lv: 'pool0', size: 64 << 20, kind: 'pool' });
+    await env.lvm.addLv({ vg: 'vg0', lv: 'plain', size: 64 << 20 });
+    // The recorded pool is there: the disk comes back as a thin volume in it, no note.
+    const back = await run({ set: built.set.path, dryRun: true });
+    expect(back.plan.disks[0].create).toEqual({ kind: 'thin', pool: 'pool0' });
+    expect(back.plan.warnings.filter((w) => w.includes('thin'))).toEqual([]);
     const e = await rejection(run({ set: built.set.path, thinPool: 'plain' }));
     expect(e.message).toBe('`thinPool` plain: vg0/plain is not a thin pool; name an existing thin pool of vg0 (lvs vg0)');
     const r = await run({ set: built.set.path, thinPool: 'pool0', noMemory: true, noStart: true });
