@@ -208,7 +208,7 @@ describe('pruneSets', () => {
 
   it('does nothing for a domain without backups, and creates nothing', async () => {
     const res = await pruneSets(dest, 'web01', { keepLast: 1 });
-    expect(res.domains).toEqual([{ domain: 'web01', keep: [], remove: [], reasons: {}, deleted: [], freedBytes: 0 }]);
+    expect(res.domains).toEqual([{ domain: 'web01', keep: [], remove: [], reasons: {}, deleted: [], freedBytes: 0, orphanBases: [] }]);
     expect(await readdir(dest)).toEqual([]);
   });
 
