@@ -71,11 +71,12 @@ export async function planThinDelta(lvm: Lvm, p: PlannedDisk, before: ManifestDi
     return why(`cannot look up the base ${name.vg}/${name.lv} (${(e as Error).message})`);
   }
   if (base === null) return why(`the base ${name.vg}/${name.lv} of the previous set is gone`);
-  if (!base.tags.includes(KVMBAK_BASE_TAG) || !base.thin || base.snapshot === null) {
+  if (!base.tags.includes(KVMBAK_BASE_TAG) || !base.thin) {
     return why(`${base.fullName} is not a kvmbak base (a thin snapshot tagged ${KVMBAK_BASE_TAG})`);
   }
-  if (base.origin !== p.lv || base.pool !== p.thinPool) {
-    return why(`the base ${base.fullName} is not a snapshot of ${p.vg}/${p.lv} in pool ${p.thinPool ?? '-'}`);
+  if (base.snapshot === null || base.origin !== p.lv || base.pool !== p.thinPool) {
+    const gone = base.origin === null ? ' (its origin is gone)' : '';
+    return why(`the base ${base.fullName} is not a snapshot of ${p.vg}/${p.lv} in pool ${p.thinPool ?? '-'}${gone}`);
   }
   if (chunks.rawBytes !== p.lvSize || chunks.chunkSize !== CHUNK_SIZE) {
     return why(`the disk is ${p.lvSize} bytes now, the previous set's list ${chunks.rawBytes}`);

@@ -147,6 +147,15 @@ describe('planThinDelta: thin delta only from the very base the previous set rec
       },
       /the disk is 134217728 bytes now, the previous set's list 67108864$/,
     ],
+    [
+      'a base whose origin is gone (the disk was lost and restored onto a new LV)',
+      async () => {
+        const p = disk();
+        await planThinDelta(world('kvmbak,kvmbak-base', '').lvm, p, before({ lv: BASE, thinId: BASE_ID }), '/s');
+        return p;
+      },
+      /is not a snapshot of vg0\/web-root in pool thin-pool \(its origin is gone\)$/,
+    ],
   ];
   for (const [name, plan, note] of cases) {
     it(`${name}: a full read, saying why`, async () => {
