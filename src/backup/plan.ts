@@ -10,6 +10,7 @@ import type { LogicalVolume, Lvm } from '../lvm/index.js';
 import type { Manifest, ManifestDomainState, StorageFormat } from '../manifest/index.js';
 import { assertDest, listSets, readSetManifest } from '../store/index.js';
 import { formatBytes } from '../util/size.js';
+import { DEFAULT_FORMAT } from './options.js';
 import { describeShortfall, parseSnapshotSize, snapshotSizeFor } from './sizing.js';
 import { type BackupMode, type BackupPlan, type PlannedDisk, type SkippedDisk, BACKUP_MODES } from './types.js';
 
@@ -30,7 +31,7 @@ export interface PlanInput {
   mode?: BackupMode;
   snapshotSize?: string | number;
   exclude?: readonly string[];
-  /** How disks are stored (default image). */
+  /** How disks are stored (default chunks). */
   format?: StorageFormat;
   /** The tag suffix (set id) used to name this run's snapshots. */
   runId: string;
@@ -373,7 +374,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         'KVMBAK_DEST_FULL',
       );
     }
-    const format = input.format ?? 'image';
+    const format = input.format ?? DEFAULT_FORMAT;
     const previous = format === 'chunks' && dest !== null ? await previousChunkedSet(dest, domain.name) : null;
     if (format === 'chunks') {
       for (const p of planned) {

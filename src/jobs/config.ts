@@ -32,7 +32,7 @@ export const DEFAULT_CONFIG_FILE = '/etc/kvmbak/kvmbak.toml';
 export interface DomainSettings {
   dest?: string;
   mode?: BackupMode;
-  /** How disks and memory are stored: chunks (DEST/.chunks) or image. */
+  /** How disks and memory are stored: chunks (DEST/.chunks, the default) or image. */
   format?: StorageFormat;
   level?: number;
   threads?: number;
