@@ -190,11 +190,12 @@ export const backupCommand: CommandModule<GlobalArgs, BackupArgs> = {
       .option('snapshot-size', { type: 'string', describe: 'COW size per snapshot: 2G, or 10% of each LV (default: 10%, at least 1 GiB)' })
       .option('format', {
         choices: STORAGE_FORMATS,
-        describe: 'chunks: deduplicated into DEST/.chunks (only new chunks written); image: self-contained disks/TARGET.img.gz (default)',
+        describe:
+          'chunks (default): deduplicated into DEST/.chunks, only new chunks written; image: self-contained disks/TARGET.img.gz, for a set that must travel as plain files',
       })
       .option('full', {
         type: 'boolean',
-        describe: 'with --format chunks: read every disk whole, even a thin disk whose previous run kept a base for thin_delta',
+        describe: 'format chunks: read every disk whole, even a thin disk whose previous run kept a base for thin_delta',
       })
       .option('level', { type: 'number', describe: 'gzip level 1-9 (default 3)' })
       .option('threads', { type: 'number', describe: 'compression threads (default: one per CPU)' })
@@ -215,7 +216,7 @@ export const inspectCommand: CommandModule<GlobalArgs, BackupArgs> = {
       .option('dest', { alias: 'd', type: 'string', describe: 'backup destination to check as well' })
       .option('mode', { alias: 'm', choices: BACKUP_MODES, describe: 'backup mode to plan for' })
       .option('snapshot-size', { type: 'string', describe: 'COW size per snapshot' })
-      .option('format', { choices: STORAGE_FORMATS, describe: 'storage format to plan for (chunks or image)' })
+      .option('format', { choices: STORAGE_FORMATS, describe: 'storage format to plan for: chunks (default) or image' })
       .option('full', { type: 'boolean', describe: 'plan a full read of every disk (no thin delta)' })
       .option('exclude', { alias: 'x', type: 'string', array: true, describe: 'leave disk TARGET out' }) as unknown as Argv<BackupArgs>,
   handler: async (argv) => {

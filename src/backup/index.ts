@@ -14,7 +14,7 @@ export {
   type RecoverResult,
   type RecoveredRun,
 } from './recover.js';
-export { BACKUP_OPTION_NAMES, DEFAULT_AGENT_TIMEOUT_SECONDS, checkBackupOptions } from './options.js';
+export { BACKUP_OPTION_NAMES, DEFAULT_AGENT_TIMEOUT_SECONDS, DEFAULT_FORMAT, checkBackupOptions } from './options.js';
 export { parseSnapshotSize, snapshotSizeFor, type SnapshotSizeRequest } from './sizing.js';
 export type {
   BackupOptions,

@@ -7,12 +7,14 @@
 import { checkChunkSize, checkLevel, checkThreads } from '../archive/index.js';
 import { CHUNK_SIZE } from '../chunks/index.js';
 import { ConfigError } from '../errors.js';
-import { STORAGE_FORMATS } from '../manifest/index.js';
+import { STORAGE_FORMATS, type StorageFormat } from '../manifest/index.js';
 import { parseSnapshotSize } from './sizing.js';
 import { BACKUP_MODES, type BackupOptions } from './types.js';
 
 /** Seconds a guest-agent call may take when no `agentTimeoutSeconds` is given. */
 export const DEFAULT_AGENT_TIMEOUT_SECONDS = 10;
+/** How disks are stored when no `format` is given: into the destination's chunk store. */
+export const DEFAULT_FORMAT: StorageFormat = 'chunks';
 /** libvirt takes the agent timeout as a C int of seconds. */
 const MAX_AGENT_TIMEOUT_SECONDS = 2 ** 31 - 1;
 
@@ -75,9 +77,11 @@ export function checkBackupOptions(o: BackupOptions, needDest = true): void {
   }
   if (o.chunkSize !== undefined) {
     checkChunkSize(o.chunkSize);
-    if (o.format === 'chunks' && o.chunkSize !== CHUNK_SIZE) {
+    // Without a format, chunkSize is refused rather than taken to mean image: the
+    // format decides the whole layout of the set (and what prune and restore read).
+    if ((o.format ?? DEFAULT_FORMAT) === 'chunks' && o.chunkSize !== CHUNK_SIZE) {
       throw new ConfigError(
-        `chunkSize applies to format image only: the chunk store cuts every disk into ${CHUNK_SIZE / 1048576} MiB chunks; leave chunkSize out or use format image`,
+        `chunkSize applies to format image only: the chunk store${o.format === undefined ? ' (the default format)' : ''} cuts every disk into ${CHUNK_SIZE / 1048576} MiB chunks; leave chunkSize out or add format image`,
         'chunkSize',
       );
     }

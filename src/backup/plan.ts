@@ -12,6 +12,7 @@ import { KVMBAK_BASE_TAG, type LogicalVolume, type Lvm } from '../lvm/index.js';
 import type { Manifest, ManifestDisk, ManifestDomainState, StorageFormat } from '../manifest/index.js';
 import { assertDest, listSets, readSetManifest } from '../store/index.js';
 import { formatBytes } from '../util/size.js';
+import { DEFAULT_FORMAT } from './options.js';
 import { describeShortfall, parseSnapshotSize, snapshotSizeFor } from './sizing.js';
 import { type BackupMode, type BackupPlan, type PlannedDisk, type SkippedDisk, BACKUP_MODES } from './types.js';
 
@@ -32,7 +33,7 @@ export interface PlanInput {
   mode?: BackupMode;
   snapshotSize?: string | number;
   exclude?: readonly string[];
-  /** How disks are stored (default image). */
+  /** How disks are stored (default chunks). */
   format?: StorageFormat;
   /** Format chunks: read every disk whole, even a thin disk with a base. */
   full?: boolean;
@@ -418,7 +419,7 @@ export async function planBackup(hv: Hypervisor, lvm: Lvm, input: PlanInput): Pr
         'KVMBAK_DEST_FULL',
       );
     }
-    const format = input.format ?? 'image';
+    const format = input.format ?? DEFAULT_FORMAT;
     const previous = format === 'chunks' && dest !== null ? await previousChunkedSet(dest, domain.name) : null;
     if (format === 'chunks') {
       for (const p of planned) {

@@ -26,7 +26,7 @@ export interface BackupOptions {
    * How the disks (and the memory state) are stored: `chunks`, into the destination's
    * deduplicating chunk store (DEST/.chunks; only chunks the store lacks are written), or `image`,
    * a self-contained `disks/TARGET.img.gz` per disk and `memory.state` in the set.
-   * Default `image`.
+   * Default `chunks`.
    */
   format?: StorageFormat;
   /** gzip level 1–9 (default 3). */

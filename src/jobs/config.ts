@@ -32,7 +32,7 @@ export const DEFAULT_CONFIG_FILE = '/etc/kvmbak/kvmbak.toml';
 export interface DomainSettings {
   dest?: string;
   mode?: BackupMode;
-  /** How disks and memory are stored: chunks (DEST/.chunks) or image. */
+  /** How disks and memory are stored: chunks (DEST/.chunks, the default) or image. */
   format?: StorageFormat;
   /** Format chunks: read every disk whole, even a thin disk whose base allows thin delta. */
   full?: boolean;

@@ -87,12 +87,26 @@ async function makeCase(spec = defaultWorld()): Promise<Case> {
 const setDirs = async (c: Case, domain: string): Promise<string[]> =>
   existsSync(join(c.dest, domain)) ? (await readdir(join(c.dest, domain))).sort() : [];
 
-/** A complete set checked with real tools: manifest, sha256sum -c, zcat of each image equals its LV. */
-async function expectCompleteSet(setPath: string, images: Record<string, Buffer>): Promise<void> {
+/**
+ * A complete set checked with real tools: manifest, sha256sum -c, and each disk as its LV: zcat of
+ * its image (format image), or of its chunk files in list order from DEST/.chunks (format chunks).
+ */
+async function expectCompleteSet(setPath: string, disks: Record<string, Buffer>, format: 'chunks' | 'image'): Promise<void> {
   await readManifest(setPath);
   execFileSync('sha256sum', ['--quiet', '-c', 'SHA256SUMS'], { cwd: setPath });
-  for (const [target, content] of Object.entries(images)) {
-    const raw = execFileSync('zcat', [join(setPath, 'disks', `${target}.img.gz`)], { maxBuffer: 64 << 20 });
+  expect((await readdir(join(setPath, 'disks'))).sort()).toEqual(Object.keys(disks).map((t) => (format === 'image' ? `${t}.img.gz` : `${t}.chunks`)));
+  for (const [target, content] of Object.entries(disks)) {
+    const raw =
+      format === 'image'
+        ? execFileSync('zcat', [join(setPath, 'disks', `${target}.img.gz`)], { maxBuffer: 64 << 20 })
+        : execFileSync(
+            'bash',
+            ['-c', 'set -o pipefail; grep -v "^#" "$1" | xargs cat | zcat', 'rebuild', join(setPath, 'disks', `${target}.chunks`)],
+            {
+              cwd: join(setPath, '..', '..', '.chunks'),
+              maxBuffer: 64 << 20,
+            },
+          );
     expect(raw.equals(content)).toBe(true);
   }
 }
@@ -100,7 +114,7 @@ async function expectCompleteSet(setPath: string, images: Record<string, Buffer>
 const lvFile = (c: Case, vg: string, lv: string): string => c.world().lvs.find((l) => l.vg === vg && l.lv === lv)!.file;
 
 describe('kvmbak backup', () => {
-  it('backs a running domain up: exit 0, a complete set, the snapshots gone', async () => {
+  it('backs a running domain up into the chunk store (the default format): exit 0, a complete set, the snapshots gone', async () => {
     const c = await makeCase();
     const vda = await readFile(lvFile(c, 'vg0', 'web-root'));
     const vdb = await readFile(lvFile(c, 'vg0', 'web-data'));
@@ -115,7 +129,8 @@ describe('kvmbak backup', () => {
     // Progress lines on stderr (not a TTY: no bar), the bypass-cache fallback of the test driver among them.
     expect(r.stderr).toContain('kvmbak: web-01: saving the memory of web-01');
     expect(r.stderr).toContain('does not support bypassing the page cache');
-    await expectCompleteSet(setPath, { vda, vdb });
+    expect(r.stdout).toMatch(/\n {2}vda +2\.00 MiB → 1 new of 1 chunks \(/);
+    await expectCompleteSet(setPath, { vda, vdb }, 'chunks');
     const w = c.world();
     expect(w.lvs.filter((l) => l.origin !== null)).toEqual([]);
     expect(w.calls.filter((x) => x[0] === 'lvcreate')).toHaveLength(2);
@@ -173,31 +188,36 @@ describe('kvmbak backup', () => {
     expect(await readdir(c.dest)).toEqual([]);
   });
 
-  it('two domains, one failing: exit 1, the other one backed up', async () => {
+  it('two domains, one failing: exit 1, the other one backed up (--format image: a self-contained image set)', async () => {
     const c = await makeCase();
     const vda = await readFile(lvFile(c, 'vg0', 'web-root'));
-    const r = await c.kvmbak(['backup', 'files-01', 'web-01', '--dest', c.dest, '--uri', c.uri, '--mode', 'pause']);
+    const vdb = await readFile(lvFile(c, 'vg0', 'web-data'));
+    const r = await c.kvmbak(['backup', 'files-01', 'web-01', '--dest', c.dest, '--uri', c.uri, '--mode', 'pause', '--format', 'image']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('kvmbak: files-01: disk vdb of domain files-01 is a file qcow2 disk');
     expect(r.stderr).toMatch(/kvmbak: 1 of 2 backups failed: files-01\n$/);
     const sets = await setDirs(c, 'web-01');
     expect(sets).toHaveLength(1);
-    await expectCompleteSet(join(c.dest, 'web-01', sets[0]), { vda });
+    await expectCompleteSet(join(c.dest, 'web-01', sets[0]), { vda, vdb }, 'image');
+    expect(existsSync(join(c.dest, '.chunks'))).toBe(false);
     expect(await setDirs(c, 'files-01')).toEqual([]);
   });
 
   it('SIGINT while archiving: exit 130, nothing left', async () => {
     const spec = defaultWorld();
-    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it takes a while at level 9
+    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it into an image takes a while at level 9
     spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
     const c = await makeCase(spec);
     let sent = false;
-    const r = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--level', '9', '--threads', '1'], (text, kill) => {
-      if (!sent && text.includes('archiving vda')) {
-        sent = true;
-        kill('SIGINT');
-      }
-    });
+    const r = await c.kvmbak(
+      ['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--format', 'image', '--level', '9', '--threads', '1'],
+      (text, kill) => {
+        if (!sent && text.includes('archiving vda')) {
+          sent = true;
+          kill('SIGINT');
+        }
+      },
+    );
     expect(r.code).toBe(130);
     expect(r.stderr).toMatch(/kvmbak: (backup cancelled|interrupted by SIGINT)\n$/);
     expect(await setDirs(c, 'web-01')).toEqual([]);
@@ -269,8 +289,10 @@ describe('kvmbak inspect', () => {
     const r = await c.kvmbak(['inspect', 'vol-01', '--uri', c.uri]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(
-      /^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}format {8}image \(disks\/TARGET\.img\.gz\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+; full read into an image\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/,
+      /^domain vol-01 \(7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d\) on test:\/\/\/\S+: running\n {2}mode {10}save \(memory up to 64\.0 MiB\)\n {2}format {8}chunks \(deduplicated into DEST\/\.chunks\)\n {2}disk vda +\/dev\/vg0\/vol-root → vg0\/vol-root 1\.00 MiB pool vg0, snapshot 1\.00 MiB vg0\/vol-root-kvmbak-\S+; first backup into the chunk store \(full read\)\n {2}vg vg0: \S+ MiB free, snapshots need 1\.00 MiB\n$/,
     );
+    const image = await c.kvmbak(['inspect', 'vol-01', '--uri', c.uri, '--format', 'image']);
+    expect(image.stdout).toMatch(/\n {2}format {8}image \(disks\/TARGET\.img\.gz\)\n {2}disk vda .+; full read into an image\n/);
     const j = await c.kvmbak(['inspect', 'db-01', '--uri', c.uri, '--json']);
     expect(JSON.parse(j.stdout)).toMatchObject({ ok: true, plan: { domain: 'db-01', mode: 'offline', disks: [{ target: 'vda', pool: null }] } });
     const missing = await c.kvmbak(['inspect', 'nope', '--uri', c.uri]);
@@ -285,16 +307,19 @@ describe('kvmbak inspect', () => {
 describe('kvmbak recover', () => {
   it('after a kvmbak killed with SIGKILL mid-backup: removes its snapshots and partial set, takes over its lock', async () => {
     const spec = defaultWorld();
-    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it takes a while at level 9
+    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it into an image takes a while at level 9
     spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
     const c = await makeCase(spec);
     let killed = false;
-    const crash = await c.kvmbak(['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--level', '9', '--threads', '1'], (text, kill) => {
-      if (!killed && text.includes('archiving vda')) {
-        killed = true;
-        kill('SIGKILL');
-      }
-    });
+    const crash = await c.kvmbak(
+      ['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--format', 'image', '--level', '9', '--threads', '1'],
+      (text, kill) => {
+        if (!killed && text.includes('archiving vda')) {
+          killed = true;
+          kill('SIGKILL');
+        }
+      },
+    );
     expect(crash.code).toBeNull();
     const left = await setDirs(c, 'web-01');
     expect(left).toEqual(['.journal-' + left[2] + '.json', '.lock', left[2]].sort());

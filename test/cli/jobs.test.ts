@@ -103,7 +103,7 @@ function parseMetrics(text: string): Record<string, number> {
 }
 
 describe('kvmbak backup with a configuration file', () => {
-  it('backs up the configured domains with their own settings, calls the hook at every phase, prunes, writes metrics', async () => {
+  it('backs up the configured domains with their own settings (format: the chunk store by default, image where set), calls the hook at every phase, prunes, writes metrics', async () => {
     const c = await makeCase(
       ({ dest, hook, metrics }) => `dest = "${dest}"
 domains = ["db-01", "web-01"]
@@ -113,6 +113,7 @@ threads = 2
 
 [domain.web-01]
 mode = "pause"
+format = "image"
 keep-last = 1
 `,
     );
@@ -135,6 +136,8 @@ keep-last = 1
     expect(await sets(c.dest, 'web-01')).toHaveLength(1);
     expect(await sets(c.dest, 'db-01')).toHaveLength(2);
     await readManifest(join(c.dest, 'web-01', (await sets(c.dest, 'web-01'))[0]!));
+    expect(await readdir(join(c.dest, 'web-01', (await sets(c.dest, 'web-01'))[0]!, 'disks'))).toEqual(['vda.img.gz', 'vdb.img.gz']);
+    expect(await readdir(join(c.dest, 'db-01', (await sets(c.dest, 'db-01'))[1]!, 'disks'))).toEqual(['vda.chunks']);
 
     // Every phase, in order, with its facts; the hook's output is in kvmbak's log.
     const calls = (await readFile(c.hookLog, 'utf8')).trim().split('\n');
@@ -158,10 +161,12 @@ keep-last = 1
       expect(metrics[`kvmbak_last_run_success{${d}}`]).toBe(1);
       expect(metrics[`kvmbak_last_success_timestamp_seconds{${d}}`]).toBeGreaterThan(Date.now() / 1000 - 600);
       expect(metrics[`kvmbak_last_run_read_bytes{${d}}`]).toBeGreaterThan(0);
-      expect(metrics[`kvmbak_last_run_written_bytes{${d}}`]).toBeGreaterThan(0);
       expect(metrics[`kvmbak_last_run_duration_seconds{${d}}`]).toBeGreaterThan(0);
     }
     expect(metrics['kvmbak_last_run_downtime_seconds{web-01}']).toBeGreaterThanOrEqual(0);
+    // The second run wrote web-01's images again; db-01's disk, unchanged, was all in the chunk store already.
+    expect(metrics['kvmbak_last_run_written_bytes{web-01}']).toBeGreaterThan(0);
+    expect(metrics['kvmbak_last_run_written_bytes{db-01}']).toBe(0);
 
     const status = await c.kvmbak(['status', c.dest, '--max-age', '1h']);
     expect(status.code, status.stdout).toBe(0);

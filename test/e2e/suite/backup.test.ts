@@ -3,6 +3,8 @@
 // agent that never answers, an overflowing and an auto-extended snapshot, and kill -9 in the
 // middle of a backup followed by `kvmbak recover`. After every test: the domain is in the state it
 // had, no LV tagged `kvmbak` is left, and every committed set checks with `sha256sum -c`.
+// Every backup here is in format image (checkSet reads each disk's image with zcat); the chunk
+// store's own suite is chunks.test.ts.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -145,6 +147,7 @@ describe('kvmbak backup in the lab', () => {
       domain: 'lab-two',
       dest: freshDest(),
       uri: fx.uri,
+      format: 'image',
       onProgress: (e: BackupProgress) => {
         if (e.type === 'save') saveEvents++;
         if (e.type === 'phase' && e.phase === 'archive' && !wroteAfter) {
@@ -182,7 +185,7 @@ describe('kvmbak backup in the lab', () => {
   });
 
   it('mode pause: lab-two is suspended only while the snapshots are taken', async () => {
-    const r = await backup({ domain: 'lab-two', dest: freshDest(), uri: fx.uri, mode: 'pause' });
+    const r = await backup({ domain: 'lab-two', dest: freshDest(), uri: fx.uri, format: 'image', mode: 'pause' });
     measured.pause = r.downtimeMs;
     expect(r).toMatchObject({ mode: 'pause', stateBefore: 'running', stateAfter: 'running', memoryBytes: null });
     expect(await domState('lab-two')).toBe('running');
@@ -192,10 +195,10 @@ describe('kvmbak backup in the lab', () => {
   it('a paused domain stays paused (modes pause and save)', async () => {
     await virsh('suspend', 'lab-one');
     try {
-      const p = await backup({ domain: 'lab-one', dest: freshDest(), uri: fx.uri, mode: 'pause' });
+      const p = await backup({ domain: 'lab-one', dest: freshDest(), uri: fx.uri, format: 'image', mode: 'pause' });
       expect(p).toMatchObject({ stateBefore: 'paused', stateAfter: 'paused', downtimeMs: null });
       expect(await domState('lab-one')).toBe('paused');
-      const s = await backup({ domain: 'lab-one', dest: freshDest(), uri: fx.uri, mode: 'save' });
+      const s = await backup({ domain: 'lab-one', dest: freshDest(), uri: fx.uri, format: 'image', mode: 'save' });
       expect(s).toMatchObject({ mode: 'save', stateBefore: 'paused', stateAfter: 'paused' });
       expect(await domState('lab-one')).toBe('paused');
       await checkSet(s, work);
@@ -206,7 +209,7 @@ describe('kvmbak backup in the lab', () => {
 
   it('mode quiesce without a guest agent fails clearly and touches nothing; with --quiesce-fallback pause it backs up', async () => {
     const d = freshDest();
-    const e = await rejection(backup({ domain: 'lab-agent', dest: d, uri: fx.uri, mode: 'quiesce', agentTimeoutSeconds: 3 }));
+    const e = await rejection(backup({ domain: 'lab-agent', dest: d, uri: fx.uri, format: 'image', mode: 'quiesce', agentTimeoutSeconds: 3 }));
     expect(e).toMatchObject({ code: 'KVMBAK_QUIESCE' });
     expect((e as Error).message).toMatch(/guest agent of lab-agent did not freeze .*qemu-guest-agent/);
     expect(await domState('lab-agent')).toBe('running');
@@ -216,6 +219,7 @@ describe('kvmbak backup in the lab', () => {
       domain: 'lab-agent',
       dest: d,
       uri: fx.uri,
+      format: 'image',
       mode: 'quiesce',
       quiesceFallback: 'pause',
       agentTimeoutSeconds: 3,
@@ -225,7 +229,7 @@ describe('kvmbak backup in the lab', () => {
   });
 
   it('mode offline: a shut-off domain is backed up by default, its cdrom skipped', async () => {
-    const r = await backup({ domain: 'lab-cdrom', dest: freshDest(), uri: fx.uri });
+    const r = await backup({ domain: 'lab-cdrom', dest: freshDest(), uri: fx.uri, format: 'image' });
     expect(r).toMatchObject({ mode: 'offline', stateBefore: 'shutoff', stateAfter: 'shutoff', downtimeMs: null });
     expect(r.skipped).toEqual([{ target: 'hdc', device: 'cdrom', reason: 'cdrom: removable media are not backed up' }]);
     expect(r.disks[0]!.rawSha256).toBe(await sha256Of(fx.lvs['lab-cdrom-disk0']!.path));
@@ -234,14 +238,14 @@ describe('kvmbak backup in the lab', () => {
 
   it('a non-LVM disk is a clear error naming it and --exclude, and nothing is touched; excluded, the backup works', async () => {
     const d = freshDest();
-    const e = await rejection(backup({ domain: 'lab-qcow', dest: d, uri: fx.uri }));
+    const e = await rejection(backup({ domain: 'lab-qcow', dest: d, uri: fx.uri, format: 'image' }));
     expect(e).toMatchObject({ code: 'KVMBAK_BACKUP_DISK' });
     expect((e as Error).message).toMatch(/disk vdb of domain lab-qcow .*not an LVM logical volume.*`exclude` vdb/);
     expect(readdirSync(d)).toEqual([]);
-    const cli = await sh(process.execPath, [CLI, 'backup', 'lab-qcow', '--dest', d, '-c', fx.uri, '--quiet'], { check: false });
+    const cli = await sh(process.execPath, [CLI, 'backup', 'lab-qcow', '--dest', d, '-c', fx.uri, '--format', 'image', '--quiet'], { check: false });
     expect(cli.code).toBe(1);
     expect(cli.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^kvmbak: disk vdb of domain lab-qcow .*--exclude vdb$/)]);
-    const r = await backup({ domain: 'lab-qcow', dest: d, uri: fx.uri, exclude: ['vdb'] });
+    const r = await backup({ domain: 'lab-qcow', dest: d, uri: fx.uri, format: 'image', exclude: ['vdb'] });
     expect(r.skipped).toEqual([{ target: 'vdb', device: 'disk', reason: 'excluded with --exclude' }]);
     await checkSet(r, work);
   });
@@ -255,6 +259,7 @@ describe('kvmbak backup in the lab', () => {
         domain: 'lab-two',
         dest: d,
         uri: fx.uri,
+        format: 'image',
         mode: 'pause',
         snapshotSize: '8M',
         watchIntervalMs: 5000,
@@ -283,6 +288,7 @@ describe('kvmbak backup in the lab', () => {
       domain: 'lab-two',
       dest: freshDest(),
       uri: fx.uri,
+      format: 'image',
       mode: 'pause',
       snapshotSize: '8M',
       watchIntervalMs: 200,
@@ -305,7 +311,7 @@ describe('kvmbak backup in the lab', () => {
   it('kill -9 right after the save, then kvmbak recover: the VM runs again, no snapshot, no partial set', async () => {
     const d = freshDest();
     let killed = false;
-    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json'], (e, kill) => {
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--format', 'image', '--json'], (e, kill) => {
       if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
         killed = true;
         kill();
@@ -324,7 +330,7 @@ describe('kvmbak backup in the lab', () => {
   it('SIGHUP while the VM is saved (a dropped SSH session): the window finishes, the VM runs again, no snapshot, no set, exit 129', async () => {
     const d = freshDest();
     let sent = false;
-    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json'], (e, kill) => {
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--format', 'image', '--json'], (e, kill) => {
       if (!sent && e.type === 'phase' && e.phase === 'snapshot') {
         sent = true;
         kill('SIGHUP');
@@ -341,7 +347,7 @@ describe('kvmbak backup in the lab', () => {
   it('kill -9 in the save window, then kvmbak backup --mode pause (no recover): the VM is restored first, then backed up paused', async () => {
     const d = freshDest();
     let killed = false;
-    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json'], (e, kill) => {
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--format', 'image', '--json'], (e, kill) => {
       if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
         killed = true;
         kill();
@@ -350,7 +356,9 @@ describe('kvmbak backup in the lab', () => {
     expect(run.signal).toBe('SIGKILL');
     await lvmSettled();
     expect(await domState('lab-two')).toBe('shut off');
-    const next = await sh(process.execPath, [CLI, 'backup', 'lab-two', '--dest', d, '-c', fx.uri, '--mode', 'pause', '--json'], { check: false });
+    const next = await sh(process.execPath, [CLI, 'backup', 'lab-two', '--dest', d, '-c', fx.uri, '--format', 'image', '--mode', 'pause', '--json'], {
+      check: false,
+    });
     expect(next.code, next.stderr).toBe(0);
     expect(next.stderr).toMatch(/recovered an interrupted backup \(\S+\): restored lab-two from its saved memory/);
     const doc = JSON.parse(next.stdout) as { ok: boolean; results: { result: BackupResult }[] };
@@ -365,7 +373,7 @@ describe('kvmbak backup in the lab', () => {
   it('kill -9 while the VM is paused for its snapshots: the next backup of it resumes the VM first, then backs up', async () => {
     const d = freshDest();
     let killed = false;
-    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json', '--mode', 'pause'], (e, kill) => {
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--format', 'image', '--json', '--mode', 'pause'], (e, kill) => {
       if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
         killed = true;
         kill();
@@ -379,6 +387,7 @@ describe('kvmbak backup in the lab', () => {
       domain: 'lab-two',
       dest: d,
       uri: fx.uri,
+      format: 'image',
       mode: 'pause',
       onProgress: (e) => {
         if (e.type === 'warning') warnings.push(e.message);
@@ -395,7 +404,7 @@ describe('kvmbak backup in the lab', () => {
   it('kill -9 mid-archive, then kvmbak recover: snapshots removed, partial set deleted, the VM kept running', async () => {
     const d = freshDest();
     let killed = false;
-    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--json', '--mode', 'pause'], (e, kill) => {
+    const run = await spawnCli(['backup', 'lab-two', '--dest', d, '-c', fx.uri, '--format', 'image', '--json', '--mode', 'pause'], (e, kill) => {
       if (!killed && e.type === 'archive') {
         killed = true;
         kill();
@@ -415,7 +424,20 @@ describe('kvmbak backup in the lab', () => {
 
   it('the CLI backs up two domains in one run and prints one JSON document', async () => {
     const d = freshDest();
-    const r = await sh(process.execPath, [CLI, 'backup', 'lab-one', 'lab-cdrom', '--dest', d, '-c', fx.uri, '--json', '--quiet']);
+    const r = await sh(process.execPath, [
+      CLI,
+      'backup',
+      'lab-one',
+      'lab-cdrom',
+      '--dest',
+      d,
+      '-c',
+      fx.uri,
+      '--format',
+      'image',
+      '--json',
+      '--quiet',
+    ]);
     const doc = JSON.parse(r.stdout) as { ok: boolean; results: { domain: string; ok: boolean; result: BackupResult }[] };
     expect(doc.ok).toBe(true);
     expect(doc.results.map((x) => [x.domain, x.ok, x.result.mode])).toEqual([

@@ -24,7 +24,7 @@ describe('restore by hand into other LVs, exactly as the README shows it', () =>
     if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
     const dest = join(work, 'dest');
     mkdirSync(dest, { mode: 0o700 });
-    set = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save' });
+    set = await backup({ domain: DOMAIN, dest, uri: fx.uri, format: 'image', mode: 'save' });
   });
 
   afterAll(async () => {

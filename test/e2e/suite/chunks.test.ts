@@ -83,7 +83,7 @@ describe('chunk store (format chunks) on a thick LV', () => {
   });
 
   it('a second backup after three 4 MiB regions changed stores exactly those chunks', async () => {
-    first = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save', format: 'chunks' });
+    first = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save' });
     const m1 = await readManifest(first.setPath);
     const d1 = m1.disks[0]!.chunks!;
     expect(m1.format).toBe('kvmbak/2');
@@ -93,7 +93,7 @@ describe('chunk store (format chunks) on a thick LV', () => {
 
     // Simulated guest writes (the SeaBIOS guest writes nothing itself): new data in three chunks.
     for (const i of REGIONS) writePattern(lvPath, `chunks-${i}`, 64 * 1024, i * CHUNK_SIZE + 4096);
-    second = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save', format: 'chunks' });
+    second = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'save' });
     const m2 = await readManifest(second.setPath);
     const d2 = m2.disks[0]!.chunks!;
     expect(d2.rawSha256).toBe(await sha256Of(lvPath));
@@ -142,7 +142,7 @@ describe('chunk store (format chunks) on a thick LV', () => {
   it('kill -9 in the middle of a chunked backup, then kvmbak recover: the VM runs, no snapshot, no set that looks complete', async () => {
     const before = readdirSync(join(dest, DOMAIN)).sort();
     let killed = false;
-    const run = await runCli(['backup', DOMAIN, '--dest', dest, '-c', fx.uri, '--format', 'chunks', '--bwlimit', '8M', '--json'], {
+    const run = await runCli(['backup', DOMAIN, '--dest', dest, '-c', fx.uri, '--bwlimit', '8M', '--json'], {
       onEvent: (e, kill) => {
         // --json prints each progress event of the backup as {"event":"backup",...event}.
         if (!killed && e.type === 'archive' && typeof e.bytesDone === 'number' && e.bytesDone >= 8 * CHUNK_SIZE) {
@@ -221,7 +221,7 @@ describe('chunk store (format chunks) on a thick LV', () => {
   it('kill -9 in the middle of a collection, then verify of every remaining set passes and the next prune finishes', async () => {
     // A third set after other changes: pruning the second makes garbage to collect.
     for (const i of REGIONS) writePattern(lvPath, `chunks-third-${i}`, 64 * 1024, i * CHUNK_SIZE + 8192);
-    const third = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'pause', format: 'chunks' });
+    const third = await backup({ domain: DOMAIN, dest, uri: fx.uri, mode: 'pause' });
     // The collection in a child that kills itself (SIGKILL) once the sweep has removed a chunk.
     const script = [
       `import { pruneSets } from ${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))};`,

@@ -98,6 +98,7 @@ if [ "$1" = pre-hold ] && [ -e ${failFlag} ]; then echo "refusing pre-hold" >&2;
       config,
       `uri = "${fx.uri}"
 dest = "${dest}"
+format = "image"
 domains = ["lab-one", "lab-two"]
 hook = "${hook}"
 metrics-file = "${metricsFile}"
@@ -267,7 +268,7 @@ keep-daily = 7
     const rest = ['lab-agent', 'lab-cdrom'];
     const excluded = defined.filter((n) => ![...rest, 'lab-qcow'].includes(n));
     const allConfig = join(work, 'all.toml');
-    writeFileSync(allConfig, `uri = "${fx.uri}"\ndest = "${d}"\n\n[domain.lab-agent]\nmode = "pause"\n`);
+    writeFileSync(allConfig, `uri = "${fx.uri}"\ndest = "${d}"\nformat = "image"\n\n[domain.lab-agent]\nmode = "pause"\n`);
     const r = await cli(['backup', '--all', '--config', allConfig, ...excluded.flatMap((n) => ['--exclude-domain', n])]);
     expect(r.code, r.stderr).toBe(0);
     const warnings = r.stderr.split('\n').filter((l) => /warning/.test(l) && !l.includes('bypassing the page cache'));

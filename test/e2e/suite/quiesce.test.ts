@@ -114,7 +114,7 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     await guestWriteFile(dom, `${fx.linux.dataMount}/marker.txt`, marker);
     const log = new LogFollower(fx.linux.serialLog);
     const dest = freshDest();
-    const r = await backup({ domain: dom, dest, uri: fx.uri, mode: 'quiesce', exclude: ['vda'], agentTimeoutSeconds: 10 });
+    const r = await backup({ domain: dom, dest, uri: fx.uri, format: 'image', mode: 'quiesce', exclude: ['vda'], agentTimeoutSeconds: 10 });
     expect(r).toMatchObject({ mode: 'quiesce', stateBefore: 'running', stateAfter: 'running', downtimeMs: 0 });
     expect(r.skipped.map((s) => s.target)).toEqual(['vda']);
     expect(r.disks.map((d) => d.target)).toEqual(['vdb']);
@@ -148,6 +148,8 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
       dest,
       '-c',
       fx.uri,
+      '--format',
+      'image',
       '--mode',
       'quiesce',
       '--exclude',
@@ -199,7 +201,23 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     killedDest = freshDest();
     let killed = false;
     const run = await runCli(
-      ['backup', dom, '--dest', killedDest, '-c', fx.uri, '--mode', 'quiesce', '--exclude', 'vda', '--agent-timeout', '60', '--json'],
+      [
+        'backup',
+        dom,
+        '--dest',
+        killedDest,
+        '-c',
+        fx.uri,
+        '--format',
+        'image',
+        '--mode',
+        'quiesce',
+        '--exclude',
+        'vda',
+        '--agent-timeout',
+        '60',
+        '--json',
+      ],
       {
         onEvent: (e, kill) => {
           if (!killed && e.type === 'phase' && e.phase === 'snapshot') {

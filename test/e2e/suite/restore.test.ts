@@ -47,7 +47,7 @@ describe('kvmbak restore in the lab', () => {
     await sh('pvcreate', ['-q', loop]);
     await sh('vgcreate', ['-q', COPY_VG, loop]);
     if ((await domState('lab-two')) !== 'running') await virsh('start', 'lab-two');
-    saveSet = await backup({ domain: 'lab-two', dest, uri: fx.uri, mode: 'save' });
+    saveSet = await backup({ domain: 'lab-two', dest, uri: fx.uri, format: 'image', mode: 'save' });
   });
 
   afterAll(async () => {
@@ -130,7 +130,7 @@ describe('kvmbak restore in the lab', () => {
   });
 
   it('a pause set restored with --force over the running original boots it', async () => {
-    const p = await backup({ domain: 'lab-one', dest, uri: fx.uri, mode: 'pause' });
+    const p = await backup({ domain: 'lab-one', dest, uri: fx.uri, format: 'image', mode: 'pause' });
     const r = await cli(['restore', p.setPath, '-c', fx.uri, '--force', '--json', '--quiet']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const doc = JSON.parse(r.stdout) as { memoryRestored: boolean; started: boolean };
@@ -256,7 +256,7 @@ describe('kvmbak restore --force: checked first, then written beside and swapped
     work = mkdtempSync('/var/tmp/kvmbak-e2e-swap-');
     await sh('mkdir', ['-m', '700', join(work, 'dest')]);
     if ((await domState('lab-one')) !== 'running') await virsh('start', 'lab-one');
-    set = await backup({ domain: 'lab-one', dest: join(work, 'dest'), uri: fx.uri, mode: 'pause' });
+    set = await backup({ domain: 'lab-one', dest: join(work, 'dest'), uri: fx.uri, format: 'image', mode: 'pause' });
   });
 
   afterAll(() => {

@@ -2,13 +2,14 @@
  * Whole backups on libvirt's test driver (real addon, private node copy) with
  * the fake lvm2 world: each mode produces a complete set that real tools
  * check (sha256sum -c, zcat), the VM ends as it began, nothing is left.
+ * The sets are in format image (the chunk store's: chunks.test.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { lstat, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type BackupProgress, type BackupResult, backup, readManifest } from '../../../src/index.js';
+import { type BackupOptions, type BackupProgress, type BackupResult, backup, readManifest } from '../../../src/index.js';
 import { type Env, domainDirEntries, setup, sha256, stateOf } from './helpers.js';
 
 let env: Env;
@@ -18,6 +19,10 @@ beforeEach(async () => {
 afterEach(async () => {
   await env.cleanup();
 });
+
+/** An image set, in small members (64 KiB) so that each disk has several. */
+const opts = (domain: string, more: Partial<BackupOptions> = {}): BackupOptions =>
+  env.opts(domain, { format: 'image', chunkSize: 64 * 1024, ...more });
 
 /** Every file and folder of a set with its permission bits. */
 async function modes(root: string, rel = ''): Promise<Record<string, number>> {
@@ -68,7 +73,7 @@ describe('backup in each mode', () => {
     // The guest writes on after its snapshots exist: the images must not see it.
     env.fake.at('lvcreate', 2, () => writeFile(env.fake.lv('vg0', 'web-root').file, Buffer.alloc(before.vda.length, 0x55)), true);
     const events: BackupProgress[] = [];
-    const r = await backup(env.opts('web-01', { onProgress: (e) => events.push(e) }), env.ctx);
+    const r = await backup(opts('web-01', { onProgress: (e) => events.push(e) }), env.ctx);
     expect(sha256(await readFile(env.fake.lv('vg0', 'web-root').file))).toBe(sha256(Buffer.alloc(before.vda.length, 0x55)));
     const m = await expectCompleteSet(r, before);
     expect(r).toMatchObject({ domain: 'web-01', mode: 'save', stateBefore: 'running', stateAfter: 'running' });
@@ -116,7 +121,7 @@ describe('backup in each mode', () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'web-root').file), vdb: await readFile(env.fake.lv('vg0', 'web-data').file) };
     const states: string[] = [];
     env.fake.at('lvcreate', 1, async () => void states.push(await stateOf(env.hv, 'web-01')));
-    const r = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
+    const r = await backup(opts('web-01', { mode: 'pause' }), env.ctx);
     const m = await expectCompleteSet(r, before);
     expect(m.memory).toBeNull();
     expect(m.mode).toBe('pause');
@@ -132,7 +137,7 @@ describe('backup in each mode', () => {
       void seen.push({ state: await stateOf(env.hv, 'web-01'), reports: env.fake.calls('lvs').length + env.fake.calls('vgs').length });
     env.fake.at('lvcreate', 1, note);
     env.fake.at('lvcreate', 2, note, true);
-    const r = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
+    const r = await backup(opts('web-01', { mode: 'pause' }), env.ctx);
     expect(r.stateAfter).toBe('running');
     expect(seen.map((x) => x.state)).toEqual(['paused', 'paused']);
     expect(seen[1]!.reports).toBe(seen[0]!.reports);
@@ -141,7 +146,7 @@ describe('backup in each mode', () => {
   it('quiesce: the guest agent freezes and thaws; no downtime (the test driver has no agent timeout call)', async () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'web-root').file), vdb: await readFile(env.fake.lv('vg0', 'web-data').file) };
     const warnings: string[] = [];
-    const r = await backup(env.opts('web-01', { mode: 'quiesce', onProgress: (e) => e.type === 'warning' && warnings.push(e.message) }), env.ctx);
+    const r = await backup(opts('web-01', { mode: 'quiesce', onProgress: (e) => e.type === 'warning' && warnings.push(e.message) }), env.ctx);
     const m = await expectCompleteSet(r, before);
     expect(m).toMatchObject({ mode: 'quiesce', downtimeMs: 0, memory: null });
     expect(warnings).toEqual([expect.stringMatching(/cannot set the guest agent timeout of web-01 .*using libvirt's default/)]);
@@ -157,7 +162,7 @@ describe('backup in each mode', () => {
 
   it('offline: a shut-off domain is snapshotted as it is and stays off', async () => {
     const before = { vda: await readFile(env.fake.lv('vg1', 'db-root').file) };
-    const r = await backup(env.opts('db-01'), env.ctx);
+    const r = await backup(opts('db-01'), env.ctx);
     const m = await expectCompleteSet(r, before);
     expect(m).toMatchObject({ mode: 'offline', downtimeMs: null, memory: null, domain: { stateBefore: 'shutoff' } });
     expect(m.disks[0].pool).toBeNull(); // no libvirt pool covers vg1
@@ -166,14 +171,14 @@ describe('backup in each mode', () => {
 
   it('pause of a paused domain: left paused, never resumed', async () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'app-root').file) };
-    const r = await backup(env.opts('app-01', { mode: 'pause' }), env.ctx);
+    const r = await backup(opts('app-01', { mode: 'pause' }), env.ctx);
     await expectCompleteSet(r, before);
     expect(r).toMatchObject({ stateBefore: 'paused', stateAfter: 'paused', downtimeMs: null });
   });
 
   it('save of a paused domain: restored, and paused again (the test driver restores it running)', async () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'app-root').file) };
-    const r = await backup(env.opts('app-01'), env.ctx);
+    const r = await backup(opts('app-01'), env.ctx);
     const m = await expectCompleteSet(r, before);
     expect(m.mode).toBe('save');
     expect(r).toMatchObject({ stateBefore: 'paused', stateAfter: 'paused' });
@@ -182,14 +187,14 @@ describe('backup in each mode', () => {
 
   it('a volume disk: resolved through its libvirt pool', async () => {
     const before = { vda: await readFile(env.fake.lv('vg0', 'vol-root').file) };
-    const r = await backup(env.opts('vol-01', { mode: 'pause' }), env.ctx);
+    const r = await backup(opts('vol-01', { mode: 'pause' }), env.ctx);
     const m = await expectCompleteSet(r, before);
     expect(m.disks[0]).toMatchObject({ source: '/dev/vg0/vol-root', vg: 'vg0', lv: 'vol-root', pool: 'vg0' });
   });
 
   it('the bypass-cache flag is dropped with a warning where the driver rejects it', async () => {
     const warnings: string[] = [];
-    const r = await backup(env.opts('web-01', { onProgress: (e) => e.type === 'warning' && warnings.push(e.message) }), {
+    const r = await backup(opts('web-01', { onProgress: (e) => e.type === 'warning' && warnings.push(e.message) }), {
       ...env.ctx,
       bypassCache: true,
     });
@@ -199,7 +204,7 @@ describe('backup in each mode', () => {
   });
 
   it('a dry run plans and touches nothing', async () => {
-    const r = await backup(env.opts('web-01', { dryRun: true }), env.ctx);
+    const r = await backup(opts('web-01', { dryRun: true }), env.ctx);
     expect(r).toMatchObject({ dryRun: true, setPath: '', mode: 'save', plan: { domain: 'web-01' } });
     expect(await readdir(env.dest)).toEqual([]);
     expect(env.fake.calls().map((c) => c[0])).toEqual(['lvs', 'lvs', 'vgs']);
@@ -207,8 +212,8 @@ describe('backup in each mode', () => {
   });
 
   it('two backups in a row make two sets', async () => {
-    const a = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
-    const b = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
+    const a = await backup(opts('web-01', { mode: 'pause' }), env.ctx);
+    const b = await backup(opts('web-01', { mode: 'pause' }), env.ctx);
     expect(a.setPath).not.toBe(b.setPath);
     expect((await domainDirEntries(env.dest, 'web-01')).length).toBe(2);
     expect(env.fake.snapshots()).toEqual([]);

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, open, readFile, readdir } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CHUNK_SIZE, type BackupResult, backup, isChunkedMemory, readManifest } from '../../../src/index.js';
@@ -25,7 +25,7 @@ afterEach(async () => {
   await env.cleanup();
 });
 
-const chunked = (domain: string, more = {}) => env.opts(domain, { format: 'chunks', chunkSize: undefined, ...more });
+const chunked = (domain: string, more = {}) => env.opts(domain, { format: 'chunks', ...more });
 
 /** The by-hand rebuild of a chunk list: `grep -v '^#' LIST | xargs cat | zcat`, run in DEST/.chunks. */
 function byHand(list: string): Buffer {
@@ -138,13 +138,25 @@ describe('backup format chunks', () => {
     expect(sha256(byHand(join(r.setPath, m.disks[1]!.chunks!.file)))).toBe(sha256(await lvContent('web-data')));
   });
 
-  it('format image stays the default and writes kvmbak/1; chunkSize with format chunks is refused', async () => {
-    const r: BackupResult = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
+  it('format chunks is the default; format image writes kvmbak/1 and no store; chunkSize needs format image', async () => {
+    const d: BackupResult = await backup(env.opts('web-01', { mode: 'pause' }), env.ctx);
+    expect(d.format).toBe('chunks');
+    expect((await readManifest(d.setPath)).disks.map((x) => x.chunks?.file)).toEqual(['disks/vda.chunks', 'disks/vdb.chunks']);
+    expect(existsSync(join(env.dest, '.chunks'))).toBe(true);
+
+    const other = join(env.dir, 'image-dest');
+    await mkdir(other, { mode: 0o700 });
+    const r = await backup(env.opts('web-01', { dest: other, mode: 'pause', format: 'image', chunkSize: 65536 }), env.ctx);
     expect(r.format).toBe('image');
     expect((await readManifest(r.setPath)).format).toBe('kvmbak/1');
-    expect(existsSync(join(env.dest, '.chunks'))).toBe(false);
+    expect((await readdir(join(r.setPath, 'disks'))).sort()).toEqual(['vda.img.gz', 'vdb.img.gz']);
+    expect(existsSync(join(other, '.chunks'))).toBe(false);
+
+    await expect(backup(env.opts('web-01', { chunkSize: 65536 }), env.ctx)).rejects.toThrow(
+      /^chunkSize applies to format image only: the chunk store \(the default format\) cuts every disk into 4 MiB chunks; leave chunkSize out or add format image$/,
+    );
     await expect(backup(env.opts('web-01', { format: 'chunks', chunkSize: 65536 }), env.ctx)).rejects.toThrow(
-      /^chunkSize applies to format image only: the chunk store cuts every disk into 4 MiB chunks; leave chunkSize out or use format image$/,
+      /^chunkSize applies to format image only: the chunk store cuts every disk into 4 MiB chunks; leave chunkSize out or add format image$/,
     );
     await expect(backup(env.opts('web-01', { format: 'zip' as never }), env.ctx)).rejects.toThrow(
       /^format "zip" is not a storage format; use one of chunks, image$/,

@@ -349,7 +349,16 @@ describe('while archiving', () => {
     expect(r.disks[0].snapshotPeakPercent).toBe(90);
   });
 
-  it('an archive that cannot read its snapshot fails cleanly', async () => {
+  it.each([
+    [
+      'image',
+      {
+        code: 'KVMBAK_SOURCE_UNREADABLE',
+        message: expect.stringMatching(/^source \S+web-root-kvmbak-\S+ is a folder; give a file or a block device$/),
+      },
+    ],
+    ['chunks', { code: 'KVMBAK_CHUNK_STORE_IO', message: expect.stringMatching(/^cannot read the disk at byte 0: /) }],
+  ] as const)('an archive (format %s) that cannot read its snapshot fails cleanly', async (format, error) => {
     env = await setup();
     const e = env;
     env.fake.at(
@@ -362,10 +371,7 @@ describe('while archiving', () => {
       },
       true,
     );
-    await expect(backup(env.opts('web-01'), env.ctx)).rejects.toMatchObject({
-      code: 'KVMBAK_SOURCE_UNREADABLE',
-      message: expect.stringMatching(/^source \S+web-root-kvmbak-\S+ is a folder; give a file or a block device$/),
-    });
+    await expect(backup(env.opts('web-01', { format }), env.ctx)).rejects.toMatchObject(error);
     await expectNothingLeft(env, 'web-01', 'running');
   });
 

@@ -52,7 +52,7 @@ export interface Env {
   dest: string;
   /** Test knobs: no bypass-cache flag (the test driver rejects it), no retry pause. */
   ctx: BackupContext;
-  /** Options every backup of the tests takes: small chunks, 2 threads, fast polling. */
+  /** Options every backup of the tests takes: 2 threads, fast polling (the default format). */
   opts(domain: string, more?: Partial<BackupOptions>): BackupOptions;
   /** Closes the connection (asserting nothing leaked: every Domain was freed) and removes the folder. */
   cleanup(): Promise<void>;
@@ -77,7 +77,7 @@ export async function setup(spec: WorldSpec = defaultWorld(), node = 'backup-nod
     fake,
     dest,
     ctx,
-    opts: (domain, more = {}) => ({ domain, dest, chunkSize: 64 * 1024, threads: 2, watchIntervalMs: 5, ...more }),
+    opts: (domain, more = {}) => ({ domain, dest, threads: 2, watchIntervalMs: 5, ...more }),
     async cleanup() {
       try {
         if (!hv.closed) expect(hv.close()).toBe(0);
