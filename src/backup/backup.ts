@@ -5,7 +5,7 @@
  * it was, no snapshot behind, and either a complete set or none.
  */
 import { existsSync } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
+import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortError, KvmbakError, isKvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
@@ -547,16 +547,21 @@ async function storeThinDelta(run: Run, t: ThinDeltaRead): Promise<Awaited<Retur
   }
   run.phase('archive', `storing the ${changed.length} changed chunks of ${d.target} (${t.snapshot.path}) in the chunk store`);
   try {
-    return await t.read((signal) =>
-      storeChunkedDelta(t.store, t.snapshot.path, t.files.set, t.file, {
-        previous: delta.previousList,
-        changed,
-        size: d.lvSize,
-        signal,
-        ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
-        onProgress: t.onProgress,
-      }),
-    );
+    return await t.read(async (signal) => {
+      const source = await throttledHandle(run, t.snapshot.path, signal);
+      try {
+        return await storeChunkedDelta(t.store, source, t.files.set, t.file, {
+          previous: delta.previousList,
+          changed,
+          size: d.lvSize,
+          signal,
+          ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
+          onProgress: t.onProgress,
+        });
+      } finally {
+        if (typeof source !== 'string') await source.close();
+      }
+    });
   } catch (e) {
     if (isKvmbakError(e) && (e.code === 'KVMBAK_CHUNK_DISK_MISMATCH' || e.code === 'KVMBAK_CHUNK_MISSING')) return fallback(e.message);
     throw e;
@@ -680,6 +685,26 @@ function snapshotSource(run: Run, path: string, signal: AbortSignal): DiskSource
       await fh.close();
     }
   })();
+}
+
+/**
+ * The thin-delta read's source: the snapshot's path, or with `bwlimit` an open handle whose
+ * positional reads first wait for the cap (the same ReadThrottle as a full read).
+ */
+async function throttledHandle(run: Run, path: string, signal: AbortSignal): Promise<string | FileHandle> {
+  const limit = run.options.bwlimit;
+  if (limit === undefined) return path;
+  const throttle = new ReadThrottle(limit);
+  const fh = await open(path, 'r');
+  // writeDiskDelta only reads positionally through the handle (and never closes one it was given).
+  const throttled = {
+    read: async (buf: Uint8Array, offset: number, length: number, position: number) => {
+      await throttle.take(length, signal);
+      return fh.read(buf, offset, length, position);
+    },
+    close: () => fh.close(),
+  };
+  return throttled as unknown as FileHandle;
 }
 
 /** What the manifest keeps of a disk besides how it is stored. */

@@ -3,6 +3,7 @@
  * chunk store (DEST/.chunks), the set keeps the ordered chunk list (a file it lists in SHA256SUMS)
  * and the manifest describes both (ManifestChunks).
  */
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ChunkStore,
@@ -92,7 +93,7 @@ export interface StoreChunkedDeltaOptions extends StoreChunkedOptions, Pick<Writ
  */
 export async function storeChunkedDelta(
   store: ChunkStore,
-  source: string,
+  source: string | FileHandle,
   set: BackupSet,
   file: string,
   options: StoreChunkedDeltaOptions,
