@@ -615,7 +615,8 @@ async function removeOldBases(run: Run, planned: PlannedBackup, kept: ReadonlyMa
       const lv = await run.lvm.find({ vg, lv: old.lv });
       if (lv === null || !lv.tags.includes(KVMBAK_BASE_TAG)) continue;
       if ((await run.lvm.thinVolume(lv)).thinId !== old.thinId) continue;
-      await run.lvm.remove(lv, { missingOk: true });
+      // force: a base whose origin is gone is no longer a snapshot; the tag and thin id say it is ours.
+      await run.lvm.remove(lv, { missingOk: true, force: true });
       run.phase('cleanup', `removed the previous base ${lv.fullName}`);
     } catch (e) {
       run.warn(`could not remove the previous base ${vg}/${old.lv} (${(e as Error).message}); remove it with lvremove ${vg}/${old.lv}`);

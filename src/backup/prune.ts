@@ -36,7 +36,8 @@ export async function pruneBackups(
     try {
       const lv = await lvm.find({ vg: b.vg, lv: b.lv }, options.signal !== undefined ? { signal: options.signal } : {});
       if (lv === null || !lv.tags.includes(KVMBAK_BASE_TAG) || (await lvm.thinVolume(lv)).thinId !== b.thinId) continue;
-      await lvm.remove(lv, { missingOk: true });
+      // force: a base whose origin is gone is no longer a snapshot; the tag and thin id say it is ours.
+      await lvm.remove(lv, { missingOk: true, force: true });
       bases.removed.push(name);
     } catch (e) {
       if (isAbortError(e)) throw e;

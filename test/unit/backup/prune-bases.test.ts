@@ -26,13 +26,16 @@ afterEach(async () => {
 });
 
 /** An LVM where `present` is a thin snapshot of ORIGIN tagged `tags`; records every lvremove. */
-function world(present: string, tags = 'kvmbak,kvmbak-base'): { pool: FakeThinPool; removed: string[][] } {
+function world(present: string, tags = 'kvmbak,kvmbak-base', origin = ORIGIN): { pool: FakeThinPool; removed: string[][] } {
   const lvs = fixture('lvs-thin')
     .replaceAll('kvmbak-fx-db-02-snap', present)
     .replaceAll('kvmbak-fx-db-02', ORIGIN)
     .replaceAll('kvmbak-fx-pool', POOL)
     .replaceAll('vgkvmbak', VG)
-    .replaceAll('"kvmbak,kvmbak-run-fx"', JSON.stringify(tags));
+    .replaceAll('"kvmbak,kvmbak-run-fx"', JSON.stringify(tags))
+    .replaceAll(`"origin":"${ORIGIN}"`, `"origin":"${origin}"`)
+    // what lvs says of a thin snapshot whose origin was removed: a plain thin volume
+    .replaceAll('"public,snapshot,thinsnapshot"', origin === '' ? '"public"' : '"public,snapshot,thinsnapshot"');
   const removed: string[][] = [];
   const captured = record('lvremove-snapshot');
   const inner: CommandRunner = {
@@ -66,6 +69,15 @@ describe('prune removes the bases no remaining set records', () => {
       { vg: VG, lv: B1, thinId: BASE_ID },
       { vg: VG, lv: B2, thinId: BASE_ID },
     ]);
+    expect(r.bases).toEqual({ removed: [`${VG}/${B2}`], errors: [] });
+    expect(removed).toEqual([['lvremove', '-y', '--', `${VG}/${B2}`]]);
+  });
+
+  it('a base whose origin is gone (the disk was lost) is no longer a snapshot, and is still removed', async () => {
+    dest = await threeSets();
+    const { pool, removed } = world(B2, 'kvmbak,kvmbak-base', '');
+    expect((await pool.lvm.find({ vg: VG, lv: B2 }))!.snapshot).toBeNull();
+    const r = await pruneBackups(dest, 'web', { keepLast: 1 }, { lvm: pool.lvm });
     expect(r.bases).toEqual({ removed: [`${VG}/${B2}`], errors: [] });
     expect(removed).toEqual([['lvremove', '-y', '--', `${VG}/${B2}`]]);
   });
