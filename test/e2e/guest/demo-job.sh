@@ -106,7 +106,7 @@ if [ "$state" != running ]; then
   exit 1
 fi
 
-say "What the destination holds, and a full check of the set (every file against its checksum, every image decompressed):"
+say "What the destination holds, and a full check of the set (every file against its checksum, every chunk or image decompressed):"
 run kvmbak list "$dest"
 kvmbak_tty verify "$set_path"
 
