@@ -9,13 +9,14 @@
 // Prints, with the command that reproduces each figure:
 //   - first backup into an empty store vs `kvmbak image pack` of the same image (speed ratio);
 //   - second backup of the unchanged image: speed-up over the first, bytes added;
-//   - after rewriting 2% of the image's 4 MiB chunks: bytes added / bytes of the first backup;
-//   - the serial whole-disk sha256 rate, against the unchanged re-backup's rate (does it cap it?).
+//   - after rewriting 2% of the image's 4 MiB chunks: bytes added / bytes of the first backup.
+// The store runs write a disk as `kvmbak backup --format chunks` does (storeChunked): no whole-disk
+// sha256, the disk is identified by its chunk list.
 // The image is bench/run.mjs's "realistic" one (ext4 of /usr files, fully allocated), shared through
 // bench/.data: whichever bench runs first makes it. Inputs are read once before every timed run
 // (warm page cache) so both sides read from memory; runs alternate so background load hits both.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -35,10 +36,9 @@ if (process.argv[2] === '--child') {
   const { ChunkStore, writeDiskToStore } = await import('../dist/index.js');
   const t0 = performance.now();
   let line;
-  if (op === 'store' || op === 'store-nosha') {
+  if (op === 'store') {
     const store = await ChunkStore.open(dst);
     const r = await writeDiskToStore(src, store, {
-      wholeSha256: op === 'store',
       ...(concurrency ? { concurrency: Number(concurrency) } : {}),
     });
     await store.close();
@@ -50,21 +50,7 @@ if (process.argv[2] === '--child') {
       chunksNew: r.chunksNew,
       chunksReused: r.chunksReused,
       zeroChunks: r.zeroChunks,
-      rawSha256: r.rawSha256,
     };
-  } else if (op === 'sha256') {
-    // The serial whole-disk hash alone, from memory: 256 MiB read once, hashed 4 times.
-    const buf = Buffer.allocUnsafe(256 * MiB);
-    const fh = await open(src);
-    await fh.read(buf, 0, buf.length, 0);
-    await fh.close();
-    const t1 = performance.now();
-    const c1 = process.cpuUsage();
-    const h = createHash('sha256');
-    for (let i = 0; i < 4; i++) h.update(buf);
-    h.digest();
-    const c = process.cpuUsage(c1);
-    line = { op, seconds: (performance.now() - t1) / 1000, hashCpuS: (c.user + c.system) / 1e6, bytes: 4 * buf.length };
   } else if (op === 'rewrite') {
     // A copy of SRC with 4 KiB of random data written into 2% of its 4 MiB chunks (as a guest rewriting files).
     execFileSync('cp', ['--reflink=auto', src, dst]);
@@ -184,8 +170,7 @@ const startLoad = os
 const packS = [];
 const firstS = [];
 const secondS = [];
-const noShaS = [];
-const cpu = { pack: [], first: [], second: [], nosha: [] };
+const cpu = { pack: [], first: [], second: [] };
 let first;
 let second;
 let packBytes;
@@ -206,12 +191,8 @@ for (let r = 0; r < reps; r++) {
   second = await storeRun(img, store);
   secondS.push(second.seconds);
   cpu.second.push(second.cpuS);
-  warm(img);
-  const nosha = await storeRun(img, store, 'store-nosha');
-  noShaS.push(nosha.seconds);
-  cpu.nosha.push(nosha.cpuS);
   log(
-    `#${r + 1}: image pack ${p.seconds.toFixed(2)} s, first store backup ${first.seconds.toFixed(2)} s (${(first.maxRssKiB / 1024).toFixed(0)} MiB RSS), unchanged re-backup ${second.seconds.toFixed(2)} s (${noShaS.at(-1).toFixed(2)} s without the whole-disk sha256)`,
+    `#${r + 1}: image pack ${p.seconds.toFixed(2)} s, first store backup ${first.seconds.toFixed(2)} s (${(first.maxRssKiB / 1024).toFixed(0)} MiB RSS), unchanged re-backup ${second.seconds.toFixed(2)} s`,
   );
 }
 const storeBytes = duBytes(store);
@@ -223,11 +204,9 @@ warm(changed);
 const third = await storeRun(changed, store);
 await rm(changed, { force: true });
 
-const sha = await run([self, '--child', 'sha256', img]);
 await rm(join(OUT, 'pack.gz'), { force: true });
 await rm(store, { recursive: true, force: true });
 
-const shaRate = mbps(sha.bytes, sha.seconds);
 const rebackupRate = mbps(size, median(secondS));
 const lines = [];
 const cpus = os.cpus();
@@ -275,38 +254,17 @@ row(
   'node bench/chunks.mjs --child rewrite IMG /tmp/changed.img; node bench/chunks.mjs --child store /tmp/changed.img /tmp/store',
 );
 row(
-  'serial whole-disk sha256 (one core, from memory)',
-  `${shaRate.toFixed(0)} MB/s (${mbps(sha.bytes, sha.hashCpuS).toFixed(0)} per CPU s)`,
-  '',
-  'node bench/chunks.mjs --child sha256 IMG',
-);
-row('  unchanged re-backup rate / sha256 rate', `${(rebackupRate / shaRate).toFixed(2)}`, 'near 1 = the serial hash caps it', 'the two above');
-row(
-  '  the same without the whole-disk sha256',
-  `${(median(firstS) / median(noShaS)).toFixed(2)}× (${mbps(size, median(noShaS)).toFixed(0)} MB/s)`,
-  'wholeSha256: false',
-  'node bench/chunks.mjs --child store-nosha IMG /tmp/store   (into the store the first made)',
-);
-row(
   'CPU seconds (user+sys): pack / first / unchanged',
   `${median(cpu.pack).toFixed(1)} / ${median(cpu.first).toFixed(1)} / ${median(cpu.second).toFixed(1)}`,
   'load-independent view',
   'cpuUserS+cpuSystemS / cpuS of the runs above',
 );
-row(
-  '  first / unchanged CPU seconds',
-  `${(median(cpu.first) / median(cpu.second)).toFixed(2)}× (${(median(cpu.first) / median(cpu.nosha)).toFixed(2)}× without the sha256)`,
-  '',
-);
+row('  first / unchanged CPU seconds', `${(median(cpu.first) / median(cpu.second)).toFixed(2)}×`, '');
 row('peak RSS, first store backup', `${(first.maxRssKiB / 1024).toFixed(0)} MiB`, '< 256 MiB', 'maxRssKiB of the first backup');
 lines.push('');
 lines.push('all of it: node bench/chunks.mjs [--reps N] (or npm run bench -- --only chunks); a child also takes a concurrency after DEST');
 console.log(lines.join('\n'));
 await writeFile(
   join(OUT, 'results.json'),
-  JSON.stringify(
-    { date: new Date().toISOString(), reps, packS, firstS, secondS, noShaS, cpu, first, second, third, sha, storeBytes, packBytes },
-    null,
-    2,
-  ),
+  JSON.stringify({ date: new Date().toISOString(), reps, packS, firstS, secondS, cpu, first, second, third, storeBytes, packBytes }, null, 2),
 );

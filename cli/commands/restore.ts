@@ -121,7 +121,9 @@ export function formatResult(r: RestoreResult): string[] {
     const from = d.mode === 'chunks' ? '  from the chunk store' : '';
     const zeros =
       d.skipZeros && d.bytesWritten < d.rawBytes ? `  ${formatBytes(d.rawBytes - d.bytesWritten)} of zero chunks left unwritten (new thin LV)` : '';
-    lines.push(`  ${d.target}  ${d.lv}${how}  ${formatBytes(d.rawBytes)}${from}  sha256 ok${zeros}  ${formatSeconds(d.seconds)}`);
+    // a chunked disk without a whole-disk sha256 is proven chunk by chunk (each against its id)
+    const check = d.sha256 === null ? 'every chunk sha256 ok' : 'sha256 ok';
+    lines.push(`  ${d.target}  ${d.lv}${how}  ${formatBytes(d.rawBytes)}${from}  ${check}${zeros}  ${formatSeconds(d.seconds)}`);
   }
   for (const x of r.replaced) lines.push(`  replaced domain ${x.name} (${x.uuid}, was ${x.state})`);
   for (const lv of r.leftoverLvs) lines.push(`  could not remove the old LV ${lv}: lvremove it`);

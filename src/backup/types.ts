@@ -163,8 +163,7 @@ export interface BackupDiskResult {
   /** Its file in the set: the image, or (format chunks) the chunk list. */
   file: string;
   rawBytes: number;
-  /** sha256 of the raw disk; absent when only changed chunks were read (thin delta). */
-  rawSha256?: string;
+  rawSha256?: string; // absent for format chunks: the disk's identity is its chunk list (fileSha256) and the chunk ids
   /** Bytes this run stored for the disk: the image's size, or the chunk files it added to the store. */
   storedBytes: number;
   /** sha256 of `file`. */

@@ -1,16 +1,22 @@
 /**
  * A whole disk into the chunk store and back.
  *
+ * A disk is identified by its chunk list: each id is the sha256 of its raw chunk, checked on every
+ * read, so the list (whose own sha256 the set records) pins every byte of the disk. No whole-disk
+ * sha256 is needed for that, and none is computed unless asked (`wholeSha256`, for the memory
+ * state): it would be one serial hash on the JS thread, capping a re-backup whose other work
+ * spreads over the cores, and a thin-delta run (writeDiskDelta) never reads the whole disk.
+ *
  * writeDiskToStore reads the source sequentially in 4 MiB chunks and keeps up to `concurrency`
  * chunks in flight: each is checked for all-zero (a memcmp), else hashed on the store's codec threads,
- * looked up by path, and compressed and written only when the store lacks it. The sha256 of the
- * whole disk is one serial hash, fed in disk order on the JS thread as chunks are read (bench/chunks.mjs
- * measures its rate). Memory: `concurrency + 1` chunk buffers, plus 32 bytes per chunk for the list.
+ * looked up by path, and compressed and written only when the store lacks it. Memory:
+ * `concurrency + 1` chunk buffers, plus 32 bytes per chunk for the list.
  *
  * readDiskFromStore fetches and checks chunks ahead in parallel (read, decompress, sha256 against
- * the id), writes them in order, hashes the whole disk and compares it with the list's raw-sha256.
- * With `sparse`, all-zero chunks are not written: for a destination that already reads as zeros
- * (a new thin LV, or a regular file, which it truncates first and leaves sparse).
+ * the id) and writes them in order; when the list has a raw-sha256 (the memory state, sets of older
+ * kvmbak) it also hashes the whole and compares. With `sparse`, all-zero chunks are not written:
+ * for a destination that already reads as zeros (a new thin LV, or a regular file, which it
+ * truncates first and leaves sparse).
  */
 import { createHash } from 'node:crypto';
 import { read as fsRead } from 'node:fs';
@@ -41,17 +47,18 @@ export interface WriteDiskOptions {
   /** Expected bytes, for progress only. */
   size?: number;
   /**
-   * Compute the sha256 of the whole disk (default true). It is one serial hash on the JS thread,
-   * about 1-2 GB/s: on a fast disk it caps an unchanged re-backup, whose other work spreads over the
-   * cores. Without it the list has no raw-sha256 and the disk is identified by its chunk ids (each
-   * the sha256 of its chunk, checked on every read).
+   * Also compute the sha256 of the whole source and record it in the list as `# raw-sha256`
+   * (default false). It is one serial hash on the JS thread, about 1-2 GB/s: on a fast disk it caps
+   * an unchanged re-backup, whose other work spreads over the cores. For data checked whole by its
+   * users (the memory state, which `virsh restore` takes as one file); a disk is identified by its
+   * chunk ids (each the sha256 of its chunk, checked on every read).
    */
   wholeSha256?: boolean;
 }
 
 export interface WriteDiskResult {
   list: ChunkList;
-  /** sha256 of the whole disk (undefined with `wholeSha256: false`). */
+  /** sha256 of the whole source (only with `wholeSha256`). */
   rawSha256: string | undefined;
   bytesRead: number;
   chunks: number;
@@ -172,7 +179,7 @@ export async function writeDiskToStore(source: DiskSource, store: ChunkStore, op
     read = fileReader(source);
   }
 
-  const whole = options.wholeSha256 === false ? undefined : createHash('sha256');
+  const whole = options.wholeSha256 === true ? createHash('sha256') : undefined;
   const ids = new IdBuffer();
   const free: Buffer[] = [];
   for (let i = 0; i <= concurrency; i++) free.push(Buffer.allocUnsafeSlow(CHUNK_SIZE));
@@ -264,10 +271,17 @@ export interface ReadDiskOptions {
    * written: a regular file (it is truncated first, so it stays sparse) or a new thin LV.
    */
   sparse?: boolean;
+  /**
+   * Hash the whole rebuilt data (one serial hash on the JS thread) even when the list has no
+   * raw-sha256; a list that has one is always checked against it. Every chunk is checked against
+   * its id either way.
+   */
+  wholeSha256?: boolean;
 }
 
 export interface ReadDiskResult {
-  rawSha256: string;
+  /** sha256 of the whole rebuilt data; undefined when not computed (see ReadDiskOptions.wholeSha256). */
+  rawSha256: string | undefined;
   bytesWritten: number;
   /** All-zero chunks left unwritten (sparse). */
   zeroChunksSkipped: number;
@@ -275,9 +289,9 @@ export interface ReadDiskResult {
 
 /**
  * Rebuilds a disk from its chunk list into `dest` (a file path, created 0600 when missing, or a
- * device path; or an open FileHandle). Every chunk is checked against its id, the whole disk
- * against the list's raw-sha256 (when the list has one); a mismatch is a ChunkError. The data is
- * fsynced before it returns.
+ * device path; or an open FileHandle). Every chunk is checked against its id (decompressed, its
+ * sha256 compared) and its length against the list; the whole disk against the list's raw-sha256
+ * when the list has one. A mismatch is a ChunkError. The data is fsynced before it returns.
  */
 export async function readDiskFromStore(
   list: ChunkList,
@@ -305,7 +319,7 @@ export async function readDiskFromStore(
     fh = dest;
   }
   const n = chunkCount(list);
-  const whole = createHash('sha256');
+  const whole = options.wholeSha256 === true || list.rawSha256 !== undefined ? createHash('sha256') : undefined;
   let bytesWritten = 0;
   let zeroChunksSkipped = 0;
   const ahead = new Map<number, Promise<Buffer | null>>();
@@ -354,7 +368,7 @@ export async function readDiskFromStore(
       const len = chunkLength(list, i);
       const pos = i * list.chunkSize;
       if (raw === null) {
-        hashZeros(whole, len);
+        if (whole) hashZeros(whole, len);
         if (options.sparse === true || regular) {
           // A regular file was truncated to the size: its holes read as zeros already.
           zeroChunksSkipped++;
@@ -364,7 +378,7 @@ export async function readDiskFromStore(
           bytesWritten += len;
         }
       } else {
-        whole.update(raw);
+        whole?.update(raw);
         await writeAll(fh, raw, pos);
         bytesWritten += len;
       }
@@ -380,8 +394,8 @@ export async function readDiskFromStore(
   } finally {
     if (own) await fh.close().catch(() => undefined);
   }
-  const rawSha256 = whole.digest('hex');
-  if (list.rawSha256 !== undefined && rawSha256 !== list.rawSha256) {
+  const rawSha256 = whole?.digest('hex');
+  if (list.rawSha256 !== undefined && rawSha256 !== undefined && rawSha256 !== list.rawSha256) {
     throw new ChunkError(
       `the rebuilt disk hashes to ${rawSha256}, its chunk list says ${list.rawSha256}: the list or the store is damaged`,
       'KVMBAK_CHUNK_DISK_MISMATCH',

@@ -11,22 +11,24 @@
  *     5f70/5f70bf…
  *     ab12/ab12e4…
  *
- * Header lines start with `#` (fixed order; raw-sha256 optional); each other line is the path of one
- * chunk file relative to the store folder (DEST/.chunks): the first 4 hex digits of its id, a slash,
- * the id. Every chunk is raw-size/chunk-size bytes long except the last, which holds the rest. The
- * chunk files are gzip members, so their concatenation in list order is a gzip of the whole disk.
+ * Header lines start with `#` (fixed order; raw-sha256 optional: the memory state's list has it, a
+ * disk's has it only from older kvmbak); each other line is the path of one chunk file relative to
+ * the store folder (DEST/.chunks): the first 4 hex digits of its id, a slash, the id. Every chunk is
+ * raw-size/chunk-size bytes long except the last, which holds the rest. The chunk files are gzip
+ * members, so their concatenation in list order is a gzip of the whole disk.
  *
- * By hand (coreutils + gzip only; the test runs exactly these lines):
+ * The list is the disk's identity: each id is the sha256 of its raw chunk, so a list that is intact
+ * (its own sha256 is in the set's SHA256SUMS) and chunks that decompress to their ids rebuild the
+ * disk exactly, with no whole-disk hash. By hand (coreutils + gzip only; the test runs exactly these
+ * lines): every chunk checked against its name, then the disk rebuilt, dd's byte count printed when
+ * it is the list's raw size.
  *
  * <by-hand>
  *     cd /backup/.chunks
  *     set -o pipefail
- *     grep -v '^#' /backup/web01/20261126T031500Z/disks/vda.chunks | xargs cat | zcat | dd of=/dev/vg0/web01-root bs=4M iflag=fullblock conv=fsync status=none
- *     grep -v '^#' /backup/web01/20261126T031500Z/disks/vda.chunks | xargs cat | zcat | sha256sum
- *     grep '^# raw-sha256 ' /backup/web01/20261126T031500Z/disks/vda.chunks
+ *     grep -v '^#' /backup/web01/20261126T031500Z/disks/vda.chunks | while read -r C; do zcat "$C" | sha256sum | grep -q "^${C#????/} " || { echo "damaged: $C"; exit 1; }; done
+ *     grep -v '^#' /backup/web01/20261126T031500Z/disks/vda.chunks | xargs cat | zcat | LC_ALL=C dd of=/dev/vg0/web01-root bs=4M iflag=fullblock conv=fsync 2>&1 | grep "^$(sed -n 's/^# raw-size //p' /backup/web01/20261126T031500Z/disks/vda.chunks) byte"
  * </by-hand>
- *
- * The two sha256 lines must show the same digest.
  *
  * Reading is strict and bounded: a list whose header is wrong, whose numbers are out of range, whose
  * lines are not chunk paths, or which has fewer or more lines than its header says (a truncated

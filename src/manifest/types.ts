@@ -77,7 +77,8 @@ export interface ManifestMemoryChunked {
   bytes: number;
   /** sha256 of the raw save image (equals chunks.rawSha256). */
   sha256: string;
-  chunks: ManifestChunks & { file: typeof MEMORY_CHUNKS_FILE };
+  /** The memory state keeps its whole sha256: `virsh restore` takes the rebuilt file as one piece. */
+  chunks: ManifestChunks & { file: typeof MEMORY_CHUNKS_FILE; rawSha256: string };
 }
 
 export type ManifestMemory = ManifestMemoryFile | ManifestMemoryChunked;
@@ -107,8 +108,12 @@ export interface ManifestChunks {
   /** Raw bytes of the source. */
   rawBytes: number;
   /**
-   * sha256 of the raw bytes (what `xargs cat | zcat | sha256sum` prints). Absent for a disk read
-   * by thin delta (only the changed chunks were read): the chunk ids identify it.
+   * sha256 of the raw bytes (what `xargs cat | zcat | sha256sum` prints): always for the memory
+   * state; absent for a disk written by kvmbak since the chunk list became a disk's identity
+   * (hashing the whole disk is one serial pass that caps a re-backup, and a thin-delta run never
+   * reads the whole disk). Such a disk is proven by its list (listSha256, in SHA256SUMS) and each
+   * chunk's id (the sha256 of its raw data, checked on every read). Older sets carry it, and it is
+   * still checked when present.
    */
   rawSha256?: string;
   /** Raw bytes per chunk (the last chunk may be shorter). */
@@ -241,7 +246,10 @@ export function manifestFormatFor(m: Pick<Manifest, 'disks' | 'memory'>): Manife
   return chunked ? MANIFEST_FORMAT : MANIFEST_FORMAT_V1;
 }
 
-/** The raw data a disk entry stands for, whichever way it is stored. */
+/**
+ * The raw data a disk entry stands for, whichever way it is stored. `rawSha256` is undefined for a
+ * chunked disk identified by its chunk list alone (see ManifestChunks.rawSha256).
+ */
 export function diskRaw(d: ManifestDisk): { rawBytes: number; rawSha256: string | undefined; chunkSize: number } {
   const s = d.chunks ?? d.image!;
   return { rawBytes: s.rawBytes, rawSha256: s.rawSha256, chunkSize: s.chunkSize };

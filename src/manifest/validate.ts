@@ -215,13 +215,16 @@ function checkImage(c: Checker, image: Obj, p: string): void {
   }
 }
 
-/** A chunk list's description (kvmbak/2); returns rawBytes and rawSha256 when valid. */
-function checkChunks(c: Checker, ch: Obj, p: string): { rawBytes?: number; rawSha256?: string } {
+/**
+ * A chunk list's description (kvmbak/2); returns rawBytes and rawSha256 when valid. A disk's list
+ * may go without rawSha256 (its identity is the list and the chunk ids); the memory state's may not.
+ */
+function checkChunks(c: Checker, ch: Obj, p: string, rawSha256Required: boolean): { rawBytes?: number; rawSha256?: string } {
   c.relativeFile(ch, 'file', `${p}.file`);
   c.integer(ch, 'listBytes', `${p}.listBytes`, 1);
   c.sha256(ch, 'listSha256', `${p}.listSha256`);
   const rawBytes = c.integer(ch, 'rawBytes', `${p}.rawBytes`);
-  const rawSha256 = ch.rawSha256 === undefined && ch.read === 'thin-delta' ? undefined : c.sha256(ch, 'rawSha256', `${p}.rawSha256`);
+  const rawSha256 = rawSha256Required || ch.rawSha256 !== undefined ? c.sha256(ch, 'rawSha256', `${p}.rawSha256`) : undefined;
   const chunkSize = c.integer(ch, 'chunkSize', `${p}.chunkSize`, MANIFEST_LIMITS.minChunkSize, MANIFEST_LIMITS.maxChunkSize);
   const chunks = c.integer(ch, 'chunks', `${p}.chunks`);
   const zeroChunks = c.integer(ch, 'zeroChunks', `${p}.zeroChunks`);
@@ -277,7 +280,7 @@ function checkDisk(c: Checker, disk: Obj, p: string, format: ManifestFormat): vo
   } else {
     if (disk.image !== undefined) c.add(`${p}.image`, 'must not be set next to chunks (a disk is stored one way)');
     const chunks = c.object(disk, 'chunks', `${p}.chunks`);
-    if (chunks) checkChunks(c, chunks, `${p}.chunks`);
+    if (chunks) checkChunks(c, chunks, `${p}.chunks`, false);
   }
 
   const snap = c.object(disk, 'snapshot', `${p}.snapshot`);
@@ -372,7 +375,7 @@ export function validateManifest(json: unknown, source = 'manifest'): Manifest {
       const chunks = c.object(memory, 'chunks', 'memory.chunks');
       if (chunks) {
         c.literal(chunks, 'file', 'memory.chunks.file', MEMORY_CHUNKS_FILE);
-        const raw = checkChunks(c, chunks, 'memory.chunks');
+        const raw = checkChunks(c, chunks, 'memory.chunks', true);
         if (bytes !== undefined && raw.rawBytes !== undefined && raw.rawBytes !== bytes) {
           c.add('memory.chunks.rawBytes', `must equal memory.bytes (${bytes}), got ${raw.rawBytes}`);
         }

@@ -32,9 +32,8 @@ export interface ChunkListRef {
   file: string;
   /** Absolute path of the list. */
   path: string;
-  /** What the manifest says the list rebuilds. */
+  /** What the manifest says the list rebuilds (a disk of current kvmbak records no whole sha256). */
   rawBytes: number;
-  /** Absent for a disk read by thin delta: the chunk ids identify it. */
   rawSha256: string | undefined;
   chunkSize: number;
   chunks: number;
@@ -131,7 +130,13 @@ function headerMismatch(list: ChunkList, ref: ChunkListRef): string | null {
   if (list.rawSize !== ref.rawBytes) return `it describes ${list.rawSize} raw bytes, the manifest says ${ref.rawBytes}`;
   if (list.chunkSize !== ref.chunkSize) return `its chunk size is ${list.chunkSize}, the manifest says ${ref.chunkSize}`;
   if (chunkCount(list) !== ref.chunks) return `it names ${chunkCount(list)} chunks, the manifest says ${ref.chunks}`;
-  if (list.rawSha256 !== undefined && list.rawSha256 !== ref.rawSha256) return 'its raw sha256 differs from the manifest';
+  if (list.rawSha256 !== ref.rawSha256) {
+    return ref.rawSha256 === undefined
+      ? 'it records a raw sha256, the manifest none'
+      : list.rawSha256 === undefined
+        ? 'it records no raw sha256, the manifest does'
+        : 'its raw sha256 differs from the manifest';
+  }
   return null;
 }
 

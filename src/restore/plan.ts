@@ -409,12 +409,14 @@ export async function planRestore(
       `${formatBytes(p.rawBytes)} from ${f.file}${f.format === 'chunks' ? ' (chunks from the chunk store)' : ''}` +
       (p.skipZeros ? ', leaving its all-zero chunks unwritten' : '');
     const kind = (c: RestoreDiskPlan['create']): string => (c!.kind === 'thin' ? `thin in ${(c as { pool: string }).pool}` : 'linear');
+    // a chunked disk without a whole-disk sha256 is checked chunk by chunk, each against its id
+    const check = p.rawSha256 === undefined ? "checking each chunk's sha256" : 'checking its sha256';
     steps.push(
       p.action === 'create'
-        ? `${p.target}: create ${p.vg}/${p.lv} (${formatBytes(p.size)}, ${kind(p.create)}) and write ${image}, checking its sha256`
+        ? `${p.target}: create ${p.vg}/${p.lv} (${formatBytes(p.size)}, ${kind(p.create)}) and write ${image}, ${check}`
         : p.action === 'swap'
-          ? `${p.target}: create a new LV ${p.vg}/${p.temp!.newLv} (${formatBytes(p.size)}, ${kind(p.create)}) beside ${p.vg}/${p.lv} and write ${image}, checking its sha256`
-          : `${p.target}: overwrite ${p.vg}/${p.lv} in place (${formatBytes(p.size)}, existing) with ${image}, checking its sha256`,
+          ? `${p.target}: create a new LV ${p.vg}/${p.temp!.newLv} (${formatBytes(p.size)}, ${kind(p.create)}) beside ${p.vg}/${p.lv} and write ${image}, ${check}`
+          : `${p.target}: overwrite ${p.vg}/${p.lv} in place (${formatBytes(p.size)}, existing) with ${image}, ${check}`,
     );
   }
   if (!stopFirst) steps.push(...stopSteps);

@@ -7,7 +7,7 @@
  * - before anything is stopped or written, every file of the set is hashed
  *   and compared with SHA256SUMS and the manifest (a dry run does the same);
  * - an existing LV (with `force`) is not overwritten: a new LV is written
- *   beside it (same VG, or same thin pool), its raw sha256 checked, and only
+ *   beside it (same VG, or same thin pool), its data checked, and only
  *   then is the domain using the old one stopped and the names swapped
  *   (lvrename). A failure before the swap leaves the old LV and the running
  *   domain as they were; the old LV is removed once the restored domain is
@@ -38,6 +38,7 @@ import {
   isValidDomainName,
   parseSetPath,
   readSetManifest,
+  sha256File,
   verifySetFiles,
 } from '../store/index.js';
 import { RestoreError } from './errors.js';
@@ -395,10 +396,11 @@ async function assertNotInUse(run: RestoreRun, p: RestoreDiskPlan, lv: string): 
 }
 
 /**
- * Writes every disk, checking the raw sha256 as it goes: an image through unpackImage (it fails
- * on a mismatch), a chunk list through readDiskFromStore (each chunk checked against its id, the
- * whole disk against the list, and here against the manifest). A new thin LV gets no all-zero
- * chunk written (skipZeros).
+ * Writes every disk, checking its data as it goes: an image through unpackImage (raw sha256; it
+ * fails on a mismatch), a chunk list through readDiskFromStore (the list's sha256 against the
+ * manifest first, each chunk against its id, the size against the manifest; the whole disk's sha256
+ * too in a set of older kvmbak that records one). A new thin LV gets no all-zero chunk written
+ * (skipZeros).
  */
 async function writeImages(run: RestoreRun): Promise<void> {
   for (const p of run.plan.disks) {
@@ -445,7 +447,7 @@ async function writeFromImage(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalVo
 /** What restore reports of a disk written as `p` planned it. */
 function diskResult(
   p: RestoreDiskPlan,
-  written: Pick<RestoreDiskResult, 'rawBytes' | 'sha256' | 'bytesWritten' | 'mode' | 'seconds'>,
+  written: Pick<RestoreDiskResult, 'rawBytes' | 'sha256' | 'listSha256' | 'bytesWritten' | 'mode' | 'seconds'>,
 ): RestoreDiskResult {
   return {
     target: p.target,
@@ -463,6 +465,16 @@ async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalV
   const chunks = d.chunks!; // the plan's format 'chunks' is a disk with a chunk list
   run.phase('write', `writing ${chunks.file} (${chunks.chunks} chunks from ${chunkStoreOfSet(run.plan.set)}) onto ${lv.fullName} (${lv.path})`);
   const t0 = performance.now();
+  // The disk's identity is its list: the one read here must be the one the manifest names (each
+  // chunk is then checked against its id as it is read).
+  const listed = await sha256File(p.image, { signal: run.signal });
+  if (listed.bytes !== chunks.listBytes || listed.sha256 !== chunks.listSha256) {
+    throw new RestoreError(
+      `${chunks.file} changed since the set was checked (sha256 ${listed.sha256}, the manifest says ${chunks.listSha256}); nothing was written to ${lv.fullName}`,
+      'KVMBAK_RESTORE_FAILED',
+      { set: run.plan.set, domain: run.name },
+    );
+  }
   const list = await readChunkList(p.image, run.signal);
   const store = await ChunkStore.open(chunkStoreOfSet(run.plan.set));
   const progress = writeProgress(run, p, lv);
@@ -470,6 +482,8 @@ async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalV
   try {
     r = await readDiskFromStore(list, store, lv.path, {
       sparse: p.skipZeros,
+      // a set of older kvmbak records the whole disk's sha256: checked below
+      wholeSha256: chunks.rawSha256 !== undefined,
       ...(run.options.threads !== undefined ? { concurrency: Math.max(2, run.options.threads) } : {}),
       ...(run.signal ? { signal: run.signal } : {}),
       onProgress: (ev) => {
@@ -481,8 +495,9 @@ async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalV
     await store.close();
   }
   if (list.rawSize !== chunks.rawBytes || (chunks.rawSha256 !== undefined && r.rawSha256 !== chunks.rawSha256)) {
+    const what = (bytes: number, sha256: string | undefined): string => `${bytes} bytes${sha256 !== undefined ? `, sha256 ${sha256}` : ''}`;
     throw new RestoreError(
-      `the data rebuilt from ${chunks.file} (${list.rawSize} bytes, sha256 ${r.rawSha256}) differs from the manifest's (${chunks.rawBytes} bytes${chunks.rawSha256 !== undefined ? `, sha256 ${chunks.rawSha256}` : ''}); ${lv.fullName} now holds unverified data`,
+      `the data rebuilt from ${chunks.file} (${what(list.rawSize, chunks.rawSha256 !== undefined ? r.rawSha256 : undefined)}) differs from the manifest's (${what(chunks.rawBytes, chunks.rawSha256)}); ${lv.fullName} now holds unverified data`,
       'KVMBAK_RESTORE_FAILED',
       { set: run.plan.set, domain: run.name },
     );
@@ -490,7 +505,8 @@ async function writeFromChunks(run: RestoreRun, p: RestoreDiskPlan, lv: LogicalV
   progress({ phase: 'sync', bytesDone: list.rawSize, bytesTotal: list.rawSize, rate: 0 });
   return diskResult(p, {
     rawBytes: list.rawSize,
-    sha256: r.rawSha256,
+    sha256: chunks.rawSha256 !== undefined ? r.rawSha256! : null,
+    listSha256: chunks.listSha256,
     bytesWritten: r.bytesWritten,
     mode: 'chunks',
     seconds: (performance.now() - t0) / 1000,
@@ -516,6 +532,7 @@ async function rebuildMemoryState(run: RestoreRun): Promise<{ file: string; remo
     let r;
     try {
       r = await readDiskFromStore(list, store, file, {
+        wholeSha256: true, // the memory state is checked whole: memory.sha256
         ...(run.options.threads !== undefined ? { concurrency: Math.max(2, run.options.threads) } : {}),
         ...(run.signal ? { signal: run.signal } : {}),
       });

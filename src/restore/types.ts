@@ -87,8 +87,8 @@ export interface RestoreDiskPlan {
   /** The image, or the chunk list, in the set (absolute path). */
   image: string;
   /**
-   * Raw bytes the image holds and their sha256 (checked while writing). No sha256 for a chunked
-   * disk read by thin delta: each chunk is checked against its id instead.
+   * Raw bytes the image holds and their sha256 (checked while writing). No sha256 for a chunked disk
+   * identified by its chunk list (each chunk checked against its id, the list against the manifest).
    */
   rawBytes: number;
   rawSha256: string | undefined;
@@ -167,8 +167,14 @@ export interface RestoreDiskResult {
   path: string;
   created: boolean;
   rawBytes: number;
-  /** sha256 of the data written: equal to the manifest's (checked). */
-  sha256: string;
+  /**
+   * sha256 of the data written: equal to the manifest's (checked). null for a chunked disk whose
+   * set records no whole-disk sha256: its identity is its chunk list (`listSha256`), and every chunk
+   * written was checked against its id (the sha256 of its data).
+   */
+  sha256: string | null;
+  /** Format chunks: the sha256 of the chunk list the disk was rebuilt from, checked against the manifest. */
+  listSha256?: string;
   /** A new LV was written beside the existing one and swapped in; the old one removed (see RestoreResult.leftoverLvs). */
   swapped: boolean;
   /** Raw bytes written to the LV; the rest were all-zero chunks left unwritten (skipZeros). */

@@ -16,7 +16,7 @@ import {
   writeDiskDelta,
   writeDiskToStore,
 } from '../chunks/index.js';
-import { CHUNK_STORE_DIR, type ManifestChunks } from '../manifest/index.js';
+import { CHUNK_STORE_DIR, MEMORY_CHUNKS_FILE, type ManifestChunks } from '../manifest/index.js';
 import type { BackupSet } from './set.js';
 import { setFilePath } from './set.js';
 import { sha256File } from './verify.js';
@@ -44,7 +44,25 @@ export interface StoreChunkedOptions {
  * Reads `source` whole into `store` (writing only the chunks the store lacks), then writes the
  * chunk list as `file` in `set` (atomically, 0600). The chunks are durable before the list exists.
  * Returns the manifest's description and the raw write result.
+ *
+ * A disk is identified by its chunk list (no whole-disk sha256: that serial hash would cap the
+ * run); the memory state (`file` MEMORY_CHUNKS_FILE) keeps its whole sha256, which the manifest
+ * records as memory.sha256 and a by-hand restore checks before `virsh restore`.
  */
+export async function storeChunked(
+  store: ChunkStore,
+  source: DiskSource,
+  set: BackupSet,
+  file: typeof MEMORY_CHUNKS_FILE,
+  options?: StoreChunkedOptions,
+): Promise<{ chunks: ManifestChunks & { rawSha256: string }; written: WriteDiskResult }>;
+export async function storeChunked(
+  store: ChunkStore,
+  source: DiskSource,
+  set: BackupSet,
+  file: string,
+  options?: StoreChunkedOptions,
+): Promise<{ chunks: ManifestChunks; written: WriteDiskResult }>;
 export async function storeChunked(
   store: ChunkStore,
   source: DiskSource,
@@ -53,6 +71,7 @@ export async function storeChunked(
   options: StoreChunkedOptions = {},
 ): Promise<{ chunks: ManifestChunks; written: WriteDiskResult }> {
   const written = await writeDiskToStore(source, store, {
+    wholeSha256: file === MEMORY_CHUNKS_FILE,
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
     ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
@@ -68,7 +87,7 @@ export async function storeChunked(
       listBytes: listed.bytes,
       listSha256: listed.sha256,
       rawBytes: written.bytesRead,
-      rawSha256: written.rawSha256!,
+      ...(written.rawSha256 !== undefined ? { rawSha256: written.rawSha256 } : {}),
       chunkSize: written.list.chunkSize,
       chunks: written.chunks,
       zeroChunks: written.zeroChunks,

@@ -5,7 +5,9 @@
  *
  * Decompressing the images and checking their raw sha256 is the archive
  * module's job: the result lists every image with what it must decompress
- * to (rawBytes, rawSha256, chunkSize, member offsets) for that next step.
+ * to (rawBytes, rawSha256, chunkSize, member offsets) for that next step,
+ * and every chunk list (kvmbak/2): a chunked disk's identity is its list,
+ * checked here like any file, and each chunk's id, checked by restore/.
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -54,7 +56,7 @@ export interface ChunkListToVerify {
   /** The list file passed the file-level checks (size, sha256). */
   fileOk: boolean;
   rawBytes: number;
-  /** Absent for a disk read by thin delta: the chunk ids identify it. */
+  /** The whole data's sha256: the memory state's, and a disk's in sets of older kvmbak; else undefined. */
   rawSha256: string | undefined;
   chunkSize: number;
   chunks: number;

@@ -5,11 +5,12 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, open, readFile, readdir } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CHUNK_SIZE, type BackupResult, backup, isChunkedMemory, readManifest } from '../../../src/index.js';
 import { type Env, defaultWorld, diskContent, setup, sha256, stateOf } from './helpers.js';
+import { bash, fillIn, readmeBlock } from '../../e2e/suite/readme-block.js';
 
 const MiB = 1024 * 1024;
 
@@ -69,7 +70,6 @@ describe('backup format chunks', () => {
       expect(d.chunks).toMatchObject({
         file: `disks/${target}.chunks`,
         rawBytes: content.length,
-        rawSha256: sha256(content),
         chunkSize: CHUNK_SIZE,
         chunks: Math.ceil(content.length / CHUNK_SIZE),
         read: 'full',
@@ -78,11 +78,22 @@ describe('backup format chunks', () => {
       // First backup into an empty store: every distinct chunk is new.
       expect(d.chunks!.newChunks).toBeGreaterThan(0);
       expect(sha256(byHand(join(r.setPath, d.chunks!.file)))).toBe(sha256(content));
+      // The disk's identity is its chunk list (in SHA256SUMS) and the chunk ids: no whole-disk sha256.
+      expect(d.chunks!.rawSha256).toBeUndefined();
+      expect(await readFile(join(r.setPath, d.chunks!.file), 'latin1')).not.toContain('# raw-sha256');
       const res = r.disks.find((x) => x.target === target)!;
-      expect(res).toMatchObject({ format: 'chunks', file: `disks/${target}.chunks`, rawSha256: sha256(content), storedBytes: d.chunks!.addedBytes });
+      expect(res).toMatchObject({
+        format: 'chunks',
+        file: `disks/${target}.chunks`,
+        fileSha256: d.chunks!.listSha256,
+        storedBytes: d.chunks!.addedBytes,
+      });
+      expect(res.rawSha256).toBeUndefined();
     }
-    // The memory state: chunked too, rebuilt by hand it is the test driver's save image.
+    // The memory state: chunked too, rebuilt by hand it is the test driver's save image; it keeps
+    // its whole sha256, in the manifest and the list.
     expect(m.memory !== null && isChunkedMemory(m.memory)).toBe(true);
+    expect(await readFile(join(r.setPath, 'memory.chunks'), 'latin1')).toContain(`# raw-sha256 ${m.memory!.sha256}\n`);
     const state = byHand(join(r.setPath, 'memory.chunks'));
     expect(state.subarray(0, 14).toString('latin1')).toBe('TestGuestMagic');
     expect(sha256(state)).toBe(m.memory!.sha256);
@@ -98,6 +109,7 @@ describe('backup format chunks', () => {
   });
 
   it('a second run stores only the chunks that changed; dry runs say how each disk will be read', async () => {
+    const original = sha256(await lvContent('web-root'));
     const plan1 = await backup(chunked('web-01', { dryRun: true }), env.ctx);
     expect(plan1.plan!.format).toBe('chunks');
     expect(plan1.plan!.disks.map((d) => [d.target, d.readPath])).toEqual([
@@ -128,7 +140,36 @@ describe('backup format chunks', () => {
     expect(sha256(byHand(join(third.setPath, m3.disks[0]!.chunks!.file)))).toBe(sha256(await lvContent('web-root')));
     // The first set still rebuilds as it was.
     const m1 = await readManifest(first.setPath);
-    expect(sha256(byHand(join(first.setPath, m1.disks[0]!.chunks!.file)))).toBe(m1.disks[0]!.chunks!.rawSha256);
+    expect(sha256(byHand(join(first.setPath, m1.disks[0]!.chunks!.file)))).toBe(original);
+  });
+
+  it("the README's chunk check (### A chunked set) passes on the set, and stops at a damaged chunk naming it", async () => {
+    const r = await backup(chunked('web-01', { mode: 'pause' }), env.ctx);
+    const m = await readManifest(r.setPath);
+    const list = m.disks[0]!.chunks!.file;
+    const script = fillIn(readmeBlock('### A chunked set', 'memory.chunks'), {
+      SET: r.setPath,
+      CHUNKS: join(env.dest, '.chunks'),
+      LIST: list,
+      SIZE: String(m.disks[0]!.lvSize),
+      VG: m.disks[0]!.vg,
+      LV: m.disks[0]!.lv,
+    }).split('\n');
+    // the variable lines, then up to the chunk check (the lines after it need root, LVM and libvirt)
+    const check = script.findIndex((l) => l.includes('while read -r C'));
+    expect(script.slice(6, check)).toEqual(['cd "$SET"', expect.stringMatching(/^sha256sum -c SHA256SUMS /)]);
+    const lines = script.slice(0, check + 1).join('\n');
+    const good = await bash(lines, {});
+    expect(good.code, good.out).toBe(0);
+
+    const id = (await readFile(join(r.setPath, list), 'latin1')).split('\n').filter((l) => l && !l.startsWith('#'))[1]!;
+    const file = join(env.dest, '.chunks', id);
+    const gz = await readFile(file);
+    gz[Math.floor(gz.length / 2)]! ^= 0xff;
+    await writeFile(file, gz);
+    const bad = await bash(lines, {});
+    expect(bad.code).toBe(1);
+    expect(bad.out).toContain(`damaged: ${id}\n`);
   });
 
   it('with bwlimit the snapshot is read through the throttle and stored the same', async () => {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -36,11 +36,12 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     await using store = await ChunkStore.forDestination(dir);
     const events: number[] = [];
     const first = await writeDiskToStore(src, store, { onProgress: (e) => events.push(e.bytesDone), size: image.length });
-    expect(first.rawSha256).toBe(sha(image));
+    // the disk's identity is its list: no whole-disk sha256 unless asked
+    expect(first.rawSha256).toBeUndefined();
     expect(first.bytesRead).toBe(image.length);
     expect(first.chunks).toBe(11);
     expect(chunkCount(first.list)).toBe(11);
-    expect(first.list).toMatchObject({ rawSize: image.length, chunkSize: 4 * MiB, rawSha256: sha(image) });
+    expect(first.list).toMatchObject({ rawSize: image.length, chunkSize: 4 * MiB, rawSha256: undefined });
     // chunk kinds cycle text/random/zeros/half: the 3 zero chunks are one chunk in the store
     expect(first.zeroChunks).toBe(3);
     expect(first.chunksNew + first.chunksReused).toBe(11);
@@ -51,29 +52,30 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     for (let i = 0; i < 11; i++) expect(chunkIdAt(first.list, i)).toBe(sha(image.subarray(i * 4 * MiB, (i + 1) * 4 * MiB)));
 
     const second = await writeDiskToStore(src, store);
-    expect(second).toMatchObject({ chunksNew: 0, chunksReused: 11, bytesAdded: 0, rawSha256: first.rawSha256 });
+    expect(second).toMatchObject({ chunksNew: 0, chunksReused: 11, bytesAdded: 0, rawSha256: undefined });
     expect(second.list.ids.equals(first.list.ids)).toBe(true);
-    const noWhole = await writeDiskToStore(src, store, { wholeSha256: false });
-    expect(noWhole.rawSha256).toBeUndefined();
-    expect(noWhole.list.rawSha256).toBeUndefined();
-    expect(noWhole.list.ids.equals(first.list.ids)).toBe(true);
+    const whole = await writeDiskToStore(src, store, { wholeSha256: true });
+    expect(whole.rawSha256).toBe(sha(image));
+    expect(whole.list.rawSha256).toBe(sha(image));
+    expect(whole.list.ids.equals(first.list.ids)).toBe(true);
 
     // rewrite two chunks
     const changed = Buffer.from(image);
     changed.write('changed!', 1 * 4 * MiB + 100);
     changed.write('changed too', 7 * 4 * MiB);
     writeFileSync(src, changed);
-    const third = await writeDiskToStore(src, store);
+    const third = await writeDiskToStore(src, store, { wholeSha256: true });
     expect(third.chunksNew).toBe(2);
     expect(third.rawSha256).toBe(sha(changed));
 
-    // and back, from each list
+    // and back, from each list: a list without raw-sha256 is not hashed whole unless asked
     const out = join(dir, 'back.raw');
     const back = await readDiskFromStore(first.list, store, out);
-    expect(back.rawSha256).toBe(sha(image));
+    expect(back.rawSha256).toBeUndefined();
     expect(readFileSync(out).equals(image)).toBe(true);
     expect(statSync(out).mode & 0o777).toBe(0o600);
-    await readDiskFromStore(third.list, store, out);
+    expect((await readDiskFromStore(first.list, store, out, { wholeSha256: true })).rawSha256).toBe(sha(image));
+    expect((await readDiskFromStore(third.list, store, out)).rawSha256).toBe(sha(changed));
     expect(readFileSync(out).equals(changed)).toBe(true);
   });
 
@@ -82,7 +84,7 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     await using store = await ChunkStore.forDestination(dir);
     const pieces = [];
     for (let off = 0; off < image.length; off += 999_983) pieces.push(image.subarray(off, off + 999_983));
-    const fromStream = await writeDiskToStore(Readable.from(pieces), store);
+    const fromStream = await writeDiskToStore(Readable.from(pieces), store, { wholeSha256: true });
     writeFileSync(join(dir, 'd'), image);
     const fh = await open(join(dir, 'd'));
     const fromHandle = await writeDiskToStore(fh, store);
@@ -98,7 +100,7 @@ describe('writeDiskToStore / readDiskFromStore', () => {
   it('an empty disk is an empty list', async () => {
     writeFileSync(join(dir, 'empty'), '');
     await using store = await ChunkStore.forDestination(dir);
-    const r = await writeDiskToStore(join(dir, 'empty'), store);
+    const r = await writeDiskToStore(join(dir, 'empty'), store, { wholeSha256: true });
     expect(r).toMatchObject({ chunks: 0, bytesRead: 0, rawSha256: sha(Buffer.alloc(0)) });
     await writeChunkList(join(dir, 'empty.chunks'), r.list);
     expect((await readChunkList(join(dir, 'empty.chunks'))).rawSize).toBe(0);
@@ -123,11 +125,12 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     expect(statSync(out).blocks * 512).toBeLessThan(3 * 4 * MiB);
   });
 
-  it('fails naming the chunk when a chunk file is damaged, and when a chunk is missing', async () => {
+  it('fails naming the chunk when a chunk file is damaged, with no whole-disk sha256 to compare', async () => {
     const image = diskImage(3 * 4 * MiB, 3);
     writeFileSync(join(dir, 'd'), image);
     await using store = await ChunkStore.forDestination(dir);
     const { list } = await writeDiskToStore(join(dir, 'd'), store);
+    expect(list.rawSha256).toBeUndefined();
     const id = chunkIdAt(list, 1);
     const path = store.pathOf(id);
     const gz = readFileSync(path);
@@ -136,6 +139,10 @@ describe('writeDiskToStore / readDiskFromStore', () => {
     const err = await readDiskFromStore(list, store, join(dir, 'out')).catch((e: unknown) => e);
     expect(isChunkError(err, 'KVMBAK_CHUNK_CORRUPT')).toBe(true);
     expect((err as Error).message).toContain(id);
+    rmSync(path);
+    const gone = await readDiskFromStore(list, store, join(dir, 'out')).catch((e: unknown) => e);
+    expect(isChunkError(gone, 'KVMBAK_CHUNK_MISSING')).toBe(true);
+    expect((gone as Error).message).toContain(id);
   });
 
   it('refuses a list whose disk sha256 does not match what the chunks rebuild', async () => {
@@ -160,7 +167,21 @@ describe('writeDiskToStore / readDiskFromStore', () => {
 });
 
 describe('the by-hand restore in list.ts', () => {
-  it('rebuilds the disk with grep, xargs, cat, zcat and dd exactly as documented, and its sha256 matches', async () => {
+  /** The <by-hand> lines of list.ts's comment, with the example paths replaced. */
+  function byHandScript(store: ChunkStore, listPath: string, dest: string): string {
+    const doc = readFileSync(LIST_SOURCE, 'utf8');
+    const block = /<by-hand>\n([\s\S]*?)\n \* <\/by-hand>/.exec(doc);
+    expect(block).not.toBeNull();
+    const lines = (block as RegExpExecArray)[1].split('\n').map((l) => l.replace(/^ \* {5}/, ''));
+    expect(lines).toHaveLength(4);
+    return lines
+      .join('\n')
+      .replaceAll('/backup/.chunks', store.root)
+      .replaceAll('/backup/web01/20261126T031500Z/disks/vda.chunks', listPath)
+      .replaceAll('/dev/vg0/web01-root', dest);
+  }
+
+  it('checks every chunk against its name, rebuilds the disk with dd and prints its byte count, exactly as documented', async () => {
     const image = diskImage(9 * 4 * MiB + 4096 + 7, 6); // a zero chunk, random, text, a short last one
     writeFileSync(join(dir, 'disk.raw'), image);
     await using store = await ChunkStore.forDestination(dir);
@@ -168,22 +189,38 @@ describe('the by-hand restore in list.ts', () => {
     const listPath = join(dir, 'vda.chunks');
     await writeChunkList(listPath, list);
     expect(statSync(listPath).mode & 0o777).toBe(0o600);
+    expect(readFileSync(listPath, 'utf8')).not.toContain('raw-sha256');
 
-    const doc = readFileSync(LIST_SOURCE, 'utf8');
-    const block = /<by-hand>\n([\s\S]*?)\n \* <\/by-hand>/.exec(doc);
-    expect(block).not.toBeNull();
-    const lines = (block as RegExpExecArray)[1].split('\n').map((l) => l.replace(/^ \* {5}/, ''));
-    expect(lines).toHaveLength(5);
     const dest = join(dir, 'restored.raw');
-    const script = lines
-      .join('\n')
-      .replaceAll('/backup/.chunks', store.root)
-      .replaceAll('/backup/web01/20261126T031500Z/disks/vda.chunks', listPath)
-      .replaceAll('/dev/vg0/web01-root', dest);
-    const out = execFileSync('/bin/bash', ['-e', '-c', script], { encoding: 'utf8' }).trim().split('\n');
+    const out = execFileSync('/bin/bash', ['-e', '-c', byHandScript(store, listPath, dest)], { encoding: 'utf8' })
+      .trim()
+      .split('\n');
     expect(readFileSync(dest).equals(image)).toBe(true);
-    // sha256sum's line and the list's raw-sha256 header show the same digest
-    expect(out).toEqual([`${sha(image)}  -`, `# raw-sha256 ${sha(image)}`]);
+    // dd's count, which the last line only prints when it is the list's raw size
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatch(new RegExp(`^${image.length} bytes \\(.*\\) copied`));
+  });
+
+  it('stops at a chunk whose data does not hash to its name, before writing anything', async () => {
+    const image = diskImage(3 * 4 * MiB, 8);
+    writeFileSync(join(dir, 'disk.raw'), image);
+    await using store = await ChunkStore.forDestination(dir);
+    const { list } = await writeDiskToStore(join(dir, 'disk.raw'), store);
+    const listPath = join(dir, 'vda.chunks');
+    await writeChunkList(listPath, list);
+    // a chunk replaced by another valid gzip member: it decompresses fine, to other data
+    const id = chunkIdAt(list, 1);
+    writeFileSync(store.pathOf(id), readFileSync(store.pathOf(chunkIdAt(list, 2))));
+    const dest = join(dir, 'restored.raw');
+    let err: (Error & { status?: number; stdout?: string }) | undefined;
+    try {
+      execFileSync('/bin/bash', ['-e', '-c', byHandScript(store, listPath, dest)], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      err = e as Error & { status?: number; stdout?: string };
+    }
+    expect(err?.status).toBe(1);
+    expect(err?.stdout?.trim()).toBe(`damaged: ${id.slice(0, 4)}/${id}`);
+    expect(existsSync(dest)).toBe(false);
   });
 
   it('the chunk files in list order are one multi-member gzip of the disk (zcat)', async () => {

@@ -8,6 +8,7 @@ import {
   type ChunkList,
   type GcResult,
   type PutResult,
+  type ReadDiskResult,
   type ThinDelta,
   type WriteDiskResult,
   changedChunks,
@@ -27,6 +28,7 @@ expectTypeOf(store.collectGarbage).returns.resolves.toEqualTypeOf<GcResult>();
 expectTypeOf(store[Symbol.asyncDispose]).returns.resolves.toEqualTypeOf<void>();
 expectTypeOf(writeDiskToStore).returns.resolves.toEqualTypeOf<WriteDiskResult>();
 expectTypeOf<WriteDiskResult['rawSha256']>().toEqualTypeOf<string | undefined>();
+expectTypeOf<ReadDiskResult['rawSha256']>().toEqualTypeOf<string | undefined>();
 expectTypeOf(readChunkList).returns.resolves.toEqualTypeOf<ChunkList>();
 expectTypeOf(readDiskFromStore).parameter(0).toEqualTypeOf<ChunkList>();
 expectTypeOf(parseThinDelta).returns.toEqualTypeOf<ThinDelta>();

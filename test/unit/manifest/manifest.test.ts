@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { KvmbakError, isKvmbakError } from '../../../src/errors.js';
 import {
   type Manifest,
+  type ManifestMemoryChunked,
   ManifestError,
   isManifestError,
   parseManifest,
@@ -354,6 +355,22 @@ describe('kvmbak/2: chunked disks and memory', () => {
       { field: 'disks[0].chunks.newChunks', message: 'must not exceed chunks (3), got 99' },
       { field: 'disks[0].chunks.chunksRead', message: 'must not exceed chunks (3), got 11' },
     ]);
+  });
+
+  it("a disk's list may go without rawSha256 (its identity is the list); one given must be a sha256; the memory state's must be there", () => {
+    const m = chunked();
+    const { rawSha256: _raw, ...bare } = m.disks[0]!.chunks!;
+    const noWhole = { ...m, disks: [{ ...m.disks[0]!, chunks: bare }] };
+    expect(validateManifest(noWhole)).toEqual(noWhole);
+    expect(validateManifest(noWhole).disks[0]!.chunks!.rawSha256).toBeUndefined();
+
+    const bad = { ...m, disks: [{ ...m.disks[0]!, chunks: { ...bare, rawSha256: 'xyz' } }] };
+    expect(catchError(() => validateManifest(bad)).issues).toEqual([
+      { field: 'disks[0].chunks.rawSha256', message: 'must be a sha256 (64 lowercase hex digits), got "xyz"' },
+    ]);
+    const { rawSha256: _mem, ...memChunks } = (m.memory as ManifestMemoryChunked).chunks;
+    const noMemSha = { ...noWhole, memory: { ...m.memory!, chunks: memChunks } };
+    expect(catchError(() => validateManifest(noMemSha)).issues).toEqual([{ field: 'memory.chunks.rawSha256', message: 'is missing' }]);
   });
 
   it('kvmbak/1 knows no chunks: a disk without image and a chunked memory state are refused', () => {

@@ -4,7 +4,8 @@
  * boundary. The zero-skip tests give the LVs loop devices (root only, as CI runs) pre-filled
  * with 0xff, so that what restore did not write is visible on the device.
  */
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { open, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -12,7 +13,8 @@ import { Lvm } from '../../../src/lvm/index.js';
 import { readChunkList, chunkIdAt } from '../../../src/chunks/index.js';
 import { chunkStorePath } from '../../../src/store/index.js';
 import { type RestoreOptions, restore, verifySet, verifySets } from '../../../src/restore/index.js';
-import { type BuiltSet, type TestEnv, buildSet, dropWeb01, readLv, testEnv } from './helpers.js';
+import { readManifest, writeManifest } from '../../../src/manifest/index.js';
+import { type BuiltSet, type TestEnv, buildSet, dropWeb01, readLv, resign, testEnv } from './helpers.js';
 import { attachLoop, canUseLoopDevices, detachLoop } from '../archive/helpers.js';
 import { rejection } from '../../support/rejection.js';
 
@@ -82,10 +84,17 @@ describe('restore of a chunked set', () => {
     expect(await domainState('web-01')).toBe('running');
     expect((await readLv(env.lvm, 'vg0', 'web-root')).equals(built.raw.vda!)).toBe(true);
     expect((await readLv(env.lvm, 'vg0', 'web-data-01')).equals(built.raw.vdb!)).toBe(true);
-    expect(r.disks.map((d) => [d.target, d.mode, d.sha256, d.skipZeros])).toEqual([
-      ['vda', 'chunks', built.manifest.disks[0].chunks!.rawSha256, false],
-      ['vdb', 'chunks', built.manifest.disks[1].chunks!.rawSha256, false],
+    // a disk's identity is its chunk list: no whole-disk sha256 in the list, the manifest or the result
+    for (const d of built.manifest.disks) {
+      expect(d.chunks!.rawSha256).toBeUndefined();
+      expect(await readFile(join(built.set.path, d.chunks!.file), 'latin1')).not.toContain('# raw-sha256');
+    }
+    expect(r.disks.map((d) => [d.target, d.mode, d.sha256, d.listSha256, d.skipZeros])).toEqual([
+      ['vda', 'chunks', null, built.manifest.disks[0].chunks!.listSha256, false],
+      ['vdb', 'chunks', null, built.manifest.disks[1].chunks!.listSha256, false],
     ]);
+    // the memory state keeps its whole sha256 (virsh restore takes it as one file)
+    expect(await readFile(join(built.set.path, 'memory.chunks'), 'latin1')).toContain(`# raw-sha256 ${built.manifest.memory!.sha256}\n`);
     const rebuilt = phases.find((p) => p.startsWith('rebuilding the memory state'))!;
     expect(rebuilt).toMatch(new RegExp(`into ${join(env.dest, 'web-01')}/\\.kvmbak-restore-memory-\\w+/memory\\.state$`));
     // nothing left behind in the domain folder: only the set
@@ -157,6 +166,107 @@ describe('restore of a chunked set', () => {
     const e = await rejection(run({ set: built.set.path }));
     expect(e.message).toContain('disks/vda.chunks');
     expect(env.lvm.changes()).toEqual([]);
+  });
+});
+
+describe('restore of a chunked set: what is written is proven chunk by chunk, with no whole-disk sha256', () => {
+  /** Runs `act` once, when restore announces writing `file` (after the proof, before the LV is written). */
+  const onWriting = (file: string, act: () => void) => {
+    let done = false;
+    return (e: { type: string; message?: string }): void => {
+      if (done || e.type !== 'phase' || !e.message?.startsWith(`writing ${file} `)) return;
+      done = true;
+      act();
+    };
+  };
+
+  it('a chunk damaged after the proof: the write stops at it, the LVs it created are removed', async () => {
+    const built = await buildSet(env, { format: 'chunks', mode: 'pause', raw: raws() });
+    await dropWeb01(env.hv);
+    const random = (await chunkIds(built, 'disks/vda.chunks'))[2]!;
+    const e = await rejection(
+      run({
+        set: built.set.path,
+        onProgress: onWriting('disks/vda.chunks', () => {
+          const b = readFileSync(chunkFile(random));
+          b[30] ^= 0xff;
+          writeFileSync(chunkFile(random), b);
+        }),
+      }),
+    );
+    expect(e.code).toBe('KVMBAK_RESTORE_FAILED');
+    expect(e.message).toContain(random);
+    expect(e).toMatchObject({ removedLvs: ['vg0/web-data-01', 'vg0/web-root'], defined: false });
+    expect(await domainState('web-01')).toBeNull();
+  });
+
+  it('a chunk list swapped after the proof: refused before the LV is written', async () => {
+    const built = await buildSet(env, { format: 'chunks', mode: 'pause', raw: raws() });
+    await dropWeb01(env.hv);
+    const vdb = readFileSync(join(built.set.path, 'disks/vdb.chunks'));
+    const e = await rejection(
+      run({ set: built.set.path, onProgress: onWriting('disks/vda.chunks', () => writeFileSync(join(built.set.path, 'disks/vda.chunks'), vdb)) }),
+    );
+    expect(e.code).toBe('KVMBAK_RESTORE_FAILED');
+    expect(e.message).toMatch(
+      /^disks\/vda\.chunks changed since the set was checked \(sha256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}\); nothing was written to vg0\/web-root/,
+    );
+    expect(e).toMatchObject({ removedLvs: ['vg0/web-data-01', 'vg0/web-root'], defined: false });
+  });
+});
+
+describe('chunked sets of older kvmbak: the whole disk sha256 in the list and the manifest, still checked', () => {
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+  it('verify and restore as before; restore reports the whole sha256 it checked', async () => {
+    const raw = raws();
+    const built = await buildSet(env, { format: 'chunks', raw, wholeDiskSha256: true });
+    expect(built.manifest.disks.map((d) => d.chunks!.rawSha256)).toEqual([sha(raw.vda), sha(raw.vdb)]);
+    expect(await readFile(join(built.set.path, 'disks/vda.chunks'), 'latin1')).toContain(`# raw-sha256 ${sha(raw.vda)}\n`);
+    expect(await verifySet(built.set.path)).toMatchObject({ ok: true, problems: [] });
+    await dropWeb01(env.hv);
+    const r = await run({ set: built.set.path });
+    expect(r).toMatchObject({ memoryRestored: true, stateAfter: 'running' });
+    expect(r.disks.map((d) => [d.target, d.sha256])).toEqual([
+      ['vda', sha(raw.vda)],
+      ['vdb', sha(raw.vdb)],
+    ]);
+    expect((await readLv(env.lvm, 'vg0', 'web-root')).equals(raw.vda)).toBe(true);
+  });
+
+  it("a manifest rawSha256 that is not the list's: verify names the list, restore refuses before touching anything", async () => {
+    const built = await buildSet(env, { format: 'chunks', mode: 'pause', raw: raws(), wholeDiskSha256: true });
+    const m = await readManifest(built.set.path);
+    m.disks[0]!.chunks!.rawSha256 = '0'.repeat(64);
+    await writeManifest(built.set.path, m);
+    const line = 'disks/vda.chunks: the chunk list does not match the manifest: its raw sha256 differs from the manifest';
+    const v = await verifySet(built.set.path);
+    expect(v.ok).toBe(false);
+    expect(v.problems).toEqual([line]);
+    await dropWeb01(env.hv);
+    const e = await rejection(run({ set: built.set.path }));
+    expect(e.code).toBe('KVMBAK_RESTORE_REFUSED');
+    expect(e.message).toContain(line);
+    expect(env.lvm.changes()).toEqual([]);
+  });
+
+  it('list and manifest agreeing on a wrong whole sha256 (re-signed): the rebuilt disk is caught, the LVs removed', async () => {
+    const built = await buildSet(env, { format: 'chunks', mode: 'pause', raw: raws(), wholeDiskSha256: true });
+    const path = join(built.set.path, 'disks/vdb.chunks');
+    const wrong = 'f'.repeat(64);
+    await writeFile(path, (await readFile(path, 'latin1')).replace(/# raw-sha256 [0-9a-f]{64}/, `# raw-sha256 ${wrong}`));
+    const m = await readManifest(built.set.path);
+    const listed = createHash('sha256')
+      .update(await readFile(path))
+      .digest('hex');
+    Object.assign(m.disks[1]!.chunks!, { rawSha256: wrong, listSha256: listed });
+    await writeManifest(built.set.path, m);
+    await resign(built.set.path);
+    await dropWeb01(env.hv);
+    const e = await rejection(run({ set: built.set.path }));
+    expect(e.code).toBe('KVMBAK_RESTORE_FAILED');
+    expect(e.message).toMatch(new RegExp(`the rebuilt disk hashes to [0-9a-f]{64}, its chunk list says ${wrong}`));
+    expect(e).toMatchObject({ removedLvs: ['vg0/web-data-01', 'vg0/web-root'], defined: false });
   });
 });
 

@@ -11,13 +11,13 @@
  * buildSet: a real backup set of the test driver's web-01 (packImage
  * images, the driver's own inactive XML and save image, commitSet).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, rename, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandResult, CommandRunOptions, CommandRunner } from '../../../src/exec/index.js';
-import { type Hypervisor, openHypervisor, packImage } from '../../../src/index.js';
+import { type Hypervisor, openHypervisor, packImage, readChunkList, writeChunkList } from '../../../src/index.js';
 import { type Manifest, type ManifestDisk, manifestFormatFor, readManifest } from '../../../src/manifest/index.js';
 import {
   createSet,
@@ -314,7 +314,9 @@ const CHUNK = 64 * 1024;
  *
  * `format: 'chunks'` (kvmbak/2): the disks and the save image go into DEST/.chunks with
  * storeChunked (4 MiB chunks) and the set keeps their chunk lists; memory.state is not kept.
- * `raw` gives the disks' content (default: diskData of the sizes).
+ * `raw` gives the disks' content (default: diskData of the sizes). `wholeDiskSha256`: the chunked
+ * disks as kvmbak wrote them before a disk's identity was its chunk list: the list (`# raw-sha256`)
+ * and the manifest (chunks.rawSha256) carry the whole disk's sha256.
  */
 export async function buildSet(
   env: TestEnv,
@@ -325,6 +327,7 @@ export async function buildSet(
     raw?: Record<'vda' | 'vdb', Buffer>;
     /** vda was a thin volume of vg0/pool0. */
     thin?: boolean;
+    wholeDiskSha256?: boolean;
   } = {},
 ): Promise<BuiltSet> {
   const mode = options.mode ?? 'save';
@@ -363,6 +366,13 @@ export async function buildSet(
         : { name: `${lv}-kvmbak-x`, size: 8 * CHUNK, peakPercent: 1 };
       if (store) {
         const { chunks } = await storeChunked(store, src, set, `disks/${target}.chunks`);
+        if (options.wholeDiskSha256 === true) {
+          const path = setFilePath(set, chunks.file);
+          const rawSha256 = createHash('sha256').update(raw[target]!).digest('hex');
+          await writeChunkList(path, { ...(await readChunkList(path)), rawSha256 });
+          const listed = await sha256File(path);
+          Object.assign(chunks, { rawSha256, listBytes: listed.bytes, listSha256: listed.sha256 });
+        }
         disks.push({ ...common, chunks, snapshot });
         continue;
       }
