@@ -4,8 +4,9 @@
 // thin_delta and reads exactly those chunks (asserted from what the run reports), and its base
 // replaces the first. kill -9 while a third run holds the pool's metadata snapshot (in thin_delta),
 // then `kvmbak recover`: nothing held (`dmsetup status`), no snapshot but the base, no set that looks
-// complete; the next run still reads by thin delta. After total loss, the newest set restores with
-// kvmbak (resumed from memory) and the run after it falls back to a full read, saying why.
+// complete; the next run still reads by thin delta. After total loss, the first set comes back with
+// the README's by-hand lines and the newest with kvmbak (both resumed from memory), and the run
+// after that falls back to a full read, saying why.
 // lab-thin ends running on its thin LV with its content; every base is removed.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -15,6 +16,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHUNK_SIZE, backup, readManifest, type BackupProgress, type BackupResult } from '../../../src/index.js';
 import { CLI, domState, kvmbakLvs, lab, lvmSettled, runCli, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
+import { bash, fillIn, readmeBlock } from './readme-block.js';
 
 const DOMAIN = 'lab-thin';
 /** The chunks written between the first two backups (4 MiB-aligned regions). */
@@ -59,6 +61,15 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
   let lvPath: string;
   let tpool: string;
   const sets: BackupResult[] = [];
+  /** The disk's content when the newest set was taken (before the first total loss). */
+  let newestSha = '';
+
+  /** The domain and its LV are gone: the host lost the VM. */
+  async function totalLoss(): Promise<void> {
+    await virsh('destroy', DOMAIN).catch(() => undefined);
+    await virsh('undefine', DOMAIN);
+    await sh('lvremove', ['-q', '-y', `${vg}/${lv}`]);
+  }
 
   async function run(extra: { full?: boolean } = {}): Promise<{ result: BackupResult; warnings: string[] }> {
     const warnings: string[] = [];
@@ -192,12 +203,39 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     expect(result.disks[0]!.chunks).toEqual({ method: 'thin-delta', read: 0, new: 0, total: 16 });
   });
 
+  it('after total loss the first set comes back with the README lines (onto a new thin LV): lab-thin resumes from its memory', async () => {
+    const first = sets[0]!;
+    const d = (await readManifest(first.setPath)).disks[0]!;
+    newestSha = await sha256Of(lvPath);
+    await totalLoss();
+    // The README's lines, but the LV made thin in its pool (the README's lvcreate makes a linear one).
+    await sh('lvcreate', ['-q', '-y', '-V', `${d.lvSize}b`, '--thinpool', fx.thinPool, '-n', lv, vg]);
+    const block = fillIn(readmeBlock('### A chunked set', 'memory.chunks'), {
+      SET: first.setPath,
+      CHUNKS: join(dest, '.chunks'),
+      LIST: d.chunks!.file,
+      SIZE: String(d.lvSize),
+      VG: vg,
+      LV: lv,
+    });
+    const script = block
+      .split('\n')
+      .filter((l) => !l.startsWith('lvcreate '))
+      .join('\n');
+    expect(script).not.toBe(block);
+    const out = await bash(script, { LIBVIRT_DEFAULT_URI: fx.uri });
+    expect(out.code, `${script}\n---\n${out.out}`).toBe(0);
+    expect(out.out).not.toContain('damaged');
+    expect(out.out).toContain(`${d.chunks!.rawBytes} bytes (`);
+    expect((await virsh('domstate', '--reason', DOMAIN)).stdout.trim()).toBe('running (restored)');
+    // The first set was taken before anything was written: the fixture's content.
+    expect(await sha256Of(lvPath)).toBe(fx.lvs[lv]!.sha256);
+  });
+
   it('after total loss the newest set restores with kvmbak (resumed from memory); the next run reads whole, saying why', async () => {
     const newest = sets[sets.length - 1]!;
-    const expected = await sha256Of(lvPath);
-    await virsh('destroy', DOMAIN).catch(() => undefined);
-    await virsh('undefine', DOMAIN);
-    await sh('lvremove', ['-q', '-y', `${vg}/${lv}`]);
+    const expected = newestSha;
+    await totalLoss();
     const r = await runCli(['restore', newest.setPath, '-c', fx.uri]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect((await virsh('domstate', '--reason', DOMAIN)).stdout.trim()).toBe('running (restored)');
