@@ -77,25 +77,35 @@ export async function storeChunked(
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     ...(options.size !== undefined ? { size: options.size } : {}),
   });
+  return { written, chunks: await writeList(set, file, written, { read: 'full', chunksRead: written.chunks }, options.signal) };
+}
+
+/**
+ * Writes a disk's chunk list as `file` in `set` (atomically, 0600; the chunks are durable already)
+ * and describes it for the manifest: the list's size and sha256 and the write's figures.
+ */
+async function writeList(
+  set: BackupSet,
+  file: string,
+  written: WriteDiskResult,
+  how: Pick<ManifestChunks, 'read' | 'chunksRead'>,
+  signal: AbortSignal | undefined,
+): Promise<ManifestChunks> {
   const path = setFilePath(set, file);
   await writeChunkList(path, written.list);
-  const listed = await sha256File(path, options.signal !== undefined ? { signal: options.signal } : {});
+  const listed = await sha256File(path, signal !== undefined ? { signal } : {});
   return {
-    written,
-    chunks: {
-      file,
-      listBytes: listed.bytes,
-      listSha256: listed.sha256,
-      rawBytes: written.bytesRead,
-      ...(written.rawSha256 !== undefined ? { rawSha256: written.rawSha256 } : {}),
-      chunkSize: written.list.chunkSize,
-      chunks: written.chunks,
-      zeroChunks: written.zeroChunks,
-      newChunks: written.chunksNew,
-      addedBytes: written.bytesAdded,
-      read: 'full',
-      chunksRead: written.chunks,
-    },
+    file,
+    listBytes: listed.bytes,
+    listSha256: listed.sha256,
+    rawBytes: written.list.rawSize,
+    ...(written.rawSha256 !== undefined ? { rawSha256: written.rawSha256 } : {}),
+    chunkSize: written.list.chunkSize,
+    chunks: written.chunks,
+    zeroChunks: written.zeroChunks,
+    newChunks: written.chunksNew,
+    addedBytes: written.bytesAdded,
+    ...how,
   };
 }
 
@@ -125,23 +135,5 @@ export async function storeChunkedDelta(
     ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
   });
-  const path = setFilePath(set, file);
-  await writeChunkList(path, written.list);
-  const listed = await sha256File(path, options.signal !== undefined ? { signal: options.signal } : {});
-  return {
-    written,
-    chunks: {
-      file,
-      listBytes: listed.bytes,
-      listSha256: listed.sha256,
-      rawBytes: options.size,
-      chunkSize: written.list.chunkSize,
-      chunks: written.chunks,
-      zeroChunks: written.zeroChunks,
-      newChunks: written.chunksNew,
-      addedBytes: written.bytesAdded,
-      read: 'thin-delta',
-      chunksRead: written.chunksRead,
-    },
-  };
+  return { written, chunks: await writeList(set, file, written, { read: 'thin-delta', chunksRead: written.chunksRead }, options.signal) };
 }

@@ -15,6 +15,7 @@ import { Lvm, THIN_LV_FIELDS, thinPoolDevices } from '../../../src/lvm/index.js'
 import { AbortError } from '../../../src/errors.js';
 import { formatReport } from './fake-lvm-world.js';
 import { lvmTemplates } from './fake-lvm.js';
+import { fixture } from '../lvm/helpers.js';
 
 const DIR = fileURLToPath(new URL('../../fixtures/thin/', import.meta.url));
 const CAPTURED_POOL = 'pool64k';
@@ -40,6 +41,26 @@ const captured = thinInfo.pools.find((p) => p.pool === CAPTURED_POOL)!;
 
 /** The held metadata root `dmsetup status` shows in the capture while the snapshot is reserved. */
 export const HELD_ROOT = Number(record('status-held').stdout.trim().split(/\s+/)[6]);
+
+/**
+ * `lvs` of a VG as lvm2 printed it in the lab (test/fixtures/lvm/lvs-thin.json: a thin pool, a thin
+ * origin and a thin snapshot of it), renamed, the snapshot tagged `tags`. With `snapshotOrigin` ''
+ * the snapshot is what lvs reports once its origin was removed: a plain thin volume.
+ */
+export function thinVgReport(
+  names: { vg: string; pool: string; origin: string; snapshot: string },
+  tags: string,
+  snapshotOrigin = names.origin,
+): string {
+  return fixture('lvs-thin')
+    .replaceAll('kvmbak-fx-db-02-snap', names.snapshot)
+    .replaceAll('kvmbak-fx-db-02', names.origin)
+    .replaceAll('kvmbak-fx-pool', names.pool)
+    .replaceAll('vgkvmbak', names.vg)
+    .replaceAll('"kvmbak,kvmbak-run-fx"', JSON.stringify(tags))
+    .replaceAll(`"origin":"${names.origin}"`, `"origin":"${snapshotOrigin}"`)
+    .replaceAll('"public,snapshot,thinsnapshot"', snapshotOrigin === '' ? '"public"' : '"public,snapshot,thinsnapshot"');
+}
 
 export interface FakeThinPoolSpec {
   vg: string;

@@ -8,8 +8,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
 import type { CommandRunner } from '../../../src/exec/index.js';
 import { pruneBackups } from '../../../src/index.js';
-import { FakeThinPool, thinInfo } from './fake-thin-pool.js';
-import { fixture, ok, record } from '../lvm/helpers.js';
+import { FakeThinPool, thinInfo, thinVgReport } from './fake-thin-pool.js';
+import { ok, record } from '../lvm/helpers.js';
 import { buildSet, tempDir } from '../store/helpers.js';
 
 const VG = 'vg0';
@@ -27,15 +27,7 @@ afterEach(async () => {
 
 /** An LVM where `present` is a thin snapshot of ORIGIN tagged `tags`; records every lvremove. */
 function world(present: string, tags = 'kvmbak,kvmbak-base', origin = ORIGIN): { pool: FakeThinPool; removed: string[][] } {
-  const lvs = fixture('lvs-thin')
-    .replaceAll('kvmbak-fx-db-02-snap', present)
-    .replaceAll('kvmbak-fx-db-02', ORIGIN)
-    .replaceAll('kvmbak-fx-pool', POOL)
-    .replaceAll('vgkvmbak', VG)
-    .replaceAll('"kvmbak,kvmbak-run-fx"', JSON.stringify(tags))
-    .replaceAll(`"origin":"${ORIGIN}"`, `"origin":"${origin}"`)
-    // what lvs says of a thin snapshot whose origin was removed: a plain thin volume
-    .replaceAll('"public,snapshot,thinsnapshot"', origin === '' ? '"public"' : '"public,snapshot,thinsnapshot"');
+  const lvs = thinVgReport({ vg: VG, pool: POOL, origin: ORIGIN, snapshot: present }, tags, origin);
   const removed: string[][] = [];
   const captured = record('lvremove-snapshot');
   const inner: CommandRunner = {

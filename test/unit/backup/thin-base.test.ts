@@ -10,8 +10,8 @@ import { describe, expect, it } from 'vitest';
 import type { CommandRunner } from '../../../src/exec/index.js';
 import type { ManifestDisk, PlannedDisk } from '../../../src/index.js';
 import { planThinDelta } from '../../../src/backup/plan.js';
-import { FakeThinPool, thinInfo } from './fake-thin-pool.js';
-import { fixture, ok } from '../lvm/helpers.js';
+import { FakeThinPool, thinInfo, thinVgReport } from './fake-thin-pool.js';
+import { ok } from '../lvm/helpers.js';
 
 const VG = 'vg0';
 const POOL = 'thin-pool';
@@ -23,13 +23,7 @@ const BASE_ID = thinInfo.pools.find((p) => p.pool === 'pool64k')!.snapThinId;
 
 /** lvs of the VG: the capture's pool, origin and snapshot, renamed, the snapshot with `tags`. */
 function world(tags: string, origin = ORIGIN): FakeThinPool {
-  const text = fixture('lvs-thin')
-    .replaceAll('kvmbak-fx-db-02-snap', BASE)
-    .replaceAll('kvmbak-fx-db-02', ORIGIN)
-    .replaceAll('kvmbak-fx-pool', POOL)
-    .replaceAll('vgkvmbak', VG)
-    .replaceAll('"kvmbak,kvmbak-run-fx"', JSON.stringify(tags))
-    .replaceAll(`"origin":"${ORIGIN}"`, `"origin":"${origin}"`);
+  const text = thinVgReport({ vg: VG, pool: POOL, origin: ORIGIN, snapshot: BASE }, tags, origin);
   const inner: CommandRunner = { run: async () => ok(text) };
   return new FakeThinPool(inner, { vg: VG, pool: POOL, base: BASE, current: `${ORIGIN}-now` });
 }
