@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { AbortError, KvmbakError, isKvmbakError, throwIfAborted } from '../errors.js';
 import { type Hypervisor, openHypervisor } from '../libvirt/index.js';
 import { KVMBAK_BASE_TAG, Lvm } from '../lvm/index.js';
+import { removeBaseIfOurs } from './bases.js';
 import { type PackResult, ReadThrottle, packImage } from '../archive/index.js';
-import { CHUNK_SIZE, type ChunkStore, type DiskSource } from '../chunks/index.js';
+import { type ChunkStore } from '../chunks/index.js';
 import {
   DOMAIN_XML_FILE,
   MEMORY_CHUNKS_FILE,
@@ -472,12 +473,14 @@ async function archiveDisks(
         if (stored === null) {
           run.phase('archive', `storing ${d.target} (${snap.path}) in the chunk store`);
           stored = await read((signal) =>
-            storeChunked(store, snapshotSource(run, snap.path, signal), files.set, list.file, {
-              signal,
-              size: d.lvSize,
-              ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
-              onProgress,
-            }),
+            withSnapshotSource(run, snap.path, signal, (source) =>
+              storeChunked(store, source, files.set, list.file, {
+                signal,
+                size: d.lvSize,
+                ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
+                onProgress,
+              }),
+            ),
           );
         }
         w.done = true;
@@ -547,21 +550,18 @@ async function storeThinDelta(run: Run, t: ThinDeltaRead): Promise<Awaited<Retur
   }
   run.phase('archive', `storing the ${changed.length} changed chunks of ${d.target} (${t.snapshot.path}) in the chunk store`);
   try {
-    return await t.read(async (signal) => {
-      const source = await throttledHandle(run, t.snapshot.path, signal);
-      try {
-        return await storeChunkedDelta(t.store, source, t.files.set, t.file, {
+    return await t.read((signal) =>
+      withSnapshotSource(run, t.snapshot.path, signal, (source) =>
+        storeChunkedDelta(t.store, source, t.files.set, t.file, {
           previous: delta.previousList,
           changed,
           size: d.lvSize,
           signal,
           ...(run.options.threads !== undefined ? { concurrency: run.options.threads } : {}),
           onProgress: t.onProgress,
-        });
-      } finally {
-        if (typeof source !== 'string') await source.close();
-      }
-    });
+        }),
+      ),
+    );
   } catch (e) {
     if (isKvmbakError(e) && (e.code === 'KVMBAK_CHUNK_DISK_MISMATCH' || e.code === 'KVMBAK_CHUNK_MISSING')) return fallback(e.message);
     throw e;
@@ -577,7 +577,7 @@ interface KeptBase {
 /**
  * Format chunks: every thin disk's snapshot is kept as the base of the next run's thin_delta —
  * its run and owner tags swapped for `kvmbak-base` in one lvchange, its thin id recorded in the
- * manifest. Until the commit it stays in `live` (a failure removes it, and so does recover while
+ * manifest, then deactivated. Until the commit it stays in `live` (a failure removes it, and so does recover while
  * the set is not committed). A snapshot that cannot be kept is removed like any other (warning).
  */
 async function keepBases(run: Run, planned: PlannedBackup, disks: ArchivedDisk[], live: LiveSnapshots): Promise<Map<string, KeptBase>> {
@@ -596,6 +596,16 @@ async function keepBases(run: Run, planned: PlannedBackup, disks: ArchivedDisk[]
       run.warn(
         `${d.target}: cannot keep ${snap.vg}/${snap.lv} as the base of the next run (${(e as Error).message}); the next run reads the disk whole`,
       );
+      continue;
+    }
+    try {
+      // thin_delta reads the base through the pool's metadata only: its device can go (one dm
+      // device less per thin disk, and the base is then as it is after the host's next boot)
+      await run.lvm.deactivate(snap);
+    } catch (e) {
+      run.warn(
+        `${d.target}: could not deactivate the base ${snap.vg}/${snap.lv} (${(e as Error).message}); it stays active, which costs nothing but a device`,
+      );
     }
   }
   return kept;
@@ -612,12 +622,8 @@ async function removeOldBases(run: Run, planned: PlannedBackup, kept: ReadonlyMa
     const vg = planned.plan.disks.find((x) => x.target === target)!.vg;
     if (old === undefined || old.lv === now.lv) continue;
     try {
-      const lv = await run.lvm.find({ vg, lv: old.lv });
-      if (lv === null || !lv.tags.includes(KVMBAK_BASE_TAG)) continue;
-      if ((await run.lvm.thinVolume(lv)).thinId !== old.thinId) continue;
-      // force: a base whose origin is gone is no longer a snapshot; the tag and thin id say it is ours.
-      await run.lvm.remove(lv, { missingOk: true, force: true });
-      run.phase('cleanup', `removed the previous base ${lv.fullName}`);
+      const removed = await removeBaseIfOurs(run.lvm, { vg, lv: old.lv, thinId: old.thinId });
+      if (removed !== null) run.phase('cleanup', `removed the previous base ${removed}`);
     } catch (e) {
       run.warn(`could not remove the previous base ${vg}/${old.lv} (${(e as Error).message}); remove it with lvremove ${vg}/${old.lv}`);
     }
@@ -662,50 +668,28 @@ function packSnapshot(
   });
 }
 
-/** Format chunks: the snapshot's path, or with `bwlimit` a stream read no faster than the cap. */
-function snapshotSource(run: Run, path: string, signal: AbortSignal): DiskSource {
-  const limit = run.options.bwlimit;
-  if (limit === undefined) return path;
-  const throttle = new ReadThrottle(limit);
-  return (async function* throttled(): AsyncGenerator<Uint8Array> {
-    const fh = await open(path, 'r');
-    try {
-      for (;;) {
-        await throttle.take(CHUNK_SIZE, signal);
-        const buf = Buffer.allocUnsafe(CHUNK_SIZE);
-        let filled = 0;
-        while (filled < CHUNK_SIZE) {
-          const { bytesRead } = await fh.read(buf, filled, CHUNK_SIZE - filled, null);
-          if (bytesRead === 0) break;
-          filled += bytesRead;
-        }
-        if (filled > 0) yield buf.subarray(0, filled);
-        if (filled < CHUNK_SIZE) return;
-      }
-    } finally {
-      await fh.close();
-    }
-  })();
-}
-
 /**
- * The thin-delta read's source: the snapshot's path, or with `bwlimit` an open handle whose
- * positional reads first wait for the cap (the same ReadThrottle as a full read).
+ * Format chunks: runs `use` on the snapshot's source — its path, or with `bwlimit` an open handle
+ * whose reads (sequential or positional) first wait for the cap, closed once `use` is done. The
+ * full read and the thin-delta read share it, so one cap holds for both.
  */
-async function throttledHandle(run: Run, path: string, signal: AbortSignal): Promise<string | FileHandle> {
+async function withSnapshotSource<T>(run: Run, path: string, signal: AbortSignal, use: (source: string | FileHandle) => Promise<T>): Promise<T> {
   const limit = run.options.bwlimit;
-  if (limit === undefined) return path;
+  if (limit === undefined) return use(path);
   const throttle = new ReadThrottle(limit);
   const fh = await open(path, 'r');
-  // writeDiskDelta only reads positionally through the handle (and never closes one it was given).
-  const throttled = {
-    read: async (buf: Uint8Array, offset: number, length: number, position: number) => {
-      await throttle.take(length, signal);
-      return fh.read(buf, offset, length, position);
-    },
-    close: () => fh.close(),
-  };
-  return throttled as unknown as FileHandle;
+  try {
+    // the chunk readers only call read() on a handle they are given (and never close it)
+    const throttled = {
+      read: async (buf: Uint8Array, offset: number, length: number, position: number | null) => {
+        await throttle.take(length, signal);
+        return fh.read(buf, offset, length, position);
+      },
+    };
+    return await use(throttled as unknown as FileHandle);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** What the manifest keeps of a disk besides how it is stored. */

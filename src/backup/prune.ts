@@ -5,7 +5,8 @@
  * same name made since is never touched. LVM is asked only when there is such a base.
  */
 import { isAbortError } from '../errors.js';
-import { KVMBAK_BASE_TAG, Lvm } from '../lvm/index.js';
+import { Lvm } from '../lvm/index.js';
+import { removeBaseIfOurs } from './bases.js';
 import { type PruneOptions, type PruneResult, type RetentionRules, pruneSets } from '../store/index.js';
 
 export interface PruneBackupsOptions extends PruneOptions {
@@ -34,11 +35,8 @@ export async function pruneBackups(
   for (const b of orphans) {
     const name = `${b.vg}/${b.lv}`;
     try {
-      const lv = await lvm.find({ vg: b.vg, lv: b.lv }, options.signal !== undefined ? { signal: options.signal } : {});
-      if (lv === null || !lv.tags.includes(KVMBAK_BASE_TAG) || (await lvm.thinVolume(lv)).thinId !== b.thinId) continue;
-      // force: a base whose origin is gone is no longer a snapshot; the tag and thin id say it is ours.
-      await lvm.remove(lv, { missingOk: true, force: true });
-      bases.removed.push(name);
+      const removed = await removeBaseIfOurs(lvm, b, options.signal !== undefined ? { signal: options.signal } : {});
+      if (removed !== null) bases.removed.push(removed);
     } catch (e) {
       if (isAbortError(e)) throw e;
       bases.errors.push(`could not remove the base ${name}, which no remaining set uses (${(e as Error).message}); remove it with lvremove ${name}`);

@@ -547,6 +547,14 @@ export class Lvm {
     await this.#run('lvchange', [...remove.flatMap((t) => ['--deltag', t]), ...addTagArgs(add), '--', full(name)], 'change', call);
   }
 
+  /**
+   * `lvchange -an -- VG/LV`: the LV keeps its data and metadata but has no device node or dm table
+   * here any more (a kept thin_delta base is only read through its pool's metadata).
+   */
+  async deactivate(lv: LvRef, call: LvmCallOptions = {}): Promise<void> {
+    await this.#run('lvchange', ['-an', '--', full(parseLvRef(lv))], 'change', call);
+  }
+
   /** Removes tags from an LV (`lvchange --deltag TAG ...`); tags it does not carry are ignored by lvm2. */
   async deleteTags(lv: LvRef, tags: readonly string[], call: LvmCallOptions = {}): Promise<void> {
     const name = parseLvRef(lv);

@@ -141,6 +141,7 @@ describe('chunk store (format chunks) on a thick LV', () => {
       SIZE: String(d.lvSize),
       VG: fx.vg,
       LV,
+      POOL: '',
     });
     const run = await bash(script, { LIBVIRT_DEFAULT_URI: fx.uri });
     expect(run.code, `${script}\n---\n${run.out}`).toBe(0);

@@ -71,7 +71,13 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     await sh('lvremove', ['-q', '-y', `${vg}/${lv}`]);
   }
 
-  async function run(extra: { full?: boolean } = {}): Promise<{ result: BackupResult; warnings: string[] }> {
+  /** lvs lv_active of a base in the lab VG. */
+  async function baseActive(name: string): Promise<boolean> {
+    const r = await sh('lvs', ['--noheadings', '-o', 'lv_active', `${vg}/${name}`]);
+    return r.stdout.trim() === 'active';
+  }
+
+  async function run(extra: { full?: boolean; bwlimit?: number } = {}): Promise<{ result: BackupResult; warnings: string[] }> {
     const warnings: string[] = [];
     const result = await backup({
       domain: DOMAIN,
@@ -136,14 +142,17 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     expect(await kvmbakLvs()).toEqual([`${vg}/${d.base!.lv}`]);
     const base = await sh('lvs', ['--noheadings', '-o', 'origin,pool_lv,thin_id,lv_tags', `${vg}/${d.base!.lv}`]);
     expect(base.stdout.trim().split(/\s+/)).toEqual([lv, fx.thinPool, String(d.base!.thinId), 'kvmbak,kvmbak-base']);
+    // The base is inactive: no device node, as it would be after the host's next boot.
+    expect(await baseActive(d.base!.lv)).toBe(false);
     expect((await poolStatus(tpool)).held).toBe('-');
   });
 
-  it('after writes to three regions, the second run reads only the chunks thin_delta reported; its base replaces the first', async () => {
+  it('after writes to three regions, the second run (under --bwlimit) reads only the chunks thin_delta reported from its inactive base; its base replaces the first', async () => {
     const before = (await readManifest(sets[0]!.setPath)).disks[0]!.chunks!;
     for (const i of REGIONS) writePattern(lvPath, `thinbak-${i}`, 64 * 1024, i * CHUNK_SIZE + 8192);
     const expected = await sha256Of(lvPath);
-    const { result, warnings } = await run();
+    // bwlimit: the changed chunks are read through the same throttle as a full read
+    const { result, warnings } = await run({ bwlimit: 64 * 1024 * 1024 });
     expect(warnings).toEqual([]);
     // What the run reports: thin delta, exactly the three chunks read, three new chunks.
     expect(result.disks[0]!.chunks).toEqual({ method: 'thin-delta', read: REGIONS.length, new: REGIONS.length, total: 16 });
@@ -155,8 +164,9 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     expect(a.flatMap((id, i) => (id !== b[i] ? [i] : []))).toEqual(REGIONS);
     // The list rebuilds the disk as it is now (the SeaBIOS guest writes nothing itself).
     expect(rebuiltSha256(join(dest, '.chunks'), join(result.setPath, d.file))).toBe(expected);
-    // One base: the second run's; the first one's is gone. Nothing held.
+    // One base: the second run's, inactive; the first one's is gone. Nothing held.
     expect(await bases()).toEqual([`${vg}/${d.base!.lv}`]);
+    expect(await baseActive(d.base!.lv)).toBe(false);
     expect(await kvmbakLvs()).toEqual([`${vg}/${d.base!.lv}`]);
     expect((await poolStatus(tpool)).held).toBe('-');
     const v = await runCli(['verify', sets[0]!.setPath, result.setPath]);
@@ -203,26 +213,22 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     expect(result.disks[0]!.chunks).toEqual({ method: 'thin-delta', read: 0, new: 0, total: 16 });
   });
 
-  it('after total loss the first set comes back with the README lines (onto a new thin LV): lab-thin resumes from its memory', async () => {
+  it('after total loss the first set comes back with the README lines, thin again in its pool: lab-thin resumes from its memory', async () => {
     const first = sets[0]!;
     const d = (await readManifest(first.setPath)).disks[0]!;
     newestSha = await sha256Of(lvPath);
     await totalLoss();
-    // The README's lines, but the LV made thin in its pool (the README's lvcreate makes a linear one).
-    await sh('lvcreate', ['-q', '-y', '-V', `${d.lvSize}b`, '--thinpool', fx.thinPool, '-n', lv, vg]);
-    const block = fillIn(readmeBlock('### A chunked set', 'memory.chunks'), {
+    // The README's lines as written: with POOL set, its lvcreate makes the LV thin in its pool.
+    expect(d.thinPool).toBe(fx.thinPool);
+    const script = fillIn(readmeBlock('### A chunked set', 'memory.chunks'), {
       SET: first.setPath,
       CHUNKS: join(dest, '.chunks'),
       LIST: d.chunks!.file,
       SIZE: String(d.lvSize),
       VG: vg,
       LV: lv,
+      POOL: d.thinPool!,
     });
-    const script = block
-      .split('\n')
-      .filter((l) => !l.startsWith('lvcreate '))
-      .join('\n');
-    expect(script).not.toBe(block);
     const out = await bash(script, { LIBVIRT_DEFAULT_URI: fx.uri });
     expect(out.code, `${script}\n---\n${out.out}`).toBe(0);
     expect(out.out).not.toContain('damaged');
@@ -230,6 +236,8 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     expect((await virsh('domstate', '--reason', DOMAIN)).stdout.trim()).toBe('running (restored)');
     // The first set was taken before anything was written: the fixture's content.
     expect(await sha256Of(lvPath)).toBe(fx.lvs[lv]!.sha256);
+    const made = await sh('lvs', ['--noheadings', '-o', 'segtype,pool_lv', `${vg}/${lv}`]);
+    expect(made.stdout.trim().split(/\s+/)).toEqual(['thin', fx.thinPool]);
   });
 
   it('after total loss the newest set restores with kvmbak (resumed from memory); the next run reads whole, saying why', async () => {

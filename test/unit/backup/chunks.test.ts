@@ -154,10 +154,11 @@ describe('backup format chunks', () => {
       SIZE: String(m.disks[0]!.lvSize),
       VG: m.disks[0]!.vg,
       LV: m.disks[0]!.lv,
+      POOL: m.disks[0]!.thinPool ?? '',
     }).split('\n');
     // the variable lines, then up to the chunk check (the lines after it need root, LVM and libvirt)
     const check = script.findIndex((l) => l.includes('while read -r C'));
-    expect(script.slice(6, check)).toEqual(['cd "$SET"', expect.stringMatching(/^sha256sum -c SHA256SUMS /)]);
+    expect(script.slice(7, check)).toEqual(['cd "$SET"', expect.stringMatching(/^sha256sum -c SHA256SUMS /)]);
     const lines = script.slice(0, check + 1).join('\n');
     const good = await bash(lines, {});
     expect(good.code, good.out).toBe(0);

@@ -476,6 +476,15 @@ describe('Lvm.extend', () => {
   });
 });
 
+describe('Lvm.deactivate', () => {
+  it('runs lvchange -an on the LV (lvm2 prints nothing on success)', async () => {
+    const vg = labVg();
+    const { lvm, runner } = setup([{ argv: ['lvchange', '-an', '--', `${vg}/kvmbak-fx-db-02-snap`], reply: ok() }]);
+    await lvm.deactivate(`${vg}/kvmbak-fx-db-02-snap`);
+    expect(runner.done).toBe(true);
+  });
+});
+
 describe('Lvm.remove', () => {
   it('removes a kvmbak snapshot with lvremove -y after checking it', async () => {
     const vg = labVg();
