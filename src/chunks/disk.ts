@@ -139,6 +139,95 @@ class IdBuffer {
 }
 
 /**
+ * The chunk jobs of one write in flight, and the first failure among them: the writer stops at it,
+ * and every job has settled before the writer returns or throws.
+ */
+class Jobs {
+  readonly #inflight = new Set<Promise<void>>();
+  #failed = false;
+  #failure: unknown;
+
+  get size(): number {
+    return this.#inflight.size;
+  }
+
+  start(job: () => Promise<void>): void {
+    const p = (async () => {
+      try {
+        await job();
+      } catch (e) {
+        if (!this.#failed) {
+          this.#failed = true;
+          this.#failure = e;
+        }
+      }
+    })();
+    this.#inflight.add(p);
+    void p.finally(() => this.#inflight.delete(p));
+  }
+
+  /** Waits until one job ends. */
+  async one(): Promise<void> {
+    await Promise.race(this.#inflight);
+  }
+
+  throwIfFailed(): void {
+    if (this.#failed) throw this.#failure;
+  }
+
+  /** Waits for every job; throws the first failure. */
+  async all(): Promise<void> {
+    await Promise.all(this.#inflight);
+    this.throwIfFailed();
+  }
+
+  /** Waits for every job, whatever became of them (on the way out of an error). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#inflight);
+  }
+}
+
+/** What a write stored, and the one step that stores a chunk read from the disk. */
+class StoreTally {
+  chunksNew = 0;
+  chunksReused = 0;
+  zeroChunks = 0;
+  bytesAdded = 0;
+
+  constructor(
+    private readonly store: ChunkStore,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  /** Stores `view` (an all-zero chunk gets the zero chunk's id, unhashed), counts it, and returns its id. */
+  async put(view: Buffer): Promise<string> {
+    const id = isAllZero(view) ? (await zeroChunk(view.byteLength)).id : await this.store.sha256(view);
+    const r = await this.store.put(view, { id, signal: this.signal, deferDirSync: true });
+    if (r.added) this.chunksNew++;
+    else this.chunksReused++;
+    if (r.zero) this.zeroChunks++;
+    this.bytesAdded += r.bytesAdded;
+    return r.id;
+  }
+}
+
+/** A progress callback called at most every 200 ms, and always when forced (the last event). */
+function progressReporter(onProgress: ((event: ChunkDiskProgress) => void) | undefined, event: () => ChunkDiskProgress): (force: boolean) => void {
+  let last = 0;
+  return (force) => {
+    const now = Date.now();
+    if (!onProgress || (!force && now - last < 200)) return;
+    last = now;
+    onProgress(event());
+  };
+}
+
+/** `n` chunk buffers of CHUNK_SIZE bytes, outside the pooled allocator (they live for the whole write). */
+function chunkBuffers(n: number): Buffer[] {
+  return Array.from({ length: n }, () => Buffer.allocUnsafeSlow(CHUNK_SIZE));
+}
+
+/**
  * Stores a disk: reads `source` to its end in 4 MiB chunks, writes the chunks the store lacks,
  * and returns the chunk list and figures. The chunks are durable (folders fsynced) when it returns.
  * On failure or abort, chunks already written stay in the store unreferenced (garbage collection
@@ -181,30 +270,24 @@ export async function writeDiskToStore(source: DiskSource, store: ChunkStore, op
 
   const whole = options.wholeSha256 === true ? createHash('sha256') : undefined;
   const ids = new IdBuffer();
-  const free: Buffer[] = [];
-  for (let i = 0; i <= concurrency; i++) free.push(Buffer.allocUnsafeSlow(CHUNK_SIZE));
-  const inflight = new Set<Promise<void>>();
-  let failure: unknown;
+  const free = chunkBuffers(concurrency + 1);
+  const jobs = new Jobs();
+  const tally = new StoreTally(store, signal);
   let bytesRead = 0;
   let chunks = 0;
-  let chunksNew = 0;
-  let chunksReused = 0;
-  let zeroChunks = 0;
-  let bytesAdded = 0;
-  let lastReport = 0;
-  const report = (force: boolean): void => {
-    const now = Date.now();
-    if (!onProgress || (!force && now - lastReport < 200)) return;
-    lastReport = now;
-    onProgress({ phase: 'store', bytesDone: bytesRead, bytesTotal: options.size, chunksDone: chunksNew + chunksReused });
-  };
+  const report = progressReporter(onProgress, () => ({
+    phase: 'store',
+    bytesDone: bytesRead,
+    bytesTotal: options.size,
+    chunksDone: tally.chunksNew + tally.chunksReused,
+  }));
 
   try {
     for (;;) {
       if (signal?.aborted) throw new AbortError('The operation was aborted', { cause: signal.reason });
-      if (failure !== undefined) throw failure;
-      while (free.length === 0) await Promise.race(inflight);
-      if (failure !== undefined) throw failure;
+      jobs.throwIfFailed();
+      while (free.length === 0) await jobs.one();
+      jobs.throwIfFailed();
       const buf = free.pop() as Buffer;
       let n: number;
       try {
@@ -226,38 +309,27 @@ export async function writeDiskToStore(source: DiskSource, store: ChunkStore, op
       bytesRead += n;
       const view = buf.subarray(0, n);
       whole?.update(view);
-      const p = (async () => {
+      jobs.start(async () => {
         try {
-          const zero = isAllZero(view);
-          const id = zero ? (await zeroChunk(n)).id : await store.sha256(view);
-          const r = await store.put(view, { id, signal, deferDirSync: true });
-          ids.set(index, r.id);
-          if (r.added) chunksNew++;
-          else chunksReused++;
-          if (r.zero) zeroChunks++;
-          bytesAdded += r.bytesAdded;
+          ids.set(index, await tally.put(view));
           report(false);
-        } catch (e) {
-          failure ??= e;
         } finally {
           free.push(buf);
         }
-      })();
-      inflight.add(p);
-      void p.finally(() => inflight.delete(p));
+      });
       if (n < CHUNK_SIZE) break;
     }
-    await Promise.all(inflight);
-    if (failure !== undefined) throw failure;
+    await jobs.all();
     await store.flush();
   } catch (e) {
-    await Promise.allSettled(inflight);
+    await jobs.settle();
     throw e;
   } finally {
     await ownHandle?.close().catch(() => undefined);
   }
   report(true);
   const list: ChunkList = { rawSize: bytesRead, chunkSize: CHUNK_SIZE, rawSha256: whole?.digest('hex'), ids: ids.take(chunks) };
+  const { chunksNew, chunksReused, zeroChunks, bytesAdded } = tally;
   return { list, rawSha256: list.rawSha256, bytesRead, chunks, chunksNew, chunksReused, zeroChunks, bytesAdded };
 }
 
@@ -524,37 +596,20 @@ export async function writeDiskDelta(
 
   const ids = Buffer.from(previous.ids);
   const changed = new Set(options.changed);
-  const free: Buffer[] = [];
-  for (let i = 0; i <= Math.min(concurrency, options.changed.length); i++) free.push(Buffer.allocUnsafeSlow(CHUNK_SIZE));
-  const inflight = new Set<Promise<void>>();
-  let failure: unknown;
+  const free = chunkBuffers(Math.min(concurrency, options.changed.length) + 1);
+  const jobs = new Jobs();
+  const tally = new StoreTally(store, signal);
   let bytesRead = 0;
-  let chunksNew = 0;
-  let chunksReused = 0;
-  let zeroChunks = 0;
-  let bytesAdded = 0;
   let chunksFromPrevious = 0;
   let done = 0;
-  let lastReport = 0;
-  const report = (force: boolean): void => {
-    const now = Date.now();
-    if (!onProgress || (!force && now - lastReport < 200)) return;
-    lastReport = now;
-    onProgress({ phase: 'store', bytesDone: Math.min(size, done * CHUNK_SIZE), bytesTotal: size, chunksDone: done });
-  };
+  const report = progressReporter(onProgress, () => ({
+    phase: 'store',
+    bytesDone: Math.min(size, done * CHUNK_SIZE),
+    bytesTotal: size,
+    chunksDone: done,
+  }));
   let zeroId: string | undefined;
   const zeroIdOf = async (len: number): Promise<string> => (len === CHUNK_SIZE ? (zeroId ??= (await zeroChunk(len)).id) : (await zeroChunk(len)).id);
-  const start = (job: () => Promise<void>): void => {
-    const p = (async () => {
-      try {
-        await job();
-      } catch (e) {
-        failure ??= e;
-      }
-    })();
-    inflight.add(p);
-    void p.finally(() => inflight.delete(p));
-  };
 
   try {
     // The source must be exactly `size` bytes: its last byte readable, nothing after it.
@@ -564,14 +619,14 @@ export async function writeDiskDelta(
     }
     for (let i = 0; i < n; i++) {
       if (signal?.aborted) throw new AbortError('The operation was aborted', { cause: signal.reason });
-      if (failure !== undefined) throw failure;
-      while (inflight.size >= concurrency) await Promise.race(inflight);
-      if (failure !== undefined) throw failure;
+      jobs.throwIfFailed();
+      while (jobs.size >= concurrency) await jobs.one();
+      jobs.throwIfFailed();
       const index = i;
       const len = chunkLength(previous, index);
       if (!changed.has(index)) {
         const id = chunkIdAt(previous, index);
-        start(async () => {
+        jobs.start(async () => {
           if (!(await store.reuse(id, signal))) {
             throw new ChunkError(
               `chunk ${index} of the previous list (${id}) is not in the store: read the whole disk instead`,
@@ -580,14 +635,14 @@ export async function writeDiskDelta(
             );
           }
           chunksFromPrevious++;
-          chunksReused++;
-          if (id === (await zeroIdOf(len))) zeroChunks++;
+          tally.chunksReused++;
+          if (id === (await zeroIdOf(len))) tally.zeroChunks++;
           done++;
           report(false);
         });
         continue;
       }
-      while (free.length === 0) await Promise.race(inflight);
+      while (free.length === 0) await jobs.one();
       const buf = free.pop() as Buffer;
       const view = buf.subarray(0, len);
       let got: number;
@@ -602,16 +657,9 @@ export async function writeDiskDelta(
         throw mismatch(`chunk ${index} ends early (${got} of ${len} bytes)`);
       }
       bytesRead += len;
-      start(async () => {
+      jobs.start(async () => {
         try {
-          const zero = isAllZero(view);
-          const id = zero ? (await zeroChunk(len)).id : await store.sha256(view);
-          const r = await store.put(view, { id, signal, deferDirSync: true });
-          ids.write(r.id, index * 32, 'hex');
-          if (r.added) chunksNew++;
-          else chunksReused++;
-          if (r.zero) zeroChunks++;
-          bytesAdded += r.bytesAdded;
+          ids.write(await tally.put(view), index * 32, 'hex');
           done++;
           report(false);
         } finally {
@@ -619,17 +667,17 @@ export async function writeDiskDelta(
         }
       });
     }
-    await Promise.all(inflight);
-    if (failure !== undefined) throw failure;
+    await jobs.all();
     await store.flush();
   } catch (e) {
-    await Promise.allSettled(inflight);
+    await jobs.settle();
     throw e;
   } finally {
     await ownHandle?.close().catch(() => undefined);
   }
   report(true);
   const list: ChunkList = { rawSize: size, chunkSize: CHUNK_SIZE, rawSha256: undefined, ids };
+  const { chunksNew, chunksReused, zeroChunks, bytesAdded } = tally;
   return {
     list,
     rawSha256: undefined,
