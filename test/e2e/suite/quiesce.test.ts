@@ -49,6 +49,12 @@ const BOOT_WAIT_MS = 8 * 60_000;
 describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   let fx: LabFixture;
   let dom: string;
+
+  /** `kvmbak backup` of lab-linux's data disk in mode quiesce, as image files, with JSON events. */
+  function quiesceBackup(dest: string, agentTimeout: number): string[] {
+    const args = ['backup', dom, '--dest', dest, '-c', fx.uri, '--format', 'image', '--mode', 'quiesce'];
+    return [...args, '--exclude', 'vda', '--agent-timeout', String(agentTimeout), '--json'];
+  }
   let work: string;
   /** The agent is stopped and waits for "cont" on kvmbak.resume. */
   let agentStopped = false;
@@ -141,23 +147,7 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
   it('with the agent stopped (SIGSTOP), a quiesce backup fails within the agent timeout and --quiesce-fallback pause backs up instead', async () => {
     await stopAgent();
     const dest = freshDest();
-    const args = [
-      'backup',
-      dom,
-      '--dest',
-      dest,
-      '-c',
-      fx.uri,
-      '--format',
-      'image',
-      '--mode',
-      'quiesce',
-      '--exclude',
-      'vda',
-      '--agent-timeout',
-      String(AGENT_TIMEOUT),
-      '--json',
-    ];
+    const args = quiesceBackup(dest, AGENT_TIMEOUT);
     let freezeAt = 0;
     const onEvent = (e: Record<string, unknown>): void => {
       if (e.type === 'phase' && e.phase === 'freeze') freezeAt = performance.now();
@@ -200,33 +190,14 @@ describe('kvmbak --mode quiesce with a real guest agent (lab-linux)', () => {
     const log = new LogFollower(fx.linux.serialLog);
     killedDest = freshDest();
     let killed = false;
-    const run = await runCli(
-      [
-        'backup',
-        dom,
-        '--dest',
-        killedDest,
-        '-c',
-        fx.uri,
-        '--format',
-        'image',
-        '--mode',
-        'quiesce',
-        '--exclude',
-        'vda',
-        '--agent-timeout',
-        '60',
-        '--json',
-      ],
-      {
-        onEvent: (e, kill) => {
-          if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
-            killed = true;
-            kill();
-          }
-        },
+    const run = await runCli(quiesceBackup(killedDest, 60), {
+      onEvent: (e, kill) => {
+        if (!killed && e.type === 'phase' && e.phase === 'snapshot') {
+          killed = true;
+          kill();
+        }
       },
-    );
+    });
     expect(run.signal, run.stderr).toBe('SIGKILL');
     await lvmSettled();
     await log.waitFor([FREEZE, STOPPED], 90_000);
