@@ -13,7 +13,21 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHUNK_SIZE, backup, readManifest, type BackupResult } from '../../../src/index.js';
-import { CLI, domState, kvmbakLvs, lab, lvmSettled, runCli, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
+import {
+  CLI,
+  domState,
+  keepDomain,
+  kvmbakLvs,
+  lab,
+  lvmSettled,
+  putDomainBack,
+  runCli,
+  sh,
+  sha256Of,
+  virsh,
+  writePattern,
+  type LabFixture,
+} from './lab.js';
 import { bash, fillIn, readmeBlock } from './readme-block.js';
 
 const DOMAIN = 'lab-one';
@@ -73,25 +87,13 @@ describe('chunk store (format chunks) on a thick LV', () => {
     work = mkdtempSync('/var/tmp/kvmbak-e2e-chunks-');
     dest = join(work, 'dest');
     mkdirSync(dest, { mode: 0o700 });
-    if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
     // What afterAll puts back: the domain's definition and its LV's content.
-    writeFileSync(join(work, 'domain.xml'), (await virsh('dumpxml', '--inactive', '--security-info', DOMAIN)).stdout);
-    await sh('dd', [`if=${lvPath}`, `of=${join(work, 'lv.raw')}`, 'bs=4M', 'status=none']);
+    await keepDomain(DOMAIN, lvPath, work);
   });
 
   afterAll(async () => {
     // lab-one back as the fixture made it: its LV with the fixture's content, defined, running.
-    await virsh('destroy', DOMAIN).catch(() => undefined);
-    if ((await sh('lvs', [`${fx.vg}/${LV}`], { check: false })).code !== 0) {
-      await sh('lvcreate', ['-q', '-y', '-W', 'y', '-Z', 'y', '-n', LV, '-L', `${fx.lvs[LV]!.bytes}b`, fx.vg]);
-    }
-    if ((await sha256Of(lvPath)) !== fx.lvs[LV]!.sha256) {
-      await sh('dd', [`if=${join(work, 'lv.raw')}`, `of=${lvPath}`, 'bs=4M', 'conv=fsync', 'status=none']);
-    }
-    await virsh('define', join(work, 'domain.xml'));
-    await sh('virsh', ['-q', '-c', fx.uri, 'pool-refresh', fx.pool], { check: false });
-    await virsh('start', DOMAIN);
-    expect(await sha256Of(lvPath)).toBe(fx.lvs[LV]!.sha256);
+    await putDomainBack(DOMAIN, LV, work);
     rmSync(work, { recursive: true, force: true });
   });
 

@@ -2,7 +2,7 @@
 // Commands are spawned with argument arrays; pipelines check the exit status of every stage.
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { createReadStream, openSync, closeSync, fsyncSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { createReadStream, openSync, closeSync, fsyncSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 
@@ -264,6 +264,41 @@ export async function kvmbakLvs(): Promise<string[]> {
     .split('\n')
     .map((l) => l.trim())
     .filter(Boolean);
+}
+
+/**
+ * Before a suite that loses a domain on purpose: the domain running, and in `work` what
+ * putDomainBack restores (its inactive XML with secrets, its one disk's content).
+ */
+export async function keepDomain(domain: string, lvPath: string, work: string): Promise<void> {
+  if ((await domState(domain)) !== 'running') await virsh('start', domain);
+  writeFileSync(join(work, 'domain.xml'), (await virsh('dumpxml', '--inactive', '--security-info', domain)).stdout);
+  await sh('dd', [`if=${lvPath}`, `of=${join(work, 'lv.raw')}`, 'bs=4M', 'status=none']);
+}
+
+/**
+ * After such a suite: the domain as the fixture made it — defined from the kept XML, its LV there
+ * (of the fixture's size; thin in `thinPool` when given, else linear) with the kept content, running.
+ */
+export async function putDomainBack(domain: string, lv: string, work: string, thinPool?: string): Promise<void> {
+  const fx = lab();
+  const spec = fx.lvs[lv]!;
+  await virsh('destroy', domain).catch(() => undefined);
+  const seg = await sh('lvs', ['--noheadings', '-o', 'segtype', `${fx.vg}/${lv}`], { check: false });
+  const want = thinPool ? 'thin' : 'linear';
+  if (seg.code === 0 && seg.stdout.trim() !== want) await sh('lvremove', ['-q', '-y', `${fx.vg}/${lv}`]);
+  if (seg.code !== 0 || seg.stdout.trim() !== want) {
+    const size = `${spec.bytes}b`;
+    const made = thinPool ? ['-V', size, '--thinpool', thinPool] : ['-W', 'y', '-Z', 'y', '-L', size];
+    await sh('lvcreate', ['-q', '-y', ...made, '-n', lv, fx.vg]);
+  }
+  if ((await sha256Of(spec.path)) !== spec.sha256) {
+    await sh('dd', [`if=${join(work, 'lv.raw')}`, `of=${spec.path}`, 'bs=4M', 'conv=fsync', 'status=none']);
+  }
+  await virsh('define', join(work, 'domain.xml'));
+  await sh('virsh', ['-q', '-c', fx.uri, 'pool-refresh', fx.pool], { check: false });
+  await virsh('start', domain);
+  if ((await sha256Of(spec.path)) !== spec.sha256) throw new Error(`${fx.vg}/${lv} does not hold the fixture's content after it was put back`);
 }
 
 /** Waits until no lvm2 command started by a killed kvmbak is still running. */

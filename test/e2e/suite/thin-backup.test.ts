@@ -15,7 +15,21 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHUNK_SIZE, backup, readManifest, type BackupProgress, type BackupResult } from '../../../src/index.js';
-import { CLI, domState, kvmbakLvs, lab, lvmSettled, runCli, sh, sha256Of, virsh, writePattern, type LabFixture } from './lab.js';
+import {
+  CLI,
+  domState,
+  keepDomain,
+  kvmbakLvs,
+  lab,
+  lvmSettled,
+  putDomainBack,
+  runCli,
+  sh,
+  sha256Of,
+  virsh,
+  writePattern,
+  type LabFixture,
+} from './lab.js';
 import { bash, fillIn, readmeBlock } from './readme-block.js';
 
 const DOMAIN = 'lab-thin';
@@ -102,9 +116,7 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     work = mkdtempSync('/var/tmp/kvmbak-e2e-thinbak-');
     dest = join(work, 'dest');
     mkdirSync(dest, { mode: 0o700 });
-    if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
-    writeFileSync(join(work, 'domain.xml'), (await virsh('dumpxml', '--inactive', '--security-info', DOMAIN)).stdout);
-    await sh('dd', [`if=${lvPath}`, `of=${join(work, 'lv.raw')}`, 'bs=4M', 'status=none']);
+    await keepDomain(DOMAIN, lvPath, work);
   });
 
   afterAll(async () => {
@@ -113,22 +125,7 @@ describe('backup --format chunks of a thin LV: thin_delta between runs (lab-thin
     }
     for (const b of await bases().catch(() => [])) await sh('lvremove', ['-q', '-y', b], { check: false });
     // lab-thin back as the fixture made it: its thin LV with the fixture's content, defined, running.
-    if ((await sh('virsh', ['-q', '-c', fx.uri, 'dominfo', DOMAIN], { check: false })).code !== 0) {
-      await virsh('define', join(work, 'domain.xml'));
-    }
-    const seg = await sh('lvs', ['--noheadings', '-o', 'segtype', `${vg}/${lv}`], { check: false });
-    if (seg.code === 0 && seg.stdout.trim() !== 'thin') {
-      await virsh('destroy', DOMAIN).catch(() => undefined);
-      await sh('lvremove', ['-q', '-y', `${vg}/${lv}`]);
-    }
-    if (seg.code !== 0 || seg.stdout.trim() !== 'thin') {
-      await sh('lvcreate', ['-q', '-y', '-V', `${fx.lvs[lv]!.bytes}b`, '--thinpool', fx.thinPool, '-n', lv, vg]);
-    }
-    if ((await sha256Of(lvPath)) !== fx.lvs[lv]!.sha256) {
-      await virsh('destroy', DOMAIN).catch(() => undefined);
-      await sh('dd', [`if=${join(work, 'lv.raw')}`, `of=${lvPath}`, 'bs=4M', 'conv=fsync', 'status=none']);
-    }
-    if ((await domState(DOMAIN)) !== 'running') await virsh('start', DOMAIN);
+    await putDomainBack(DOMAIN, lv, work, fx.thinPool);
     rmSync(work, { recursive: true, force: true });
   });
 
