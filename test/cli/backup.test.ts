@@ -46,6 +46,28 @@ interface Case {
   kvmbak(args: string[], onStderr?: (text: string, kill: (sig: NodeJS.Signals) => void) => void): Promise<Run>;
 }
 
+/**
+ * A backup of web-01 into image files that gets `sig` once it says it is archiving vda: 48 MiB of
+ * random data at level 9 on one thread takes a while to archive.
+ */
+async function signalledWhileArchiving(sig: NodeJS.Signals): Promise<{ c: Case; r: Run }> {
+  const spec = defaultWorld();
+  spec.vgs[0].size = 256 << 20;
+  spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
+  const c = await makeCase(spec);
+  let sent = false;
+  const r = await c.kvmbak(
+    ['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--format', 'image', '--level', '9', '--threads', '1'],
+    (text, kill) => {
+      if (!sent && text.includes('archiving vda')) {
+        sent = true;
+        kill(sig);
+      }
+    },
+  );
+  return { c, r };
+}
+
 let dirs: string[] = [];
 afterEach(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
@@ -204,20 +226,7 @@ describe('kvmbak backup', () => {
   });
 
   it('SIGINT while archiving: exit 130, nothing left', async () => {
-    const spec = defaultWorld();
-    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it into an image takes a while at level 9
-    spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
-    const c = await makeCase(spec);
-    let sent = false;
-    const r = await c.kvmbak(
-      ['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--format', 'image', '--level', '9', '--threads', '1'],
-      (text, kill) => {
-        if (!sent && text.includes('archiving vda')) {
-          sent = true;
-          kill('SIGINT');
-        }
-      },
-    );
+    const { c, r } = await signalledWhileArchiving('SIGINT');
     expect(r.code).toBe(130);
     expect(r.stderr).toMatch(/kvmbak: (backup cancelled|interrupted by SIGINT)\n$/);
     expect(await setDirs(c, 'web-01')).toEqual([]);
@@ -306,20 +315,7 @@ describe('kvmbak inspect', () => {
 
 describe('kvmbak recover', () => {
   it('after a kvmbak killed with SIGKILL mid-backup: removes its snapshots and partial set, takes over its lock', async () => {
-    const spec = defaultWorld();
-    spec.vgs[0].size = 256 << 20; // 48 MiB of random data: archiving it into an image takes a while at level 9
-    spec.lvs[0] = { vg: 'vg0', lv: 'web-root', content: randomBytes(48 << 20) };
-    const c = await makeCase(spec);
-    let killed = false;
-    const crash = await c.kvmbak(
-      ['backup', 'web-01', '--dest', c.dest, '--uri', c.uri, '--format', 'image', '--level', '9', '--threads', '1'],
-      (text, kill) => {
-        if (!killed && text.includes('archiving vda')) {
-          killed = true;
-          kill('SIGKILL');
-        }
-      },
-    );
+    const { c, r: crash } = await signalledWhileArchiving('SIGKILL');
     expect(crash.code).toBeNull();
     const left = await setDirs(c, 'web-01');
     expect(left).toEqual(['.journal-' + left[2] + '.json', '.lock', left[2]].sort());
