@@ -56,6 +56,9 @@ function incompressible(input, len) {
   }
   return out >= 4 * s * 0.99;
 }
+// the levels next to CODEC_LEVEL, to show why it is the default: output size and speed of each
+const neighbours = [CODEC_LEVEL - 1, CODEC_LEVEL + 1].filter((l) => l >= 1 && l <= 12);
+const levelStats = new Map([CODEC_LEVEL, ...neighbours].map((l) => [l, { seconds: 0, bytes: 0 }]));
 const members = [];
 for (let pos = 0; pos < size; pos += CH) {
   let t = now();
@@ -83,6 +86,14 @@ for (let pos = 0; pos < size; pos += CH) {
   t = cpuNow();
   const plain = codec.gzipCompress(v, CODEC_LEVEL, cOut);
   tCodec += cpuNow() - t;
+  levelStats.get(CODEC_LEVEL).seconds += cpuNow() - t;
+  levelStats.get(CODEC_LEVEL).bytes += plain;
+  for (const l of neighbours) {
+    t = cpuNow();
+    const b = codec.gzipCompress(v, l, cOut);
+    levelStats.get(l).seconds += cpuNow() - t;
+    levelStats.get(l).bytes += b;
+  }
   t = cpuNow();
   const stored = incompressible(v, n);
   const len = codec.gzipCompress(v, stored ? 0 : CODEC_LEVEL, cOut);
@@ -105,6 +116,8 @@ out.codec = codec.codecInfo();
 // one core's speed on the non-zero chunks (MB of raw data per second)
 out.mbpsZlibCompress = compBytes / tComp / 1e6;
 out.mbpsCodecCompress = compBytes / tCodec / 1e6;
+// every level on every non-zero chunk, no chunk stored (zero chunks are a fixed member at any level)
+out.levels = [...levelStats].sort((a, b) => a[0] - b[0]).map(([level, x]) => ({ level, bytes: x.bytes, mbps: compBytes / x.seconds / 1e6 }));
 out.zeroChunkShare = (zeroChunks * CH) / size;
 out.storedChunkShare = (storedChunks * CH) / size;
 

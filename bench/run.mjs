@@ -419,6 +419,15 @@ if (profiles.length) {
       `  ${pad(p.name, 10)} compress: node:zlib L${p.level} ${p.mbpsZlibCompress.toFixed(0)}, ${p.codec.library} ${p.codec.version} L${p.codecLevel} ${p.mbpsCodecCompress.toFixed(0)} (${(p.mbpsCodecCompress / p.mbpsZlibCompress).toFixed(1)}×);` +
         ` decompress: node:zlib ${p.mbpsZlibInflate.toFixed(0)}, ${p.codec.library} ${p.mbpsCodecInflate.toFixed(0)} (${(p.mbpsCodecInflate / p.mbpsZlibInflate).toFixed(1)}×)`,
     );
+    // the default level's neighbours: the image's output at each (the zero members as they are), against gzip -3's
+    const r = results.find((x) => x.name === p.name);
+    const here = p.levels?.find((l) => l.level === p.codecLevel);
+    if (r?.refSize && here) {
+      const parts = p.levels.map(
+        (l) => `L${l.level} ${l.mbps.toFixed(0)} MB/s, ${((r.kvSize - here.bytes + l.bytes) / r.refSize).toFixed(3)}× gzip -3's size`,
+      );
+      lines.push(`  ${pad('', 10)} levels: ${parts.join('; ')} (--level 3 takes the fastest not larger than gzip -3)`);
+    }
   }
 }
 if (profiles.length) {
