@@ -577,8 +577,9 @@ interface KeptBase {
 /**
  * Format chunks: every thin disk's snapshot is kept as the base of the next run's thin_delta —
  * its run and owner tags swapped for `kvmbak-base` in one lvchange, its thin id recorded in the
- * manifest, then deactivated. Until the commit it stays in `live` (a failure removes it, and so does recover while
- * the set is not committed). A snapshot that cannot be kept is removed like any other (warning).
+ * manifest, then deactivated. Until the commit it stays in `live` (a failure removes it, and so
+ * does recover while the set is not committed). A snapshot that cannot be kept is removed like any
+ * other (warning).
  */
 async function keepBases(run: Run, planned: PlannedBackup, disks: ArchivedDisk[], live: LiveSnapshots): Promise<Map<string, KeptBase>> {
   const kept = new Map<string, KeptBase>();
