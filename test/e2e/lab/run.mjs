@@ -32,7 +32,7 @@ const POLL_MS = 250;
 
 export function defaultTimeoutMinutes() {
   const raw = process.env.KVMBAK_LAB_TIMEOUT;
-  if (raw === undefined || raw === '') return 40;
+  if (raw === undefined || raw === '') return 50;
   const minutes = Number(raw);
   if (!Number.isFinite(minutes) || minutes <= 0) {
     throw new LabError(`KVMBAK_LAB_TIMEOUT must be a positive number of minutes, got ${JSON.stringify(raw)}`);
