@@ -57,7 +57,12 @@ interface Task {
 interface Slot {
   worker: Worker;
   task: Task | undefined;
+  /** A task was posted and its reply has not come yet (even when fail() already rejected the task). */
+  busy: boolean;
 }
+
+/** How long destroy() lets a busy worker finish its task before terminating it anyway. */
+const SETTLE_MS = 2000;
 
 export interface WorkerPoolOptions {
   /**
@@ -65,6 +70,22 @@ export interface WorkerPoolOptions {
    * for a long-lived pool that its owner may never destroy, such as a chunk store's.
    */
   unrefIdle?: boolean;
+}
+
+/** Resolves once the slot's worker has replied to its task in flight (or exited), or after SETTLE_MS. */
+function settled(slot: Slot): Promise<void> {
+  if (!slot.busy) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      slot.worker.off('message', done);
+      slot.worker.off('exit', done);
+      resolve();
+    };
+    const timer = setTimeout(done, SETTLE_MS);
+    slot.worker.on('message', done);
+    slot.worker.on('exit', done);
+  });
 }
 
 /**
@@ -123,10 +144,11 @@ export class WorkerPool {
   private spawn(): Slot {
     const worker = startArchiveWorker();
     counters.workersAlive++;
-    const slot: Slot = { worker, task: undefined };
+    const slot: Slot = { worker, task: undefined, busy: false };
     if (this.options.unrefIdle) worker.unref();
     this.slots.push(slot);
     worker.on('message', (m: WorkerReply) => {
+      slot.busy = false;
       const task = slot.task;
       if (!task || task.msg.id !== m.id) return;
       slot.task = undefined;
@@ -152,6 +174,7 @@ export class WorkerPool {
 
   private start(slot: Slot, task: Task): void {
     slot.task = task;
+    slot.busy = true;
     if (this.options.unrefIdle) slot.worker.ref();
     slot.worker.postMessage(task.msg, task.transfer);
   }
@@ -172,7 +195,10 @@ export class WorkerPool {
     for (const t of this.queue.splice(0)) t.reject(this.failure);
     const slots = this.slots.splice(0);
     for (const s of slots) if (s.task) s.task.reject(this.failure);
-    this.destroyed = Promise.all(slots.map((s) => s.worker.terminate())).then(() => undefined);
+    // A worker is terminated between tasks, not in the middle of one: node 20 aborts the whole
+    // process when a worker is terminated while node:zlib is setting up a stream in it (the
+    // worker's diagnosis of a corrupt member). Its task is rejected already; at most one task's time.
+    this.destroyed = Promise.all(slots.map(async (s) => (await settled(s), await s.worker.terminate()))).then(() => undefined);
     return this.destroyed;
   }
 }
